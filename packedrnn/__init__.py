@@ -1,0 +1,16 @@
+"""packedrnn: fast, padding-safe LSTM/GRU over variable-length batches.
+
+    from packedrnn import PackedLSTM
+    lstm = PackedLSTM(80, 256, num_layers=2, bidirectional=True, batch_first=True)
+    out, (h_n, c_n) = lstm(padded, lengths=lengths)
+"""
+
+__version__ = "0.1.0"
+
+from . import functional, reference  # noqa: E402
+from .functional import backend  # noqa: E402
+from .modules import PackedGRU, PackedLSTM  # noqa: E402
+from .validation import PackedRNNError  # noqa: E402
+
+__all__ = ["PackedLSTM", "PackedGRU", "PackedRNNError", "backend", "functional", "reference",
+           "__version__"]

@@ -1,0 +1,148 @@
+"""The single functional entry point: validation, layout, the layer loop, inter-layer dropout.
+
+Each layer (both directions together) goes to one backend:
+  "cpu" / "cuda"  the compiled custom ops (packedrnn.ops), when the extension is loaded;
+  "reference"     packedrnn.reference, pure PyTorch, anywhere.
+PACKEDRNN_BACKEND=reference|cpu|cuda forces a choice (an unavailable forced backend is an error).
+"""
+
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import reference
+from .validation import (check_hidden, check_input, check_weights, fail, lengths_on,
+                         lengths_to_tensor)
+
+_BACKENDS = ("reference", "cpu", "cuda")
+
+
+def _op_backend(device_type: str, dtype: torch.dtype) -> Optional[str]:
+    """The compiled backend that serves this device and dtype, or None."""
+    from . import ops
+    if not ops.available(device_type):
+        return None
+    if device_type == "cpu" and dtype not in (torch.float32, torch.float64):
+        return None
+    return device_type
+
+
+def backend(device="cpu", dtype: torch.dtype = torch.float32) -> str:
+    """The backend a call with tensors on `device` of `dtype` would use."""
+    device_type = torch.device(device).type
+    forced = os.environ.get("PACKEDRNN_BACKEND", "").strip().lower()
+    if forced:
+        if forced not in _BACKENDS:
+            fail(f"PACKEDRNN_BACKEND={forced!r} is not one of {', '.join(_BACKENDS)}")
+        if forced == "reference":
+            return forced
+        if forced != device_type:
+            fail(f"PACKEDRNN_BACKEND={forced} cannot run tensors on {device_type}")
+        if _op_backend(device_type, dtype) is None:
+            from . import ops
+            fail(f"PACKEDRNN_BACKEND={forced} but the compiled {forced} ops are unavailable for "
+                 f"{dtype}: {ops.unavailable_reason(device_type)}")
+        return forced
+    return _op_backend(device_type, dtype) or "reference"
+
+
+def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, bias: bool,
+                   proj: bool) -> List[Tuple[Tensor, ...]]:
+    """[(w_ih, w_hh, b_ih, b_hh, w_hr) for each direction], None where absent."""
+    groups = []
+    for d in range(D):
+        w = list(weights[(layer * D + d) * per_dir:(layer * D + d + 1) * per_dir])
+        w_ih, w_hh = w[0], w[1]
+        b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
+        w_hr = w[-1] if proj else None
+        groups.append((w_ih, w_hh, b_ih, b_hh, w_hr))
+    return groups
+
+
+def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None,
+        hidden_size: int, num_layers: int, bias: bool = True, batch_first: bool = False,
+        dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
+        proj_size: int = 0, weight_names: Optional[Sequence[str]] = None):
+    """Variable-length multi-layer LSTM ("LSTM") or GRU ("GRU") over a padded batch.
+
+    input   [B, T, I] if batch_first else [T, B, I]; padding may hold anything (NaN included)
+    lengths B ints in [0, T] (list, CPU tensor or tensor on input's device), or None for all T
+    hx      LSTM: (h0 [L*D, B, P], c0 [L*D, B, H]); GRU: h0 [L*D, B, H]; or None for zeros
+    weights nn.LSTM/nn.GRU's _flat_weights order
+    Returns output [B, T, D*P] (or time-major), exactly zero past each length; h_n [L*D, B, P];
+    c_n [L*D, B, H] (None for GRU). h_n/c_n hold each row's state after its own last valid step.
+    """
+    D = 2 if bidirectional else 1
+    P = proj_size if proj_size > 0 else hidden_size
+    per_dir = 2 + 2 * int(bias) + int(proj_size > 0)
+    if len(weights) != num_layers * D * per_dir:
+        fail(f"expected {num_layers * D * per_dir} weight tensors, got {len(weights)}")
+    names = weight_names or [f"weights[{i}]" for i in range(len(weights))]
+    check_input(input, weights[0].shape[1])
+    check_weights(input, weights, names)
+
+    x = input.transpose(0, 1) if batch_first else input  # [T, B, I]
+    T, B = x.shape[0], x.shape[1]
+    if lengths is None:
+        lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
+    else:
+        lens = lengths_on(lengths_to_tensor(lengths, B, T), x.device)
+        valid = torch.arange(T, device=x.device)[:, None] < lens[None, :]
+        # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
+        x = torch.where(valid[:, :, None], x, x.new_zeros(()))
+
+    is_lstm = cell == "LSTM"
+    if hx is None:
+        h0 = x.new_zeros(num_layers * D, B, P)
+        c0 = x.new_zeros(num_layers * D, B, hidden_size) if is_lstm else None
+    elif is_lstm:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            fail(f"hx for LSTM must be a tuple (h0, c0), got {type(hx).__name__}")
+        h0, c0 = hx
+        check_hidden("hx[0] (h0)", h0, (num_layers * D, B, P), x)
+        check_hidden("hx[1] (c0)", c0, (num_layers * D, B, hidden_size), x)
+    else:
+        h0, c0 = hx, None
+        check_hidden("hx (h0)", h0, (num_layers * D, B, hidden_size), x)
+
+    which = backend(x.device, x.dtype)
+    h_n, c_n = [], []
+    for layer in range(num_layers):
+        groups = _layer_weights(weights, layer, per_dir, D, bias, proj_size > 0)
+        rows = slice(layer * D, (layer + 1) * D)
+        if which == "reference":
+            outs = []
+            for d, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(groups):
+                out, h, c = reference.layer(cell, x, lens, h0[layer * D + d],
+                                            c0[layer * D + d] if is_lstm else None,
+                                            w_ih, w_hh, b_ih, b_hh, w_hr, reverse=d == 1)
+                outs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            out = torch.cat(outs, dim=-1) if D == 2 else outs[0]
+        else:
+            from . import ops
+            out, h, c = ops.layer(cell, x, lens, h0[rows], c0[rows] if is_lstm else None, groups)
+            h_n.extend(h.unbind(0))
+            c_n.extend(c.unbind(0) if is_lstm else [])
+        x = out
+        if dropout > 0 and training and layer < num_layers - 1:
+            x = F.dropout(x, dropout, training=True)
+
+    output = x.transpose(0, 1) if batch_first else x
+    return output, torch.stack(h_n), torch.stack(c_n) if is_lstm else None
+
+
+def lstm(input: Tensor, hx=None, weights: Sequence[Tensor] = (), **kwargs):
+    """`rnn("LSTM", ...)`: returns (output, (h_n, c_n))."""
+    out, h, c = rnn("LSTM", input, hx, weights, **kwargs)
+    return out, (h, c)
+
+
+def gru(input: Tensor, hx=None, weights: Sequence[Tensor] = (), **kwargs):
+    """`rnn("GRU", ...)`: returns (output, h_n)."""
+    out, h, _ = rnn("GRU", input, hx, weights, **kwargs)
+    return out, h

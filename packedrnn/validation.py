@@ -1,0 +1,114 @@
+"""Argument checks that run before any computation, each naming the argument and the value."""
+
+import numbers
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+
+class PackedRNNError(ValueError, RuntimeError):
+    """Bad arguments to packedrnn. Derives from both ValueError and RuntimeError, so code written
+    to catch either (nn.LSTM raises both kinds for bad input) keeps working."""
+
+
+def fail(message: str):
+    raise PackedRNNError(message)
+
+
+def _shape(t: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def check_input(input: Tensor, input_size: int) -> None:
+    if not isinstance(input, Tensor):
+        fail(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
+    if input.dim() != 3:
+        fail(f"input must be 2-D (unbatched) or 3-D (batched), got a {input.dim()}-D tensor "
+             f"of shape {_shape(input)}")
+    if not input.is_floating_point():
+        fail(f"input must be a floating-point tensor, got dtype {input.dtype}")
+    if input.shape[-1] != input_size:
+        fail(f"input.size(-1) must be equal to input_size: expected {input_size}, got "
+             f"{input.shape[-1]} (input shape {_shape(input)})")
+
+
+def check_weights(input: Tensor, weights: Sequence[Tensor], names: Sequence[str]) -> None:
+    for name, w in zip(names, weights):
+        if w.dtype != input.dtype:
+            fail(f"input dtype {input.dtype} does not match {name} dtype {w.dtype}")
+        if w.device != input.device:
+            fail(f"input is on {input.device} but {name} is on {w.device}")
+
+
+def check_hidden(name: str, h: Tensor, expected: tuple, input: Tensor) -> None:
+    if not isinstance(h, Tensor):
+        fail(f"{name} must be a Tensor, got {type(h).__name__}")
+    if tuple(h.shape) != expected:
+        fail(f"{name} has shape {_shape(h)}, expected ({', '.join(map(str, expected))})")
+    if h.dtype != input.dtype:
+        fail(f"{name} dtype {h.dtype} does not match input dtype {input.dtype}")
+    if h.device != input.device:
+        fail(f"{name} is on {h.device} but input is on {input.device}")
+
+
+def lengths_to_tensor(lengths, batch: int, T: int) -> Tensor:
+    """A list, tuple, or 1-D integer tensor of `batch` values in [0, T] -> int64 tensor.
+
+    Values are checked here when they are on the host; lengths already on an accelerator are
+    checked there (torch._assert_async), since reading them back would be a host sync.
+    """
+    if isinstance(lengths, Tensor):
+        if lengths.dim() != 1:
+            fail(f"lengths must be 1-D, got a {lengths.dim()}-D tensor of shape {_shape(lengths)}")
+        if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+            fail(f"lengths must have an integer dtype, got {lengths.dtype}")
+        values = lengths
+    elif isinstance(lengths, (list, tuple)):
+        for i, v in enumerate(lengths):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                fail(f"lengths[{i}] = {v!r} is not an integer")
+        values = torch.tensor(lengths, dtype=torch.int64).reshape(-1)
+    else:
+        fail(f"lengths must be a list of ints or a 1-D integer tensor, got {type(lengths).__name__}")
+    if values.numel() != batch:
+        fail(f"len(lengths)={values.numel()} but batch size is {batch}")
+    values = values.to(torch.int64)
+    if values.device.type == "cpu":
+        low = (values < 0).nonzero()
+        if low.numel():
+            i = int(low[0])
+            fail(f"lengths[{i}] = {int(values[i])} is negative")
+        high = (values > T).nonzero()
+        if high.numel():
+            i = int(high[0])
+            fail(f"lengths[{i}] = {int(values[i])} exceeds T = {T}")
+    else:
+        torch._assert_async(((values >= 0) & (values <= T)).all(),
+                            f"packedrnn: every lengths[b] must be in [0, T = {T}]")
+    return values
+
+
+def lengths_on(values: Tensor, device: torch.device) -> Tensor:
+    """Move int64 lengths to `device` without a host sync (pinned memory, non_blocking)."""
+    if values.device == device:
+        return values
+    if values.device.type == "cpu" and device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
+def check_dropout(dropout) -> None:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
+        fail(f"dropout must be a number in [0, 1], got {dropout!r}")
+
+
+def check_unbatched_lengths(lengths) -> Optional[list]:
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor) and lengths.dim() == 0:
+        lengths = lengths.reshape(1)
+        return lengths
+    if isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
+        return [int(lengths)]
+    fail(f"for unbatched 2-D input, lengths must be an int or None, got {lengths!r}")

@@ -1,0 +1,58 @@
+"""Padding never influences a result; zero-length rows pass their initial state through."""
+
+import pytest
+import torch
+
+from helpers import grads, make_pair, random_inputs, run_ours
+
+CASES = [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {})]
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf"), 1e30])
+def test_padding_values_change_nothing(cell, kw, poison, cpu_backend):
+    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True, **kw)
+    lengths = [2, 5, 0, 3]
+    clean, hx = random_inputs(ours, lengths, 5, with_hx=True, pad_value=0.0)
+    dirty = clean.detach().clone()
+    for b, n in enumerate(lengths):
+        dirty[b, n:] = poison
+    dirty.requires_grad_(True)
+    o1, s1 = run_ours(ours, clean, hx, lengths)
+    o2, s2 = run_ours(ours, dirty, hx, lengths)
+    assert torch.equal(o1, o2)
+    for a, b in zip(s1, s2):
+        assert torch.equal(a, b)
+    gi1, gw1 = grads(ours, clean, hx, o1, s1)
+    gi2, gw2 = grads(ours, dirty, hx, o2, s2)
+    for a, b in zip(gi1 + gw1, gi2 + gw2):
+        assert torch.equal(a, b)
+    for b, n in enumerate(lengths):
+        assert torch.equal(o2[b, n:], torch.zeros_like(o2[b, n:]))  # exactly zero past the length
+        assert torch.equal(gi2[0][b, n:], torch.zeros_like(gi2[0][b, n:]))  # no gradient there
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_zero_length_rows(cell, kw, bidirectional, cpu_backend):
+    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=bidirectional, **kw)
+    lengths = [0, 4, 0, 2]
+    x, hx = random_inputs(ours, lengths, 4, with_hx=True)
+    out, states = run_ours(ours, x, hx, lengths)
+    h0s = list(hx) if isinstance(hx, tuple) else [hx]
+    for b in (0, 2):
+        assert torch.equal(out[:, b], torch.zeros_like(out[:, b]))
+        for s, s0 in zip(states, h0s):
+            assert torch.equal(s[:, b], s0[:, b])  # h_n = h0, c_n = c0
+    (gx,) = torch.autograd.grad(out.sum(), [x], retain_graph=True)
+    assert torch.equal(gx[:, 0], torch.zeros_like(gx[:, 0]))
+    # A loss on h_n of a zero-length row reaches h0 of that row with gradient exactly 1,
+    # and nothing else.
+    loss = sum(s[:, 0].sum() for s in states)
+    g = torch.autograd.grad(loss, [x] + h0s + list(ours.parameters()), allow_unused=True)
+    assert torch.equal(g[0], torch.zeros_like(g[0]))
+    for g0 in g[1:1 + len(h0s)]:
+        assert torch.equal(g0[:, 0], torch.ones_like(g0[:, 0]))
+        assert torch.equal(g0[:, 1:], torch.zeros_like(g0[:, 1:]))
+    for gw in g[1 + len(h0s):]:
+        assert gw is None or torch.equal(gw, torch.zeros_like(gw))
