@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from . import functional, reference  # noqa: E402
+from . import functional, ops, reference  # noqa: E402
 from .functional import backend  # noqa: E402
 from .modules import PackedGRU, PackedLSTM  # noqa: E402
 from .validation import PackedRNNError  # noqa: E402

@@ -1,9 +1,108 @@
-"""Compiled custom ops (torch.library). Filled in by the C++ extension."""
+"""The compiled custom ops (schemas in csrc/ops.cpp): fake kernels, autograd, and the layer call.
+
+torch.ops.packedrnn.rnn_layer          one layer, both directions, forward
+torch.ops.packedrnn.rnn_layer_backward its gradients
+Shapes are in csrc/ops.cpp. The fake kernels derive every shape from input shapes alone, never
+from the values in `lengths`, so torch.compile traces one graph for any lengths.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _build
+from .validation import fail
+
+LSTM, GRU = 0, 1
+_registered = False
+
+
+def saved_width(cell: int, H: int, P: int, proj: bool) -> int:
+    """K of the saved tensor [D, T, B, K]; mirrors SavedLayout in csrc/cells.h."""
+    return (6 * H + P if proj else 5 * H + P) if cell == LSTM else 4 * H + P
+
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+
+    @torch.library.register_fake("packedrnn::rnn_layer")
+    def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):
+        T, B = x.shape[0], x.shape[1]
+        D, G, P = w_ih.shape[0], w_ih.shape[1], w_hh.shape[2]
+        H = G // (4 if cell == LSTM else 3)
+        out = x.new_empty(T, B, D * P)
+        h_n = x.new_empty(D, B, P)
+        c_n = x.new_empty(D, B, H) if cell == LSTM else x.new_empty(0)
+        K = saved_width(cell, H, P, w_hr is not None)
+        saved = x.new_empty(D, T, B, K) if train else x.new_empty(0)
+        return out, h_n, c_n, saved
+
+    @torch.library.register_fake("packedrnn::rnn_layer_backward")
+    def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, grad_out, grad_hn, grad_cn):
+        def like(t):
+            return torch.empty_like(t) if t is not None else x.new_empty(0)
+        return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
+                torch.empty_like(w_hh), like(b_ih), like(b_hh), like(w_hr))
+
+    def setup_context(ctx, inputs, output):
+        cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train = inputs
+        ctx.cell = cell
+        ctx.save_for_backward(x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
+
+    def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
+        if torch.is_grad_enabled():
+            fail("double backward (create_graph=True) through packedrnn's compiled ops is not "
+                 "supported; run with PACKEDRNN_BACKEND=reference, where it works")
+        x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
+        grads = torch.ops.packedrnn.rnn_layer_backward(
+            ctx.cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
+            grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous())
+        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
+
+        def present(g, t):
+            return g if t is not None else None
+        return (None, dx, None, dh0, present(dc0, c0), dw_ih, dw_hh, present(db_ih, b_ih),
+                present(db_hh, b_hh), present(dw_hr, w_hr), None)
+
+    torch.library.register_autograd("packedrnn::rnn_layer", backward, setup_context=setup_context)
 
 
 def available(device_type: str) -> bool:
-    return False
+    """Whether the compiled op serves `device_type` (builds the extension on first use)."""
+    if not _build.load():
+        return False
+    _register()
+    return torch._C._dispatch_has_kernel_for_dispatch_key("packedrnn::rnn_layer", device_type.upper())
 
 
 def unavailable_reason(device_type: str) -> str:
-    return "the compiled extension is not built yet"
+    if not _build.load():
+        return _build.unavailable_reason()
+    return f"the extension was built without {device_type} kernels"
+
+
+def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
+    return None if ts[0] is None else (ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(list(ts)))
+
+
+def layer(cell: str, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
+          groups) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on
+    x's device; h0 [D, B, P]; c0 [D, B, H]; groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction.
+    Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None for GRU)."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
+    tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
+    train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    out, h_n, c_n, _ = torch.ops.packedrnn.rnn_layer(
+        LSTM if cell == "LSTM" else GRU, x, lengths, h0.contiguous(),
+        None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train)
+    return out, h_n, (c_n if cell == "LSTM" else None)
+
+
+_build.load_aot_at_import()
+if _build.loaded():
+    _register()

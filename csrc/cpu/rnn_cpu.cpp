@@ -1,0 +1,295 @@
+// CPU implementation of packedrnn::rnn_layer and packedrnn::rnn_layer_backward (schemas and the
+// shape legend: ops.cpp and cells.h).
+//
+// Algorithm, per direction:
+//   1. gx = x W_ih^T + b for every step at once (one GEMM, layer_gemms.h).
+//   2. Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
+//      caller's order is untouched), so at step s the active rows are the first n(s) of that order
+//      and the recurrent product is one contiguous GEMM over them: gh[n, G] = h[n, P] W_hh^T.
+//      The cell update (cells.h) then runs per active row, in parallel; t = s forward, or
+//      lengths[b]-1-s in reverse. Padded x is never read; finished rows are never touched.
+//   3. Backward walks the steps in reverse with the same active sets, producing dgx/dgh; the weight
+//      and input gradients are then large GEMMs (layer_gemms.h).
+// The per-step GEMMs call the BLAS that torch itself links (sgemm_/dgemm_, resolved weakly at
+// load time) to avoid an ATen dispatch per step; where torch has none, ATen's addmm is used.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "cells.h"
+#include "layer_args.h"
+#include "layer_gemms.h"
+
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+            const int*, const double*, const int*, const double*, double*, const int*)
+    __attribute__((weak));
+}
+
+namespace packedrnn {
+namespace {
+
+// Row-major C[m, n] = A[m, k] op(B) + beta C, where op(B) = B^T for B stored [n, k] (trans_b) or
+// B for B stored [k, n]. Expressed to column-major BLAS as C^T = op(B)^T A^T.
+template <typename S>
+void gemm(int64_t m, int64_t n, int64_t k, const S* A, int64_t lda, const S* B, int64_t ldb,
+          bool trans_b, S beta, S* C, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const bool blas = std::is_same<S, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
+  if (blas) {
+    const char ta = trans_b ? 'T' : 'N', tb = 'N';
+    const int M = n, N = m, K = k, LA = ldb, LB = lda, LC = ldc;
+    const S one = 1;
+    if constexpr (std::is_same<S, float>::value) {
+      sgemm_(&ta, &tb, &M, &N, &K, &one, B, &LA, A, &LB, &beta, C, &LC);
+    } else {
+      dgemm_(&ta, &tb, &M, &N, &K, &one, B, &LA, A, &LB, &beta, C, &LC);
+    }
+    return;
+  }
+  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value);
+  at::Tensor a = at::from_blob(const_cast<S*>(A), {m, k}, {lda, 1}, opt);
+  at::Tensor b = trans_b ? at::from_blob(const_cast<S*>(B), {n, k}, {ldb, 1}, opt).t()
+                         : at::from_blob(const_cast<S*>(B), {k, n}, {ldb, 1}, opt);
+  at::Tensor c = at::from_blob(C, {m, n}, {ldc, 1}, opt);
+  if (beta == S(0)) c.zero_();
+  c.addmm_(a, b, beta, 1);
+}
+
+// Row indices sorted by decreasing length (stable, so ties keep the caller's order).
+std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
+  std::vector<int64_t> order(B);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return len[a] > len[b]; });
+  return order;
+}
+
+int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row)); }
+
+// Pointers of one direction, all contiguous. Shapes as in ops.cpp, with d fixed.
+template <typename S>
+struct Dir {
+  int64_t d;
+  bool reverse;
+  const S* w_hh;  // [G, P]
+  const S* b_hh;  // [G], GRU only (LSTM folds it into gx); may be null
+  const S* w_hr;  // [P, H] or null
+};
+
+template <typename S>
+void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
+                       const std::vector<int64_t>& order, const S* gx /*[T*B, G]*/,
+                       const S* h0 /*[B, P]*/, const S* c0 /*[B, H] or null*/, S* out /*[T, B, D*P]*/,
+                       S* h_n /*[B, P]*/, S* c_n /*[B, H] or null*/, S* saved /*[T, B, K] or null*/) {
+  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
+  const SavedLayout L = a.layout();
+  const bool lstm = a.cell == kLSTM;
+  std::vector<S> h(B * P), c(lstm ? B * H : 0), gh(B * G), m(a.proj ? B * H : 0), hp(a.proj ? B * P : 0);
+  for (int64_t j = 0; j < B; ++j) {
+    std::copy_n(h0 + order[j] * P, P, &h[j * P]);
+    if (lstm) std::copy_n(c0 + order[j] * H, H, &c[j * H]);
+  }
+  auto time = [&](int64_t b, int64_t s) { return dir.reverse ? len[b] - 1 - s : s; };
+  int64_t n = B;
+  for (int64_t s = 0;; ++s) {
+    while (n > 0 && len[order[n - 1]] <= s) --n;
+    if (n == 0) break;
+    gemm<S>(n, G, P, h.data(), P, dir.w_hh, P, true, S(0), gh.data(), G);
+    at::parallel_for(0, n, grain(G), [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t b = order[j], t = time(b, s);
+        const S* gxr = gx + (t * B + b) * G;
+        const S* ghr = &gh[j * G];
+        S* hj = &h[j * P];
+        S* o = out + (t * B + b) * DP + dir.d * P;
+        S* sv = saved ? saved + (t * B + b) * L.K : nullptr;
+        if (sv) std::copy_n(hj, P, sv + L.h_prev);
+        for (int64_t u = 0; u < H; ++u) {
+          if (lstm) {
+            const S cp = c[j * H + u];
+            if (sv) sv[L.c_prev + u] = cp;
+            S mv;
+            c[j * H + u] = lstm_forward<S>(gxr[u] + ghr[u], gxr[H + u] + ghr[H + u],
+                                           gxr[2 * H + u] + ghr[2 * H + u],
+                                           gxr[3 * H + u] + ghr[3 * H + u], cp,
+                                           sv ? sv + L.act + u : nullptr, H, mv);
+            if (a.proj) {
+              m[j * H + u] = mv;
+              if (sv) sv[L.m + u] = mv;
+            } else {
+              hj[u] = o[u] = mv;
+            }
+          } else {
+            const S* bh = dir.b_hh;
+            hj[u] = o[u] = gru_forward<S>(gxr[u], gxr[H + u], gxr[2 * H + u],
+                                          ghr[u] + (bh ? bh[u] : S(0)), ghr[H + u] + (bh ? bh[H + u] : S(0)),
+                                          ghr[2 * H + u] + (bh ? bh[2 * H + u] : S(0)), hj[u],
+                                          sv ? sv + L.act + u : nullptr, H);
+          }
+        }
+      }
+    });
+    if (a.proj) {  // h = m W_hr^T, a second product per step
+      gemm<S>(n, P, H, m.data(), H, dir.w_hr, H, true, S(0), hp.data(), P);
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t b = order[j], t = time(b, s);
+        std::copy_n(&hp[j * P], P, &h[j * P]);
+        std::copy_n(&hp[j * P], P, out + (t * B + b) * DP + dir.d * P);
+      }
+    }
+  }
+  for (int64_t j = 0; j < B; ++j) {
+    std::copy_n(&h[j * P], P, h_n + order[j] * P);
+    if (lstm) std::copy_n(&c[j * H], H, c_n + order[j] * H);
+  }
+}
+
+template <typename S>
+void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
+                        const std::vector<int64_t>& order, const S* saved /*[T, B, K]*/,
+                        const S* grad_out /*[T, B, D*P]*/, const S* grad_hn /*[B, P]*/,
+                        const S* grad_cn /*[B, H] or null*/, S* dgx /*[T*B, G], zeroed*/,
+                        S* dgh /*[T*B, G], zeroed; == dgx for LSTM*/, S* dH /*[T*B, P] or null*/,
+                        S* dh0 /*[B, P]*/, S* dc0 /*[B, H] or null*/) {
+  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
+  const SavedLayout L = a.layout();
+  const bool lstm = a.cell == kLSTM;
+  // dh, dc: gradient flowing into the state from later steps; dht: total dL/dh_t at this step;
+  // dm: dL/dm with a projection; dgc: this step's dgh rows packed for the GEMM.
+  std::vector<S> dh(B * P), dc(lstm ? B * H : 0), dht(B * P), dm(a.proj ? B * H : 0), dgc(B * G);
+  for (int64_t j = 0; j < B; ++j) {
+    std::copy_n(grad_hn + order[j] * P, P, &dh[j * P]);
+    if (lstm) std::copy_n(grad_cn + order[j] * H, H, &dc[j * H]);
+  }
+  auto time = [&](int64_t b, int64_t s) { return dir.reverse ? len[b] - 1 - s : s; };
+  const int64_t steps = B ? len[order[0]] : 0;
+  int64_t n = 0;
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    while (n < B && len[order[n]] > s) ++n;
+    at::parallel_for(0, n, grain(P), [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t b = order[j], t = time(b, s);
+        const S* go = grad_out + (t * B + b) * DP + dir.d * P;
+        for (int64_t p = 0; p < P; ++p) dht[j * P + p] = go[p] + dh[j * P + p];
+        if (dH) std::copy_n(&dht[j * P], P, dH + (t * B + b) * P);
+      }
+    });
+    if (a.proj) gemm<S>(n, H, P, dht.data(), P, dir.w_hr, H, false, S(0), dm.data(), H);
+    at::parallel_for(0, n, grain(G), [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t b = order[j], t = time(b, s);
+        const S* sv = saved + (t * B + b) * L.K;
+        const S* act = sv + L.act;
+        S* dgr = &dgc[j * G];
+        for (int64_t u = 0; u < H; ++u) {
+          if (lstm) {
+            const S dmv = a.proj ? dm[j * H + u] : dht[j * P + u];
+            dc[j * H + u] = lstm_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
+                                             sv[L.c_prev + u], dmv, dc[j * H + u], dgr + u, H);
+          } else {
+            dh[j * P + u] = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
+                                            sv[L.h_prev + u], dht[j * P + u],
+                                            dgx + (t * B + b) * G + u, dgr + u, H);
+          }
+        }
+        std::copy_n(dgr, G, dgh + (t * B + b) * G);  // for LSTM dgh is dgx
+      }
+    });
+    // dL/dh_{t-1} = dgh W_hh (+ the direct term dh*z that the GRU loop left in dh)
+    gemm<S>(n, P, G, dgc.data(), G, dir.w_hh, P, false, lstm ? S(0) : S(1), dh.data(), P);
+  }
+  for (int64_t j = 0; j < B; ++j) {
+    std::copy_n(&dh[j * P], P, dh0 + order[j] * P);
+    if (lstm) std::copy_n(&dc[j * H], H, dc0 + order[j] * H);
+  }
+}
+
+template <typename S>
+Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+                 const std::optional<at::Tensor>& w_hr) {
+  return {d, d == 1, w_hh[d].data_ptr<S>(),
+          (a.cell == kGRU && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
+          a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr};
+}
+
+std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
+  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
+    int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0_,
+    const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+    const std::optional<at::Tensor>& b_ih_, const std::optional<at::Tensor>& b_hh_,
+    const std::optional<at::Tensor>& w_hr_, bool train) {
+  const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_);
+  const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
+  const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
+  const at::Tensor len = lengths.contiguous();
+  const std::vector<int64_t> order = by_length(len.data_ptr<int64_t>(), a.B);
+  const at::Tensor gx = input_projection(a, x, w_ih_, b_ih_, b_hh_);
+  at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, x.options());
+  at::Tensor h_n = at::empty({a.D, a.B, a.P}, x.options());
+  at::Tensor c_n = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, x.options()) : at::empty({0}, x.options());
+  // Zeroed: the weight-gradient GEMMs read h_prev and m at padded positions too.
+  at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, a.layout().K}, x.options()) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
+    for (int64_t d = 0; d < a.D; ++d) {
+      forward_direction<scalar_t>(a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), len.data_ptr<int64_t>(),
+                                  order, gx[d].data_ptr<scalar_t>(), h0[d].data_ptr<scalar_t>(),
+                                  c0 ? (*c0)[d].data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+                                  h_n[d].data_ptr<scalar_t>(),
+                                  a.cell == kLSTM ? c_n[d].data_ptr<scalar_t>() : nullptr,
+                                  train ? saved[d].data_ptr<scalar_t>() : nullptr);
+    }
+  });
+  return {out, h_n, c_n, saved};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0,
+                       const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+                       const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
+                       const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
+                       const at::Tensor& grad_out_, const at::Tensor& grad_hn_, const at::Tensor& grad_cn_) {
+  const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_);
+  TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * a.layout().K,
+              "packedrnn: saved is missing (the forward ran with train=False)");
+  const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
+  const at::Tensor grad_hn = grad_hn_.contiguous(), grad_cn = grad_cn_.contiguous();
+  const auto b_hh = contig(b_hh_), w_hr = contig(w_hr_);
+  const at::Tensor len = lengths.contiguous();
+  const std::vector<int64_t> order = by_length(len.data_ptr<int64_t>(), a.B);
+  at::Tensor dgx = at::zeros({a.D, a.T * a.B, a.G}, x.options());
+  at::Tensor dgh = a.cell == kLSTM ? dgx : at::zeros_like(dgx);
+  at::Tensor dH = a.proj ? at::zeros({a.D, a.T * a.B, a.P}, x.options()) : at::Tensor();
+  at::Tensor dh0 = at::empty({a.D, a.B, a.P}, x.options());
+  at::Tensor dc0 = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, x.options()) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_backward_cpu", [&] {
+    for (int64_t d = 0; d < a.D; ++d) {
+      backward_direction<scalar_t>(
+          a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), len.data_ptr<int64_t>(), order,
+          saved[d].data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), grad_hn[d].data_ptr<scalar_t>(),
+          a.cell == kLSTM ? grad_cn[d].data_ptr<scalar_t>() : nullptr, dgx[d].data_ptr<scalar_t>(),
+          dgh[d].data_ptr<scalar_t>(), a.proj ? dH[d].data_ptr<scalar_t>() : nullptr,
+          dh0[d].data_ptr<scalar_t>(), a.cell == kLSTM ? dc0[d].data_ptr<scalar_t>() : nullptr);
+    }
+  });
+  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(a, x, w_ih, saved, dgx, dgh, dH);
+  return {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(packedrnn, CPU, m) {
+  m.impl("rnn_layer", &rnn_layer_cpu);
+  m.impl("rnn_layer_backward", &rnn_layer_backward_cpu);
+}
+
+}  // namespace packedrnn

@@ -1,0 +1,71 @@
+// Torch-facing shape checks shared by the CPU and CUDA implementations of the ops in ops.cpp.
+// packedrnn.functional validates user input with friendlier messages first; these checks guard
+// direct calls of torch.ops.packedrnn.* so that a bad call is an error, never a bad memory access.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "cells.h"
+
+namespace packedrnn {
+
+struct LayerArgs {
+  int64_t cell, T, B, I, D, G, H, P;
+  bool proj, bias;
+
+  LayerArgs(int64_t cell_, const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
+            const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+            const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+            const std::optional<at::Tensor>& w_hr)
+      : cell(cell_) {
+    TORCH_CHECK(cell == kLSTM || cell == kGRU, "packedrnn: cell must be 0 (LSTM) or 1 (GRU), got ", cell);
+    TORCH_CHECK(x.dim() == 3, "packedrnn: x must be [T, B, I], got ", x.sizes());
+    TORCH_CHECK(w_ih.dim() == 3 && w_hh.dim() == 3, "packedrnn: w_ih and w_hh must be [D, G, *]");
+    T = x.size(0);
+    B = x.size(1);
+    I = x.size(2);
+    D = w_ih.size(0);
+    G = w_ih.size(1);
+    H = G / (cell == kLSTM ? 4 : 3);
+    P = w_hh.size(2);
+    proj = w_hr.has_value();
+    bias = b_ih.has_value();
+    TORCH_CHECK(D == 1 || D == 2, "packedrnn: w_ih.size(0) (directions) must be 1 or 2, got ", D);
+    TORCH_CHECK(G == H * (cell == kLSTM ? 4 : 3) && H > 0, "packedrnn: w_ih.size(1) = ", G,
+                " is not a multiple of the gate count");
+    TORCH_CHECK(w_ih.sizes() == at::IntArrayRef({D, G, I}), "packedrnn: w_ih must be ", D, "x", G,
+                "x", I, ", got ", w_ih.sizes());
+    TORCH_CHECK(w_hh.sizes() == at::IntArrayRef({D, G, P}), "packedrnn: w_hh must be [D, G, P], got ",
+                w_hh.sizes());
+    TORCH_CHECK(proj ? P < H : P == H, "packedrnn: w_hh.size(2) = ", P, " does not fit H = ", H);
+    TORCH_CHECK(!proj || cell == kLSTM, "packedrnn: w_hr is only for LSTM");
+    if (proj) {
+      TORCH_CHECK(w_hr->sizes() == at::IntArrayRef({D, P, H}), "packedrnn: w_hr must be [D, P, H], got ",
+                  w_hr->sizes());
+    }
+    TORCH_CHECK(b_ih.has_value() == b_hh.has_value(), "packedrnn: pass both biases or neither");
+    if (bias) {
+      TORCH_CHECK(b_ih->sizes() == at::IntArrayRef({D, G}) && b_hh->sizes() == at::IntArrayRef({D, G}),
+                  "packedrnn: b_ih and b_hh must be [D, G]");
+    }
+    TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B && lengths.scalar_type() == at::kLong,
+                "packedrnn: lengths must be int64 [B] with B = ", B, ", got ", lengths.sizes(), " ",
+                lengths.scalar_type());
+    TORCH_CHECK(lengths.device() == x.device(), "packedrnn: lengths must be on x's device");
+    TORCH_CHECK(h0.sizes() == at::IntArrayRef({D, B, P}), "packedrnn: h0 must be [D, B, P] = [", D,
+                ", ", B, ", ", P, "], got ", h0.sizes());
+    TORCH_CHECK(c0.has_value() == (cell == kLSTM), "packedrnn: c0 is required for LSTM, absent for GRU");
+    if (c0) {
+      TORCH_CHECK(c0->sizes() == at::IntArrayRef({D, B, H}), "packedrnn: c0 must be [D, B, H], got ",
+                  c0->sizes());
+    }
+    for (const at::Tensor* t : {&h0, &w_ih, &w_hh}) {
+      TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(),
+                  "packedrnn: every tensor must match x's dtype and device");
+    }
+  }
+
+  SavedLayout layout() const { return SavedLayout(cell, H, P, proj); }
+};
+
+}  // namespace packedrnn
