@@ -20,8 +20,9 @@ from .validation import (check_hidden, check_input, check_weights, fail, lengths
 _BACKENDS = ("reference", "cpu", "cuda")
 
 
+@torch.compiler.assume_constant_result
 def _op_backend(device_type: str, dtype: torch.dtype) -> Optional[str]:
-    """The compiled backend that serves this device and dtype, or None."""
+    """The compiled backend that serves this device and dtype, or None (constant under compile)."""
     from . import ops
     if not ops.available(device_type):
         return None

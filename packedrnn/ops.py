@@ -23,6 +23,19 @@ def saved_width(cell: int, H: int, P: int, proj: bool) -> int:
     return (6 * H + P if proj else 5 * H + P) if cell == LSTM else 4 * H + P
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on the gradients; differentiating them again is a clear error."""
+
+    @staticmethod
+    def forward(ctx, anchor, *grads):
+        return grads
+
+    @staticmethod
+    def backward(ctx, *_):
+        fail("double backward through packedrnn's compiled ops is not supported; run with "
+             "PACKEDRNN_BACKEND=reference, where it works")
+
+
 def _register() -> None:
     global _registered
     if _registered:
@@ -54,13 +67,13 @@ def _register() -> None:
         ctx.save_for_backward(x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
 
     def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
-        if torch.is_grad_enabled():
-            fail("double backward (create_graph=True) through packedrnn's compiled ops is not "
-                 "supported; run with PACKEDRNN_BACKEND=reference, where it works")
         x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
         grads = torch.ops.packedrnn.rnn_layer_backward(
             ctx.cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
             grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous())
+        if torch.is_grad_enabled():  # create_graph=True: first order works, a second raises
+            anchor = next((t for t in ctx.saved_tensors if t is not None and t.requires_grad), None)
+            grads = _FirstOrderOnly.apply(anchor, *grads)
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
 
         def present(g, t):

@@ -56,7 +56,8 @@ def lengths_to_tensor(lengths, batch: int, T: int) -> Tensor:
     """A list, tuple, or 1-D integer tensor of `batch` values in [0, T] -> int64 tensor.
 
     Values are checked here when they are on the host; lengths already on an accelerator are
-    checked there (torch._assert_async), since reading them back would be a host sync.
+    checked there (torch._assert_async), since reading them back would be a host sync. Inside
+    torch.compile the device-side check serves every device (it adds no graph break).
     """
     if isinstance(lengths, Tensor):
         if lengths.dim() != 1:
@@ -74,7 +75,7 @@ def lengths_to_tensor(lengths, batch: int, T: int) -> Tensor:
     if values.numel() != batch:
         fail(f"len(lengths)={values.numel()} but batch size is {batch}")
     values = values.to(torch.int64)
-    if values.device.type == "cpu":
+    if values.device.type == "cpu" and not torch.compiler.is_compiling():
         low = (values < 0).nonzero()
         if low.numel():
             i = int(low[0])
@@ -84,8 +85,9 @@ def lengths_to_tensor(lengths, batch: int, T: int) -> Tensor:
             i = int(high[0])
             fail(f"lengths[{i}] = {int(values[i])} exceeds T = {T}")
     else:
+        # A fixed message: formatting T into it would specialise T under torch.compile.
         torch._assert_async(((values >= 0) & (values <= T)).all(),
-                            f"packedrnn: every lengths[b] must be in [0, T = {T}]")
+                            "packedrnn: every lengths[b] must be in [0, T]")
     return values
 
 

@@ -227,6 +227,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
     const std::optional<at::Tensor>& b_ih_, const std::optional<at::Tensor>& b_hh_,
     const std::optional<at::Tensor>& w_hr_, bool train) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls record no graph
   const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_);
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
@@ -257,6 +258,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
                        const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
                        const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
                        const at::Tensor& grad_out_, const at::Tensor& grad_hn_, const at::Tensor& grad_cn_) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_);
   TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * a.layout().K,
               "packedrnn: saved is missing (the forward ran with train=False)");

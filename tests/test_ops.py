@@ -1,0 +1,159 @@
+"""The compiled custom ops: opcheck, torch.compile, no-grad, double backward, thread counts, JIT."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import packedrnn
+from packedrnn import ops
+from helpers import make_pair, random_inputs
+
+pytestmark = pytest.mark.skipif(not ops.available("cpu"), reason="compiled CPU ops not built")
+
+
+def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requires_grad=True,
+            dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(len(lengths) * 31 + T)
+    D, B = 2 if bidirectional else 1, len(lengths)
+    G = (4 if cell == ops.LSTM else 3) * H
+    P = proj or H
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype).to(device).requires_grad_(requires_grad)
+    x = torch.randn(T, B, I, generator=g, dtype=dtype).to(device)
+    for b, n in enumerate(lengths):
+        x[n:, b] = 0
+    x.requires_grad_(requires_grad)
+    lens = torch.tensor(lengths, dtype=torch.int64, device=device)
+    c0 = r(D, B, H) if cell == ops.LSTM else None
+    b_ih, b_hh = (r(D, G), r(D, G)) if bias else (None, None)
+    w_hr = r(D, P, H) if proj else None
+    return (cell, x, lens, r(D, B, P), c0, r(D, G, I), r(D, G, P), b_ih, b_hh, w_hr, requires_grad)
+
+
+PATTERNS = [[5, 3, 0, 5], [1, 1, 1], [2], [4, 5, 4, 1, 3]]
+CELLS = [(ops.LSTM, 0), (ops.LSTM, 2), (ops.GRU, 0)]
+
+
+@pytest.mark.parametrize("cell,proj", CELLS)
+@pytest.mark.parametrize("lengths", PATTERNS)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(cell, proj, lengths, requires_grad):
+    args = op_args(cell, proj, True, lengths, requires_grad=requires_grad)
+    torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, args)
+
+
+def test_no_grad_saves_nothing():
+    args = op_args(ops.LSTM, 0, True, [5, 3, 0, 5])
+    assert torch.ops.packedrnn.rnn_layer(*args[:-1], False)[3].numel() == 0
+    m = packedrnn.PackedLSTM(3, 4, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    for ctx in (torch.no_grad(), torch.inference_mode()):
+        with ctx:
+            out, _ = m(x, lengths=[5, 2])
+        assert out.grad_fn is None
+
+
+def test_double_backward_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+    m = packedrnn.PackedGRU(2, 3, dtype=torch.float64)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    out, _ = m(x, lengths=[4, 2])
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # first order is fine
+    with pytest.raises(packedrnn.PackedRNNError, match="PACKEDRNN_BACKEND=reference"):
+        g.sum().backward()
+
+
+def test_double_backward_works_on_the_reference(monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "reference")
+    m = packedrnn.PackedLSTM(2, 3, dtype=torch.float64)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2])
+    assert torch.autograd.gradgradcheck(lambda x: m(x, lengths=lengths)[0], (x,))
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_repeatable_and_thread_count_independent(cell, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+    results = {}
+    threads = torch.get_num_threads()
+    try:
+        for dtype in (torch.float64, torch.float32):
+            for n in sorted({1, max(2, threads)}):
+                torch.set_num_threads(n)
+                ours, _ = make_pair(cell, 16, 32, dtype=dtype, num_layers=2, bidirectional=True)
+                torch.manual_seed(0)
+                ours.load_state_dict({k: torch.randn_like(v) * 0.2 for k, v in ours.state_dict().items()})
+                lengths = [30, 17, 0, 30, 5, 22, 9, 30]
+                runs = []
+                for _ in range(2):
+                    x, hx = random_inputs(ours, lengths, 30, with_hx=True)
+                    out, state = ours(x, hx, lengths=lengths)
+                    g = torch.autograd.grad(out.sum(), [x] + list(ours.parameters()))
+                    runs.append([out] + list(g))
+                for a, b in zip(*runs):
+                    assert torch.equal(a, b)  # bitwise identical across repeated runs
+                results[(dtype, n)] = runs[0]
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+            ns = sorted(n for d, n in results if d == dtype)
+            for a, b in zip(results[(dtype, ns[0])], results[(dtype, ns[-1])]):
+                scale = max(1.0, b.abs().max().item())
+                assert (a - b).abs().max().item() <= tol * scale
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+    torch._dynamo.reset()
+    ours, _ = make_pair("LSTM", 3, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=2)
+
+    def step(x, lengths):
+        out, (h, c) = ours(x, lengths=lengths)
+        return out, h, c
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(error_on_recompile=False):
+        shapes = [(4, 6, [3, 6, 1, 4]), (5, 9, [9, 2, 2, 7, 0]), (3, 4, [1, 4, 2])]
+        for i, (B, T, lengths) in enumerate(shapes):
+            if i == 1:  # everything after the first call must reuse the graph
+                torch._dynamo.config.error_on_recompile = True
+            x = torch.randn(B, T, 3, dtype=torch.float64, requires_grad=True)
+            lens = torch.tensor(lengths)
+            got = compiled(x, lens)
+            want = step(x, lens)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+            g1 = torch.autograd.grad(sum(t.sum() for t in got), [x] + list(ours.parameters()))
+            g2 = torch.autograd.grad(sum(t.sum() for t in want), [x] + list(ours.parameters()))
+            for a, b in zip(g1, g2):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        torch._dynamo.config.error_on_recompile = False
+
+
+def test_jit_build_into_a_temp_dir(tmp_path):
+    """The just-in-time path, in a fresh interpreter: builds, registers, and matches the reference."""
+    script = textwrap.dedent("""
+        import torch, packedrnn
+        from packedrnn import _build
+        assert packedrnn.backend("cpu") == "cpu", _build.unavailable_reason()
+        m = packedrnn.PackedGRU(3, 4, bidirectional=True, dtype=torch.float64)
+        x = torch.randn(5, 3, 3, dtype=torch.float64)
+        a = m(x, lengths=[5, 0, 2])[0]
+        import os; os.environ["PACKEDRNN_BACKEND"] = "reference"
+        b = m(x, lengths=[5, 0, 2])[0]
+        assert (a - b).abs().max() < 1e-12
+        print("JIT OK")
+    """)
+    env = dict(os.environ, PACKEDRNN_FORCE_JIT="1", TORCH_EXTENSIONS_DIR=str(tmp_path),
+               MAX_JOBS=str(os.cpu_count() or 2))
+    env.pop("PACKEDRNN_BACKEND", None)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "JIT OK" in run.stdout
+    assert "compiling the C++" in run.stderr and str(tmp_path) in run.stderr
