@@ -1,6 +1,8 @@
 // The large matrix products around the recurrence, through ATen (MKL/oneDNN on the CPU, cuBLAS on
-// CUDA), shared by both backends. They run over all T*B positions: padded positions of `dgx`/`dgh`
-// are zero and padded x is finite, so they contribute exactly nothing.
+// CUDA), shared by both backends. They run over N "token rows": the CPU gathers the valid (t, b)
+// positions first (N = sum(lengths), no work on padding); CUDA, which must not read the lengths on
+// the host, uses all N = T*B positions, with dgx/dgh zero at padded ones and padded x finite, so
+// those contribute exactly nothing.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,13 +11,12 @@
 
 namespace packedrnn {
 
-// gx [D, T*B, G] = x W_ih^T + b_ih (+ b_hh for LSTM, where both biases simply add; GRU keeps
-// b_hh apart because its n gate multiplies r into W_hn h + b_hn).
-inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x, const at::Tensor& w_ih,
+// gx [D, N, G] = x_rows [N, I] W_ih^T + b_ih (+ b_hh for LSTM, where both biases simply add; GRU
+// keeps b_hh apart because its n gate multiplies r into W_hn h + b_hn).
+inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, const at::Tensor& w_ih,
                                    const std::optional<at::Tensor>& b_ih,
                                    const std::optional<at::Tensor>& b_hh) {
-  const at::Tensor x2 = x.reshape({a.T * a.B, a.I});
-  at::Tensor gx = at::empty({a.D, a.T * a.B, a.G}, x.options());
+  at::Tensor gx = at::empty({a.D, x2.size(0), a.G}, x2.options());
   for (int64_t d = 0; d < a.D; ++d) {
     at::Tensor out = gx[d];
     if (a.bias) {
@@ -28,21 +29,20 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x, cons
   return gx;
 }
 
-// The gradients of everything but the recurrence, from
-//   dgx [D, T*B, G] dL/d(x projection)   dgh [D, T*B, G] dL/d(h projection) (the same for LSTM)
-//   dH  [D, T*B, P] dL/dh_t (only with a projection)   saved [D, T, B, K]
-// Returns dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr (empty where absent).
+// The gradients of everything but the recurrence, over N token rows, from
+//   x2 [N, I]   saved_rows [D, N, K]   dgx [D, N, G] dL/d(x projection)
+//   dgh [D, N, G] dL/d(h projection) (the same tensor for LSTM)   dH [D, N, P] dL/dh (projection)
+// Returns dx_rows [N, I], dw_ih, dw_hh, db_ih, db_hh, dw_hr (empty where absent).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-weight_and_input_grads(const LayerArgs& a, const at::Tensor& x, const at::Tensor& w_ih,
-                       const at::Tensor& saved, const at::Tensor& dgx, const at::Tensor& dgh,
+weight_and_input_grads(const LayerArgs& a, const at::Tensor& x2, const at::Tensor& w_ih,
+                       const at::Tensor& rows, const at::Tensor& dgx, const at::Tensor& dgh,
                        const at::Tensor& dH) {
   const SavedLayout L = a.layout();
-  const at::Tensor x2 = x.reshape({a.T * a.B, a.I});
-  const at::Tensor rows = saved.view({a.D, a.T * a.B, L.K});
-  at::Tensor dx = at::empty({a.T * a.B, a.I}, x.options());
+  const auto opt = x2.options();
+  at::Tensor dx = at::empty({x2.size(0), a.I}, opt);
   at::Tensor dw_ih = at::empty_like(w_ih);
-  at::Tensor dw_hh = at::empty({a.D, a.G, a.P}, x.options());
-  at::Tensor dw_hr = a.proj ? at::empty({a.D, a.P, a.H}, x.options()) : at::empty({0}, x.options());
+  at::Tensor dw_hh = at::empty({a.D, a.G, a.P}, opt);
+  at::Tensor dw_hr = a.proj ? at::empty({a.D, a.P, a.H}, opt) : at::empty({0}, opt);
   for (int64_t d = 0; d < a.D; ++d) {
     if (d == 0) {
       at::mm_out(dx, dgx[d], w_ih[d]);
@@ -57,9 +57,9 @@ weight_and_input_grads(const LayerArgs& a, const at::Tensor& x, const at::Tensor
       at::mm_out(dw_hr_d, dH[d].t(), rows[d].narrow(1, L.m, a.H));
     }
   }
-  at::Tensor db_ih = a.bias ? dgx.sum(1) : at::empty({0}, x.options());
-  at::Tensor db_hh = a.bias ? (a.cell == kLSTM ? db_ih.clone() : dgh.sum(1)) : at::empty({0}, x.options());
-  return {dx.view({a.T, a.B, a.I}), dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+  at::Tensor db_ih = a.bias ? dgx.sum(1) : at::empty({0}, opt);
+  at::Tensor db_hh = a.bias ? (a.cell == kLSTM ? db_ih.clone() : dgh.sum(1)) : at::empty({0}, opt);
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 
 }  // namespace packedrnn

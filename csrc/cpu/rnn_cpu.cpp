@@ -2,14 +2,15 @@
 // shape legend: ops.cpp and cells.h).
 //
 // Algorithm, per direction:
-//   1. gx = x W_ih^T + b for every step at once (one GEMM, layer_gemms.h).
+//   1. The valid (t, b) positions are gathered into N = sum(lengths) token rows (time-major), and
+//      gx = x W_ih^T + b is one GEMM over them (layer_gemms.h): no work on padding.
 //   2. Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
 //      caller's order is untouched), so at step s the active rows are the first n(s) of that order
 //      and the recurrent product is one contiguous GEMM over them: gh[n, G] = h[n, P] W_hh^T.
 //      The cell update (cells.h) then runs per active row, in parallel; t = s forward, or
 //      lengths[b]-1-s in reverse. Padded x is never read; finished rows are never touched.
-//   3. Backward walks the steps in reverse with the same active sets, producing dgx/dgh; the weight
-//      and input gradients are then large GEMMs (layer_gemms.h).
+//   3. Backward walks the steps in reverse with the same active sets, producing dgx/dgh per token
+//      row; the weight and input gradients are then large GEMMs over the N rows (layer_gemms.h).
 // The per-step GEMMs call the BLAS that torch itself links (sgemm_/dgemm_, resolved weakly at
 // load time) to avoid an ATen dispatch per step; where torch has none, ATen's addmm is used.
 #include <ATen/ATen.h>
@@ -70,7 +71,26 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
   return order;
 }
 
-int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row)); }
+// Rows per parallel chunk: about 2048 cell updates (~15 ns each), enough to amortise a task.
+// The valid positions: row[t*B + b] is the token row of (t, b), -1 for padding; index lists the
+// flat positions t*B + b of rows 0..N-1 (time-major, so gathers read x in order).
+struct Tokens {
+  std::vector<int64_t> row;
+  at::Tensor index;
+  int64_t N = 0;
+  Tokens(const int64_t* len, int64_t T, int64_t B) : row(T * B, -1) {
+    std::vector<int64_t> flat;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        if (t < len[b]) {
+          row[t * B + b] = N++;
+          flat.push_back(t * B + b);
+        }
+    index = at::tensor(flat, at::kLong);
+  }
+};
+
+int64_t grain(int64_t units_per_row) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(1, units_per_row)); }
 
 // Pointers of one direction, all contiguous. Shapes as in ops.cpp, with d fixed.
 template <typename S>
@@ -84,9 +104,9 @@ struct Dir {
 
 template <typename S>
 void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
-                       const std::vector<int64_t>& order, const S* gx /*[T*B, G]*/,
+                       const std::vector<int64_t>& order, const int64_t* row, const S* gx /*[N, G]*/,
                        const S* h0 /*[B, P]*/, const S* c0 /*[B, H] or null*/, S* out /*[T, B, D*P]*/,
-                       S* h_n /*[B, P]*/, S* c_n /*[B, H] or null*/, S* saved /*[T, B, K] or null*/) {
+                       S* h_n /*[B, P]*/, S* c_n /*[B, H] or null*/, S* saved /*[N, K] or null*/) {
   const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
   const SavedLayout L = a.layout();
   const bool lstm = a.cell == kLSTM;
@@ -101,14 +121,14 @@ void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len
     while (n > 0 && len[order[n - 1]] <= s) --n;
     if (n == 0) break;
     gemm<S>(n, G, P, h.data(), P, dir.w_hh, P, true, S(0), gh.data(), G);
-    at::parallel_for(0, n, grain(G), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n, grain(H), [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = order[j], t = time(b, s);
-        const S* gxr = gx + (t * B + b) * G;
+        const int64_t b = order[j], t = time(b, s), r = row[t * B + b];
+        const S* gxr = gx + r * G;
         const S* ghr = &gh[j * G];
         S* hj = &h[j * P];
         S* o = out + (t * B + b) * DP + dir.d * P;
-        S* sv = saved ? saved + (t * B + b) * L.K : nullptr;
+        S* sv = saved ? saved + r * L.K : nullptr;
         if (sv) std::copy_n(hj, P, sv + L.h_prev);
         for (int64_t u = 0; u < H; ++u) {
           if (lstm) {
@@ -152,10 +172,10 @@ void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len
 
 template <typename S>
 void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
-                        const std::vector<int64_t>& order, const S* saved /*[T, B, K]*/,
+                        const std::vector<int64_t>& order, const int64_t* row, const S* saved /*[N, K]*/,
                         const S* grad_out /*[T, B, D*P]*/, const S* grad_hn /*[B, P]*/,
-                        const S* grad_cn /*[B, H] or null*/, S* dgx /*[T*B, G], zeroed*/,
-                        S* dgh /*[T*B, G], zeroed; == dgx for LSTM*/, S* dH /*[T*B, P] or null*/,
+                        const S* grad_cn /*[B, H] or null*/, S* dgx /*[N, G]*/,
+                        S* dgh /*[N, G]; == dgx for LSTM*/, S* dH /*[N, P] or null*/,
                         S* dh0 /*[B, P]*/, S* dc0 /*[B, H] or null*/) {
   const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
   const SavedLayout L = a.layout();
@@ -177,14 +197,14 @@ void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* le
         const int64_t b = order[j], t = time(b, s);
         const S* go = grad_out + (t * B + b) * DP + dir.d * P;
         for (int64_t p = 0; p < P; ++p) dht[j * P + p] = go[p] + dh[j * P + p];
-        if (dH) std::copy_n(&dht[j * P], P, dH + (t * B + b) * P);
+        if (dH) std::copy_n(&dht[j * P], P, dH + row[t * B + b] * P);
       }
     });
     if (a.proj) gemm<S>(n, H, P, dht.data(), P, dir.w_hr, H, false, S(0), dm.data(), H);
-    at::parallel_for(0, n, grain(G), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n, grain(H), [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = order[j], t = time(b, s);
-        const S* sv = saved + (t * B + b) * L.K;
+        const int64_t b = order[j], t = time(b, s), r = row[t * B + b];
+        const S* sv = saved + r * L.K;
         const S* act = sv + L.act;
         S* dgr = &dgc[j * G];
         for (int64_t u = 0; u < H; ++u) {
@@ -195,10 +215,10 @@ void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* le
           } else {
             dh[j * P + u] = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
                                             sv[L.h_prev + u], dht[j * P + u],
-                                            dgx + (t * B + b) * G + u, dgr + u, H);
+                                            dgx + r * G + u, dgr + u, H);
           }
         }
-        std::copy_n(dgr, G, dgh + (t * B + b) * G);  // for LSTM dgh is dgx
+        std::copy_n(dgr, G, dgh + r * G);  // for LSTM dgh is dgx
       }
     });
     // dL/dh_{t-1} = dgh W_hh (+ the direct term dh*z that the GRU loop left in dh)
@@ -224,25 +244,31 @@ std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0_,
-    const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
-    const std::optional<at::Tensor>& b_ih_, const std::optional<at::Tensor>& b_hh_,
+    const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih, const at::Tensor& w_hh_,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
     const std::optional<at::Tensor>& w_hr_, bool train) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls record no graph
-  const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_);
+  const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_);
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const at::Tensor len = lengths.contiguous();
-  const std::vector<int64_t> order = by_length(len.data_ptr<int64_t>(), a.B);
-  const at::Tensor gx = input_projection(a, x, w_ih_, b_ih_, b_hh_);
-  at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, x.options());
-  at::Tensor h_n = at::empty({a.D, a.B, a.P}, x.options());
-  at::Tensor c_n = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, x.options()) : at::empty({0}, x.options());
-  // Zeroed: the weight-gradient GEMMs read h_prev and m at padded positions too.
-  at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, a.layout().K}, x.options()) : at::empty({0}, x.options());
+  const int64_t* lp = len.data_ptr<int64_t>();
+  const std::vector<int64_t> order = by_length(lp, a.B);
+  const Tokens tk(lp, a.T, a.B);
+  const at::Tensor gx = input_projection(a, x.view({a.T * a.B, a.I}).index_select(0, tk.index), w_ih, b_ih, b_hh_);
+  const auto opt = x.options();
+  at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
+  at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
+  at::Tensor c_n = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
+  // [D, T, B, K] so that its shape follows from input shapes (the fake kernel); the first N rows
+  // of each direction hold the token rows, the rest is never read but zeroed (no stale memory in
+  // an output).
+  at::Tensor saved = train ? at::empty({a.D, a.T, a.B, a.layout().K}, opt) : at::empty({0}, opt);
+  if (train) saved.view({a.D, a.T * a.B, -1}).narrow(1, tk.N, a.T * a.B - tk.N).zero_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
     for (int64_t d = 0; d < a.D; ++d) {
-      forward_direction<scalar_t>(a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), len.data_ptr<int64_t>(),
-                                  order, gx[d].data_ptr<scalar_t>(), h0[d].data_ptr<scalar_t>(),
+      forward_direction<scalar_t>(a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(),
+                                  gx[d].data_ptr<scalar_t>(), h0[d].data_ptr<scalar_t>(),
                                   c0 ? (*c0)[d].data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
                                   h_n[d].data_ptr<scalar_t>(),
                                   a.cell == kLSTM ? c_n[d].data_ptr<scalar_t>() : nullptr,
@@ -260,31 +286,39 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
                        const at::Tensor& grad_out_, const at::Tensor& grad_hn_, const at::Tensor& grad_cn_) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_);
-  TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * a.layout().K,
+  const SavedLayout L = a.layout();
+  TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * L.K,
               "packedrnn: saved is missing (the forward ran with train=False)");
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const at::Tensor grad_hn = grad_hn_.contiguous(), grad_cn = grad_cn_.contiguous();
   const auto b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const at::Tensor len = lengths.contiguous();
-  const std::vector<int64_t> order = by_length(len.data_ptr<int64_t>(), a.B);
-  at::Tensor dgx = at::zeros({a.D, a.T * a.B, a.G}, x.options());
-  at::Tensor dgh = a.cell == kLSTM ? dgx : at::zeros_like(dgx);
-  at::Tensor dH = a.proj ? at::zeros({a.D, a.T * a.B, a.P}, x.options()) : at::Tensor();
-  at::Tensor dh0 = at::empty({a.D, a.B, a.P}, x.options());
-  at::Tensor dc0 = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, x.options()) : at::empty({0}, x.options());
+  const int64_t* lp = len.data_ptr<int64_t>();
+  const std::vector<int64_t> order = by_length(lp, a.B);
+  const Tokens tk(lp, a.T, a.B);
+  const auto opt = x.options();
+  at::Tensor dgx = at::empty({a.D, tk.N, a.G}, opt);  // every row is written by the recurrence
+  at::Tensor dgh = a.cell == kLSTM ? dgx : at::empty_like(dgx);
+  at::Tensor dH = a.proj ? at::empty({a.D, tk.N, a.P}, opt) : at::Tensor();
+  at::Tensor dh0 = at::empty({a.D, a.B, a.P}, opt);
+  at::Tensor dc0 = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_backward_cpu", [&] {
     for (int64_t d = 0; d < a.D; ++d) {
       backward_direction<scalar_t>(
-          a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), len.data_ptr<int64_t>(), order,
+          a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(),
           saved[d].data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), grad_hn[d].data_ptr<scalar_t>(),
           a.cell == kLSTM ? grad_cn[d].data_ptr<scalar_t>() : nullptr, dgx[d].data_ptr<scalar_t>(),
           dgh[d].data_ptr<scalar_t>(), a.proj ? dH[d].data_ptr<scalar_t>() : nullptr,
           dh0[d].data_ptr<scalar_t>(), a.cell == kLSTM ? dc0[d].data_ptr<scalar_t>() : nullptr);
     }
   });
-  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(a, x, w_ih, saved, dgx, dgh, dH);
-  return {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+  const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
+  const at::Tensor saved_rows = saved.view({a.D, a.T * a.B, L.K}).narrow(1, 0, tk.N);
+  auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
+      weight_and_input_grads(a, x_rows, w_ih, saved_rows, dgx, dgh, dH);
+  at::Tensor dx = at::zeros({a.T * a.B, a.I}, opt).index_copy_(0, tk.index, dx_rows);
+  return {dx.view({a.T, a.B, a.I}), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 
 }  // namespace
