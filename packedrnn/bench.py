@@ -1,0 +1,491 @@
+"""Kernel benchmark: packedrnn against nn.LSTM/nn.GRU, same answers first, then speed.
+
+    python -m packedrnn.bench                      # the gpu suite on CUDA, else the cpu suite
+    python -m packedrnn.bench --suite smoke        # seconds
+    python -m packedrnn.bench --case cell=GRU,B=32,T=300,H=256,layers=2,bidir=1,train=1
+    python -m packedrnn.bench --out DIR            # where results.json and speedup.png go
+
+Per case, every backend runs the same inputs:
+  packedrnn:<backend>  each packedrnn backend available here (cuda, cpu, reference)
+  packed               pack_padded_sequence(enforce_sorted=False) -> nn.LSTM -> pad_packed_sequence
+  padded               nn.LSTM on the padded batch (does every step of every row: a speed
+                       reference that computes wrong states for short rows)
+On CUDA the torch rows run twice: TF32 allowed (torch's default for cuDNN) and TF32 off.
+Before timing, packedrnn's output, final states and (for train rows) gradients are compared with
+the packed nn.LSTM result (DESIGN.md section 1 tolerances, relative to scale); a case that fails is
+reported as WRONG and not timed.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import packedrnn
+from packedrnn.functional import backend as default_backend
+
+DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Case:
+    cell: str = "LSTM"
+    B: int = 64
+    T: int = 100
+    H: int = 256
+    I: int = 0  # 0: same as H
+    layers: int = 1
+    bidir: bool = False
+    dtype: str = "fp32"
+    train: bool = False
+    lo: float = 0.1  # lengths ~ randint(max(1, int(lo*T)), T+1), lengths[0] = T, seed 0
+
+    @property
+    def input_size(self) -> int:
+        return self.I or self.H
+
+    def label(self) -> str:
+        return (f"{self.cell} B={self.B} T={self.T} H={self.H} L={self.layers}"
+                f"{' bi' if self.bidir else ''} {self.dtype} {'train' if self.train else 'fwd'}")
+
+    def lengths(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        lengths = torch.randint(max(1, int(self.lo * self.T)), self.T + 1, (self.B,), generator=g)
+        lengths[0] = self.T
+        return lengths
+
+
+SUITES: Dict[str, List[Case]] = {
+    "smoke": [
+        Case("LSTM", 8, 20, 32, train=True, lo=0.1),
+        Case("GRU", 8, 20, 32, layers=2, bidir=True, train=True, lo=0.1),
+        Case("LSTM", 6, 16, 24, train=False, lo=0.1),
+    ],
+    # ../shared/anchors/README.md, CPU table: lengths randint(max(1, T//10), T+1), I = H.
+    "cpu": [
+        Case("LSTM", 64, 100, 128, train=False, lo=0.1),
+        Case("LSTM", 64, 100, 128, train=True, lo=0.1),
+        Case("LSTM", 32, 200, 256, layers=2, bidir=True, train=True, lo=0.1),
+        Case("GRU", 32, 200, 256, layers=2, bidir=True, train=True, lo=0.1),
+        Case("LSTM", 16, 500, 64, train=True, lo=0.1),
+    ],
+    # ../shared/anchors/README.md, the first GPU table, row for row.
+    "gpu": [
+        Case("LSTM", 64, 100, 256, train=False, lo=0.1),
+        Case("LSTM", 64, 100, 256, train=True, lo=0.1),
+        Case("LSTM", 64, 500, 512, layers=2, bidir=True, train=False, lo=0.25),
+        Case("LSTM", 64, 500, 512, layers=2, bidir=True, train=True, lo=0.25),
+        Case("LSTM", 64, 500, 512, layers=2, bidir=True, dtype="bf16", train=True, lo=0.25),
+        Case("LSTM", 8, 1000, 512, train=False, lo=0.5),
+        Case("LSTM", 256, 200, 1024, train=True, lo=0.25),
+        Case("LSTM", 256, 200, 1024, dtype="bf16", train=True, lo=0.25),
+        Case("GRU", 64, 500, 512, layers=2, bidir=True, train=True, lo=0.25),
+        Case("LSTM", 32, 2000, 128, train=True, lo=0.05),
+    ],
+}
+
+
+def parse_case(text: str) -> Case:
+    """'cell=GRU,B=32,T=300,H=256,layers=2,bidir=1,dtype=bf16,train=1,lo=0.25' -> Case."""
+    case = Case()
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in Case.__dataclass_fields__:
+            raise SystemExit(f"--case: unknown field {key!r}; fields: {', '.join(Case.__dataclass_fields__)}")
+        kind = type(getattr(case, key))
+        parsed = (value.strip() not in ("0", "false", "False", "no")) if kind is bool else kind(value)
+        case = replace(case, **{key: parsed})
+    if case.dtype not in DTYPES:
+        raise SystemExit(f"--case: dtype must be one of {', '.join(DTYPES)}")
+    return case
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one backend
+
+
+def _models(case: Case, device, dtype):
+    torch.manual_seed(0)
+    ours_cls = packedrnn.PackedLSTM if case.cell == "LSTM" else packedrnn.PackedGRU
+    ours = ours_cls(case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
+                    device=device, dtype=dtype)
+    theirs = (nn.LSTM if case.cell == "LSTM" else nn.GRU)(
+        case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
+        device=device, dtype=dtype)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def _compute(model, x, lengths, kind: str, train: bool, backend: Optional[str] = None):
+    """Forward (and backward of output.sum() when train) of one backend kind. Returns
+    (output [B, T, *], final states, grads of [x] + parameters or None)."""
+    T = x.shape[1]
+    with torch.set_grad_enabled(train):
+        if kind == "ours":
+            previous = os.environ.get("PACKEDRNN_BACKEND")
+            os.environ["PACKEDRNN_BACKEND"] = backend
+            try:
+                out, state = model(x, lengths=lengths)
+            finally:
+                if previous is None:
+                    os.environ.pop("PACKEDRNN_BACKEND", None)
+                else:
+                    os.environ["PACKEDRNN_BACKEND"] = previous
+        elif kind == "packed":
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, state = model(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        else:
+            out, state = model(x)
+        grads = None
+        if train:
+            grads = torch.autograd.grad(out.sum(), [x] + list(model.parameters()))
+    states = list(state) if isinstance(state, tuple) else [state]
+    return out, states, grads
+
+
+class _TF32:
+    def __init__(self, allow: bool):
+        self.allow = allow
+
+    def __enter__(self):
+        self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.allow
+
+    def __exit__(self, *exc):
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctness gate
+
+TOLERANCES = {  # DESIGN.md section 1, relative to scale at benchmark shapes
+    torch.float64: {"out": 1e-10, "input_grad": 1e-10, "weight_grad": 1e-10},
+    torch.float32: {"out": 1e-5, "input_grad": 1e-5, "weight_grad": 2e-4},
+}
+
+
+def _rel(a, b) -> float:
+    scale = b.abs().max().item()
+    return (a.double() - b.double()).abs().max().item() / max(scale, 1e-30)
+
+
+def _errors(got, want, train) -> Dict[str, float]:
+    out, states, grads = got
+    out2, states2, grads2 = want
+    errs = {"out": max([_rel(out, out2)] + [_rel(a, b) for a, b in zip(states, states2)])}
+    if train:
+        errs["input_grad"] = _rel(grads[0], grads2[0])
+        errs["weight_grad"] = max(_rel(a, b) for a, b in zip(grads[1:], grads2[1:]))
+    return errs
+
+
+def check(case: Case, ours, theirs, x, lengths, backend: str, dtype) -> Dict[str, object]:
+    """Compare packedrnn with the packed torch path. fp32/fp64: DESIGN.md tolerances against
+    torch in the same dtype (TF32 off). bf16/fp16: the error against an fp64 run must be at most
+    2x (+1e-6) the error torch itself makes in that dtype."""
+    with _TF32(False):
+        got = _compute(ours, x, lengths, "ours", case.train, backend)
+        if dtype in TOLERANCES:
+            want = _compute(theirs, x, lengths, "packed", case.train)
+            errs = _errors(got, want, case.train)
+            bad = {k: v for k, v in errs.items() if not v <= TOLERANCES[dtype][k]}
+            return {"errors": errs, "ok": not bad, "failed": sorted(bad)}
+        ref64 = nn.LSTM if case.cell == "LSTM" else nn.GRU
+        ref = ref64(case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
+                    device=x.device, dtype=torch.float64)
+        ref.load_state_dict({k: v.double() for k, v in theirs.state_dict().items()})
+        x64 = x.detach().double().requires_grad_(case.train)
+        exact = _compute(ref, x64, lengths, "packed", case.train)
+        lowp = _compute(theirs, x, lengths, "packed", case.train)
+        errs = _errors(got, exact, case.train)
+        torch_errs = _errors(lowp, exact, case.train)
+        bad = [k for k in errs if not errs[k] <= 2 * torch_errs[k] + 1e-6]
+        return {"errors": errs, "torch_errors": torch_errs, "ok": not bad, "failed": bad}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def _time(fn: Callable[[], object], device, warmup: int, repeat: int, budget_s: float) -> Dict[str, float]:
+    """Median milliseconds of `repeat` runs after `warmup` (CUDA events on a GPU), and peak memory."""
+    cuda = device.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    start_all = time.perf_counter()
+    for i in range(repeat):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        if i >= 2 and time.perf_counter() - start_all > budget_s:
+            break
+    result = {"ms": statistics.median(times), "runs": len(times)}
+    if cuda:
+        result["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return result
+
+
+def _matmul_rate(device, dtype) -> float:
+    """Measured FLOP/s of a large matrix product in `dtype` on `device` (the floor's denominator)."""
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    fn = lambda: a @ a  # noqa: E731
+    ms = _time(fn, device, warmup=2, repeat=5, budget_s=5.0)["ms"]
+    return 2 * n ** 3 / (ms / 1e3)
+
+
+BARRIER_US = 0.97  # one grid-wide barrier on an H200 (anchors): the per-step floor of a recurrence
+
+
+def floor_ms(case: Case, lengths: torch.Tensor, rate: float, device) -> float:
+    """max(useful FLOPs / measured matmul rate, max(lengths) * steps * barrier) in ms."""
+    D = 2 if case.bidir else 1
+    G = (4 if case.cell == "LSTM" else 3) * case.H
+    tokens = int(lengths.sum())
+    flops = 0.0
+    for layer in range(case.layers):
+        I = case.input_size if layer == 0 else D * case.H
+        flops += D * 2 * tokens * G * (I + case.H)
+    flops *= 3 if case.train else 1
+    compute = flops / rate * 1e3
+    barrier = 0.0
+    if device.type == "cuda":
+        barrier = int(lengths.max()) * case.layers * (2 if case.train else 1) * BARRIER_US / 1e3
+    return max(compute, barrier)
+
+
+# ---------------------------------------------------------------------------------------------
+# One case
+
+
+def our_backends(device) -> List[str]:
+    names = []
+    for name in ("cuda", "cpu"):
+        if name == device.type and packedrnn.ops.available(name):
+            names.append(name)
+    names.append("reference")
+    return names
+
+
+def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
+             backends: Optional[List[str]] = None, rate: Optional[float] = None,
+             extra_runners: Optional[Dict[str, Callable]] = None) -> Dict[str, object]:
+    dtype = DTYPES[case.dtype]
+    ours, theirs = _models(case, device, dtype)
+    lengths = case.lengths()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(case.B, case.T, case.input_size, generator=g).to(device=device, dtype=dtype)
+    x.requires_grad_(case.train)
+    row = {"case": asdict(case), "label": case.label(), "fill": lengths.sum().item() / (case.B * case.T),
+           "results": {}, "checks": {}}
+    backends = backends or our_backends(device)
+    cuda = device.type == "cuda"
+
+    runners = {f"packedrnn:{b}": (lambda b=b: _compute(ours, x, lengths, "ours", case.train, b)) for b in backends}
+    for name, make in (extra_runners or {}).items():  # tests inject deliberately wrong backends
+        runners[name] = make(ours, x, lengths, case)
+    for name, fn in runners.items():
+        if name.startswith("packedrnn:"):
+            verdict = check(case, ours, theirs, x, lengths, name.split(":", 1)[1], dtype)
+        else:
+            verdict = _check_extra(case, fn, theirs, x, lengths, dtype)
+        row["checks"][name] = verdict
+        if not verdict["ok"]:
+            row["results"][name] = {"wrong": True}
+            continue
+        with _TF32(True):  # the user's default: cuDNN may use TF32; our fp32 stays fp32
+            row["results"][name] = _time(fn, device, warmup, repeat, budget_s)
+
+    tf32_modes = (True, False) if cuda else (None,)
+    for allow in tf32_modes:
+        suffix = "" if allow in (None, True) else " tf32-off"
+        for kind in ("packed", "padded"):
+            fn = lambda kind=kind: _compute(theirs, x, lengths, kind, case.train)  # noqa: E731
+            if allow is None:
+                row["results"][kind] = _time(fn, device, warmup, repeat, budget_s)
+            else:
+                with _TF32(allow):
+                    row["results"][kind + suffix] = _time(fn, device, warmup, repeat, budget_s)
+
+    best = default_backend(device, dtype)
+    mine = row["results"].get(f"packedrnn:{best}", {})
+    row["primary"] = f"packedrnn:{best}"
+    if "ms" in mine:
+        row["speedup_vs_packed"] = row["results"]["packed"]["ms"] / mine["ms"]
+        row["speedup_vs_padded"] = row["results"]["padded"]["ms"] / mine["ms"]
+        if rate:
+            row["floor_ms"] = floor_ms(case, lengths, rate, device)
+            row["vs_floor"] = mine["ms"] / row["floor_ms"]
+    return row
+
+
+def _check_extra(case, fn, theirs, x, lengths, dtype):
+    got = fn()
+    with _TF32(False):
+        want = _compute(theirs, x, lengths, "packed", case.train)
+    errs = _errors(got, want, case.train)
+    tol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+    bad = sorted(k for k, v in errs.items() if not v <= tol[k])
+    return {"errors": errs, "ok": not bad, "failed": bad}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def machine(device) -> Dict[str, object]:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "packedrnn": packedrnn.__version__, "threads": torch.get_num_threads(),
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info.update(device=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    else:
+        info["device"] = "cpu"
+        try:
+            with open("/proc/cpuinfo") as f:
+                names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+            info["cpu"] = names[0] if names else platform.processor()
+        except OSError:
+            pass
+    return info
+
+
+def table(rows: List[Dict[str, object]]) -> str:
+    names = []
+    for r in rows:
+        for k in r["results"]:
+            if k not in names:
+                names.append(k)
+    head = ["case", "fill"] + [f"{n} ms" for n in names] + ["x packed", "x padded", "max rel err", "vs floor"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], f"{r['fill']:.2f}"]
+        for n in names:
+            res = r["results"].get(n)
+            cells.append("WRONG" if res and res.get("wrong") else (f"{res['ms']:.2f}" if res else ""))
+        cells.append(f"{r['speedup_vs_packed']:.2f}" if "speedup_vs_packed" in r else "")
+        cells.append(f"{r['speedup_vs_padded']:.2f}" if "speedup_vs_padded" in r else "")
+        primary = r["checks"].get(r.get("primary"), {})
+        errs = primary.get("errors", {})
+        cells.append(f"{max(errs.values()):.1e}" if errs else "")
+        cells.append(f"{r['vs_floor']:.1f}" if "vs_floor" in r else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def chart(rows: List[Dict[str, object]], path: str, title: str) -> Optional[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'packedrnn[bench]'): no chart", file=sys.stderr)
+        return None
+    rows = [r for r in rows if "speedup_vs_packed" in r]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.8))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], [r["speedup_vs_packed"] for r in rows], 0.4, label="vs nn + pack_padded_sequence")
+    ax.barh([y - 0.2 for y in ys], [r["speedup_vs_padded"] for r in rows], 0.4, label="vs nn on the padded batch")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("speedup of packedrnn (higher is better; 1 = same speed)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _progress(items, desc):
+    try:
+        from tqdm import tqdm
+        return tqdm(items, desc=desc, file=sys.stderr)
+    except ImportError:
+        return items
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m packedrnn.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), help="default: gpu with CUDA, else cpu")
+    p.add_argument("--case", action="append", default=[], help="a custom case (repeatable), e.g. "
+                   "cell=GRU,B=32,T=300,H=256,I=128,layers=2,bidir=1,dtype=fp32,train=1,lo=0.25")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--backends", help="comma-separated packedrnn backends (default: all available)")
+    p.add_argument("--repeat", type=int, help="timed runs per backend (median; default 15 GPU, 7 CPU)")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per backend at most")
+    p.add_argument("--out", default="bench_out", help="folder for results.json and speedup.png")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cases = [parse_case(c) for c in args.case] or SUITES[args.suite or ("gpu" if device.type == "cuda" else "cpu")]
+    cuda = device.type == "cuda"
+    repeat = args.repeat or (15 if cuda else 7)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    backends = args.backends.split(",") if args.backends else None
+    suite_name = "custom" if args.case else (args.suite or ("gpu" if cuda else "cpu"))
+
+    info = machine(device)
+    rates = {}
+    rows = []
+    for case in _progress(cases, f"packedrnn.bench {suite_name}"):
+        dtype = DTYPES[case.dtype]
+        if dtype not in rates:
+            rates[dtype] = _matmul_rate(device, dtype)
+        rows.append(run_case(case, device, warmup=warmup, repeat=repeat, budget_s=args.budget,
+                             backends=backends, rate=rates[dtype]))
+
+    os.makedirs(args.out, exist_ok=True)
+    title = f"packedrnn {suite_name} suite on {info.get('device')}{' / ' + info['cpu'] if 'cpu' in info else ''}, torch {info['torch']}"
+    print(f"\n{title}, {time.strftime('%Y-%m-%d')}, median ms\n")
+    print(table(rows))
+    speedups = [r["speedup_vs_packed"] for r in rows if "speedup_vs_packed" in r]
+    if speedups:
+        gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+        print(f"\ngeometric-mean speedup vs packed: {gm:.2f}x over {len(speedups)} rows")
+    wrong = [r["label"] for r in rows if any(not c["ok"] for c in r["checks"].values())]
+    for label in wrong:
+        print(f"WRONG: {label} (a backend disagrees with nn + pack_padded_sequence; see results.json)")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"suite": suite_name, "date": time.strftime("%Y-%m-%d"), "machine": info,
+                   "matmul_flops": {str(k): v for k, v in rates.items()}, "rows": rows}, f, indent=1)
+    png = chart(rows, os.path.join(args.out, "speedup.png"), title)
+    print(f"\nwrote {os.path.join(args.out, 'results.json')}" + (f" and {png}" if png else ""))
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

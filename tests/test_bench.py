@@ -1,0 +1,45 @@
+"""The benchmark harness: the smoke suite runs end to end, and its correctness gate bites."""
+
+import json
+
+import torch
+
+from packedrnn import bench
+
+
+def test_smoke_suite_runs(tmp_path, capsys):
+    code = bench.main(["--suite", "smoke", "--repeat", "2", "--warmup", "0", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "| case |" in out and "geometric-mean speedup" in out
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["machine"]["torch"] == torch.__version__
+    assert len(data["rows"]) == len(bench.SUITES["smoke"])
+    for row in data["rows"]:
+        assert all(c["ok"] for c in row["checks"].values())
+        assert row["results"]["packed"]["ms"] > 0
+
+
+def test_a_wrong_backend_is_reported_as_wrong():
+    case = bench.Case("LSTM", 4, 6, 8, train=True)
+
+    def off_by_a_little(model, x, lengths, case):
+        def run():
+            out, states, grads = bench._compute(model, x, lengths, "ours", True, "reference")
+            return out + 1e-3, states, grads
+        return run
+
+    row = bench.run_case(case, torch.device("cpu"), warmup=0, repeat=1, budget_s=1.0,
+                         backends=["reference"], extra_runners={"broken": off_by_a_little})
+    assert row["checks"]["packedrnn:reference"]["ok"]
+    assert not row["checks"]["broken"]["ok"] and row["checks"]["broken"]["failed"] == ["out"]
+    assert row["results"]["broken"] == {"wrong": True}
+    assert "WRONG" in bench.table([row])
+
+
+def test_parse_case():
+    c = bench.parse_case("cell=GRU,B=3,T=7,H=5,I=2,layers=2,bidir=1,dtype=fp64,train=0,lo=0.5")
+    assert (c.cell, c.B, c.T, c.H, c.input_size, c.layers, c.bidir, c.dtype, c.train, c.lo) == \
+        ("GRU", 3, 7, 5, 2, 2, True, "fp64", False, 0.5)
+    lengths = c.lengths()
+    assert lengths[0] == 7 and lengths.min() >= 3
