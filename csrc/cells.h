@@ -51,70 +51,78 @@ struct SavedLayout {
   }
 };
 
-// LSTM forward for one unit. gi..go are pre-activations (x and h projections and both biases).
-// Writes the four activations to act[0], act[H], act[2H], act[3H]; returns c, sets m = o*tanh(c).
-template <typename acc_t, typename S>
-PRNN_HD acc_t lstm_forward(acc_t gi, acc_t gf, acc_t gg, acc_t go, acc_t c_prev, S* act,
-                           int64_t H, acc_t& m) {
-  const acc_t i = sigmoid_(gi), f = sigmoid_(gf), g = tanh_(gg), o = sigmoid_(go);
-  const acc_t c = f * c_prev + i * g;
-  m = o * tanh_(c);
-  if (act) {
-    act[0] = S(i);
-    act[H] = S(f);
-    act[2 * H] = S(g);
-    act[3 * H] = S(o);
-  }
-  return c;
+// The cell functions take and return values in the accumulation type (float or double); callers
+// load and store their own storage types, so this header needs no half-precision conversions.
+
+// LSTM forward for one unit; gi..go are pre-activations (x and h projections and both biases).
+template <typename T>
+struct LstmStep {
+  T i, f, g, o;  // activations
+  T c, m;        // new cell, m = o * tanh(c) (the output, or the projection's input)
+};
+template <typename T>
+PRNN_HD LstmStep<T> lstm_forward(T gi, T gf, T gg, T go, T c_prev) {
+  LstmStep<T> r;
+  r.i = sigmoid_(gi);
+  r.f = sigmoid_(gf);
+  r.g = tanh_(gg);
+  r.o = sigmoid_(go);
+  r.c = r.f * c_prev + r.i * r.g;
+  r.m = r.o * tanh_(r.c);
+  return r;
 }
 
-// LSTM backward for one unit. dm = dL/dm (m = o*tanh(c)), dc_next = dL/dc from the next step.
-// Writes dL/d(pre-activation) of i, f, g, o to dg[0], dg[H], dg[2H], dg[3H]; returns dL/dc_prev.
-template <typename acc_t, typename S>
-PRNN_HD acc_t lstm_backward(acc_t i, acc_t f, acc_t g, acc_t o, acc_t c_prev, acc_t dm,
-                            acc_t dc_next, S* dg, int64_t H) {
-  const acc_t c = f * c_prev + i * g;
-  const acc_t tc = tanh_(c);
-  const acc_t dc = dc_next + dm * o * (acc_t(1) - tc * tc);
-  dg[0] = S(dc * g * i * (acc_t(1) - i));
-  dg[H] = S(dc * c_prev * f * (acc_t(1) - f));
-  dg[2 * H] = S(dc * i * (acc_t(1) - g * g));
-  dg[3 * H] = S(dm * tc * o * (acc_t(1) - o));
-  return dc * f;
+// LSTM backward for one unit, from the saved activations and c_prev; dm = dL/dm, dc_next = dL/dc
+// from the next step. Returns dL/d(pre-activation) of each gate and dL/dc_prev.
+template <typename T>
+struct LstmGrad {
+  T di, df, dg, do_, dc_prev;
+};
+template <typename T>
+PRNN_HD LstmGrad<T> lstm_backward(T i, T f, T g, T o, T c_prev, T dm, T dc_next) {
+  const T c = f * c_prev + i * g;
+  const T tc = tanh_(c);
+  const T dc = dc_next + dm * o * (T(1) - tc * tc);
+  LstmGrad<T> r;
+  r.di = dc * g * i * (T(1) - i);
+  r.df = dc * c_prev * f * (T(1) - f);
+  r.dg = dc * i * (T(1) - g * g);
+  r.do_ = dm * tc * o * (T(1) - o);
+  r.dc_prev = dc * f;
+  return r;
 }
 
-// GRU forward for one unit. x* = x W_ih^T + b_ih, h* = h W_hh^T + b_hh (r, z, n rows).
-// Writes r, z, n, hn to act[0], act[H], act[2H], act[3H] (when act is not null); returns h.
-template <typename acc_t, typename S>
-PRNN_HD acc_t gru_forward(acc_t xr, acc_t xz, acc_t xn, acc_t hr, acc_t hz, acc_t hn,
-                          acc_t h_prev, S* act, int64_t H) {
-  const acc_t r = sigmoid_(xr + hr), z = sigmoid_(xz + hz);
-  const acc_t n = tanh_(xn + r * hn);
-  if (act) {
-    act[0] = S(r);
-    act[H] = S(z);
-    act[2 * H] = S(n);
-    act[3 * H] = S(hn);
-  }
-  return (acc_t(1) - z) * n + z * h_prev;
+// GRU forward for one unit: x* = x W_ih^T + b_ih, h* = h W_hh^T + b_hh (r, z, n rows).
+template <typename T>
+struct GruStep {
+  T r, z, n, h;
+};
+template <typename T>
+PRNN_HD GruStep<T> gru_forward(T xr, T xz, T xn, T hr, T hz, T hn, T h_prev) {
+  GruStep<T> s;
+  s.r = sigmoid_(xr + hr);
+  s.z = sigmoid_(xz + hz);
+  s.n = tanh_(xn + s.r * hn);
+  s.h = (T(1) - s.z) * s.n + s.z * h_prev;
+  return s;
 }
 
-// GRU backward for one unit, dh = dL/dh_t. Writes dL/d(x-projection) to dgx[0, H, 2H] and
-// dL/d(h-projection) to dgh[0, H, 2H]; returns the direct part of dL/dh_prev (dh * z); the rest,
-// dgh @ W_hh, is a matrix product over all units.
-template <typename acc_t, typename S>
-PRNN_HD acc_t gru_backward(acc_t r, acc_t z, acc_t n, acc_t hn, acc_t h_prev, acc_t dh, S* dgx,
-                           S* dgh, int64_t H) {
-  const acc_t dn = dh * (acc_t(1) - z) * (acc_t(1) - n * n);
-  const acc_t dz = dh * (h_prev - n) * z * (acc_t(1) - z);
-  const acc_t dr = dn * hn * r * (acc_t(1) - r);
-  dgx[0] = S(dr);
-  dgx[H] = S(dz);
-  dgx[2 * H] = S(dn);
-  dgh[0] = S(dr);
-  dgh[H] = S(dz);
-  dgh[2 * H] = S(dn * r);
-  return dh * z;
+// GRU backward for one unit, dh = dL/dh_t; hn = W_hn h + b_hn as saved by the forward.
+// dL/d(x projection) = (dr, dz, dn); dL/d(h projection) = (dr, dz, dhn); dh_prev is only the
+// direct term dh * z: the rest, dL/d(h projection) @ W_hh, is a product over all units.
+template <typename T>
+struct GruGrad {
+  T dr, dz, dn, dhn, dh_prev;
+};
+template <typename T>
+PRNN_HD GruGrad<T> gru_backward(T r, T z, T n, T hn, T h_prev, T dh) {
+  GruGrad<T> g;
+  g.dn = dh * (T(1) - z) * (T(1) - n * n);
+  g.dz = dh * (h_prev - n) * z * (T(1) - z);
+  g.dr = g.dn * hn * r * (T(1) - r);
+  g.dhn = g.dn * r;
+  g.dh_prev = dh * z;
+  return g;
 }
 
 }  // namespace packedrnn

@@ -133,24 +133,31 @@ void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len
         for (int64_t u = 0; u < H; ++u) {
           if (lstm) {
             const S cp = c[j * H + u];
-            if (sv) sv[L.c_prev + u] = cp;
-            S mv;
-            c[j * H + u] = lstm_forward<S>(gxr[u] + ghr[u], gxr[H + u] + ghr[H + u],
-                                           gxr[2 * H + u] + ghr[2 * H + u],
-                                           gxr[3 * H + u] + ghr[3 * H + u], cp,
-                                           sv ? sv + L.act + u : nullptr, H, mv);
+            const auto r = lstm_forward<S>(gxr[u] + ghr[u], gxr[H + u] + ghr[H + u],
+                                           gxr[2 * H + u] + ghr[2 * H + u], gxr[3 * H + u] + ghr[3 * H + u], cp);
+            c[j * H + u] = r.c;
+            if (sv) {
+              S* act = sv + L.act + u;
+              act[0] = r.i, act[H] = r.f, act[2 * H] = r.g, act[3 * H] = r.o;
+              sv[L.c_prev + u] = cp;
+              if (a.proj) sv[L.m + u] = r.m;
+            }
             if (a.proj) {
-              m[j * H + u] = mv;
-              if (sv) sv[L.m + u] = mv;
+              m[j * H + u] = r.m;
             } else {
-              hj[u] = o[u] = mv;
+              hj[u] = o[u] = r.m;
             }
           } else {
             const S* bh = dir.b_hh;
-            hj[u] = o[u] = gru_forward<S>(gxr[u], gxr[H + u], gxr[2 * H + u],
-                                          ghr[u] + (bh ? bh[u] : S(0)), ghr[H + u] + (bh ? bh[H + u] : S(0)),
-                                          ghr[2 * H + u] + (bh ? bh[2 * H + u] : S(0)), hj[u],
-                                          sv ? sv + L.act + u : nullptr, H);
+            const auto r = gru_forward<S>(gxr[u], gxr[H + u], gxr[2 * H + u], ghr[u] + (bh ? bh[u] : S(0)),
+                                          ghr[H + u] + (bh ? bh[H + u] : S(0)),
+                                          ghr[2 * H + u] + (bh ? bh[2 * H + u] : S(0)), hj[u]);
+            if (sv) {
+              S* act = sv + L.act + u;
+              act[0] = r.r, act[H] = r.z, act[2 * H] = r.n;
+              act[3 * H] = ghr[2 * H + u] + (bh ? bh[2 * H + u] : S(0));
+            }
+            hj[u] = o[u] = r.h;
           }
         }
       }
@@ -210,12 +217,17 @@ void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* le
         for (int64_t u = 0; u < H; ++u) {
           if (lstm) {
             const S dmv = a.proj ? dm[j * H + u] : dht[j * P + u];
-            dc[j * H + u] = lstm_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
-                                             sv[L.c_prev + u], dmv, dc[j * H + u], dgr + u, H);
+            const auto g = lstm_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
+                                            sv[L.c_prev + u], dmv, dc[j * H + u]);
+            dgr[u] = g.di, dgr[H + u] = g.df, dgr[2 * H + u] = g.dg, dgr[3 * H + u] = g.do_;
+            dc[j * H + u] = g.dc_prev;
           } else {
-            dh[j * P + u] = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
-                                            sv[L.h_prev + u], dht[j * P + u],
-                                            dgx + r * G + u, dgr + u, H);
+            const auto g = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
+                                           sv[L.h_prev + u], dht[j * P + u]);
+            S* dx = dgx + r * G;
+            dx[u] = g.dr, dx[H + u] = g.dz, dx[2 * H + u] = g.dn;
+            dgr[u] = g.dr, dgr[H + u] = g.dz, dgr[2 * H + u] = g.dhn;
+            dh[j * P + u] = g.dh_prev;
           }
         }
         std::copy_n(dgr, G, dgh + r * G);  // for LSTM dgh is dgx

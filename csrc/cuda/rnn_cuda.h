@@ -1,0 +1,57 @@
+// Framework-free interface of the CUDA recurrence kernels (rnn_kernels.cu): plain pointers, sizes
+// and a stream. The torch glue is rnn_cuda_launch.cpp.
+//
+// Shape legend (cells.h): T steps, B rows, D directions, H units, P state size, G gate rows,
+// K width of a saved row (SavedLayout). "Row" r = t*B + b indexes the [D, T*B, *] buffers.
+// Pointer conventions: S* is the tensor dtype (float, double, __half, __nv_bfloat16 behind void*),
+// A* is the accumulation dtype (double for double, float otherwise).
+//
+// The recurrence runs T launches (one per step; steps past a row's length exit early on the
+// device, so the host never learns max(lengths): no host sync). h_{t-1} is read back from `out`
+// (the previous step's output of that row) or h0, so rows that are done need no copying.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace packedrnn {
+
+enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
+
+struct ForwardParams {
+  int64_t cell, T, B, D, H, P, K;
+  bool proj;
+  const int64_t* lengths;  // [B], device
+  const void* gx;          // [D, T*B, G]  S  x W_ih^T + b_ih (+ b_hh for LSTM)
+  const void* h0;          // [D, B, P]    S
+  const void* w_hh;        // [D, G, P]    S
+  const void* b_hh;        // [D, G]       S  GRU only (LSTM folds it into gx); may be null
+  const void* w_hr;        // [D, P, H]    S  or null
+  void* c;                 // [D, B, H]    A  in: c0, out: c_n (LSTM; null for GRU)
+  void* m;                 // [D, B, H]    S  scratch for o*tanh(c) (projection only)
+  void* out;               // [T, B, D*P]  S  zeroed by the caller; written at valid steps
+  void* h_n;               // [D, B, P]    S
+  void* saved;             // [D, T*B, K]  S  zeroed by the caller, or null (no backward)
+};
+
+struct BackwardParams {
+  int64_t cell, T, B, D, H, P, K;
+  bool proj;
+  const int64_t* lengths;  // [B]
+  const void* w_hh;        // [D, G, P]    S
+  const void* w_hr;        // [D, P, H]    S  or null
+  const void* saved;       // [D, T*B, K]  S
+  const void* grad_out;    // [T, B, D*P]  S
+  void* dh;                // [D, B, P]    A  in: grad h_n, out: grad h0
+  void* dc;                // [D, B, H]    A  in: grad c_n, out: grad c0 (LSTM; null for GRU)
+  void* dm;                // [D, B, H]    S  scratch, dL/dm (projection only)
+  void* dgx;               // [D, T*B, G]  S  zeroed; dL/d(x projection) at valid rows
+  void* dgh;               // [D, T*B, G]  S  zeroed; dL/d(h projection); == dgx for LSTM
+  void* dH;                // [D, T*B, P]  S  zeroed; dL/dh per row (projection only, else null)
+};
+
+// Both return the first CUDA error of their launches (cudaSuccess when all went well).
+cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream);
+cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream);
+
+}  // namespace packedrnn
