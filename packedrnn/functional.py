@@ -76,6 +76,17 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
     Returns output [B, T, D*P] (or time-major), exactly zero past each length; h_n [L*D, B, P];
     c_n [L*D, B, H] (None for GRU). h_n/c_n hold each row's state after its own last valid step.
     """
+    if (isinstance(input, Tensor) and input.device.type in ("cpu", "cuda")
+            and torch.is_autocast_enabled(input.device.type)):
+        # As nn.LSTM under autocast: run in the autocast dtype, return that dtype.
+        dtype = torch.get_autocast_dtype(input.device.type)
+        cast = (lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t)
+        hx = tuple(cast(h) for h in hx) if isinstance(hx, (tuple, list)) else cast(hx)
+        with torch.autocast(input.device.type, enabled=False):
+            return rnn(cell, cast(input), hx, [cast(w) for w in weights], lengths=lengths,
+                       hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                       batch_first=batch_first, dropout=dropout, training=training,
+                       bidirectional=bidirectional, proj_size=proj_size, weight_names=weight_names)
     D = 2 if bidirectional else 1
     P = proj_size if proj_size > 0 else hidden_size
     per_dir = 2 + 2 * int(bias) + int(proj_size > 0)

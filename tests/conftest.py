@@ -1,24 +1,31 @@
 import os
 import sys
 
+# Deterministic cuBLAS (bitwise-repeatable runs); must be set before CUDA initialises.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 import pytest
+import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import packedrnn  # noqa: E402
-from packedrnn import ops  # noqa: E402
 
-# Every backend that can run CPU tensors here: the reference always, the compiled op when built.
-CPU_BACKENDS = ["reference"] + (["cpu"] if ops.available("cpu") else [])
+from helpers import BACKENDS  # noqa: E402
+
+if torch.cuda.is_available():  # compare with cuDNN in true fp32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 # Largest error seen per (dtype, quantity), printed at the end of the run for the closing notes.
 ERRORS = {}
 
 
-@pytest.fixture(params=CPU_BACKENDS)
-def cpu_backend(request, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_BACKEND", request.param)
-    return request.param
+@pytest.fixture(params=BACKENDS, ids=[b for b, _ in BACKENDS])
+def device(request, monkeypatch):
+    """Runs the test once per backend (PACKEDRNN_BACKEND set); the value is its device."""
+    backend, dev = request.param
+    monkeypatch.setenv("PACKEDRNN_BACKEND", backend)
+    return dev
 
 
 @pytest.fixture

@@ -5,6 +5,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import packedrnn
+from packedrnn import ops
+
+# Every backend that runs here, with its device: the reference always, the compiled ops when built.
+HAS_CUDA = torch.cuda.is_available() and ops.available("cuda")
+BACKENDS = [("reference", "cpu")] + ([("cpu", "cpu")] if ops.available("cpu") else []) + \
+    ([("cuda", "cuda")] if HAS_CUDA else [])
+OP_DEVICES = ([] if not ops.available("cpu") else ["cpu"]) + (["cuda"] if HAS_CUDA else [])
 
 # DESIGN.md section 1, absolute (rtol 0) on small test shapes.
 TOL = {

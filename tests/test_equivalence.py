@@ -24,21 +24,21 @@ def _case_id(case):
             f"{f'-proj{proj}' if proj else ''}{'-hx' if hx else ''}-{pattern}")
 
 
-def _check(case, dtype, record):
+def _check(case, dtype, record, device):
     cell, layers, bidir, batch_first, bias, proj, with_hx, pattern = case
     T, lengths = LENGTH_PATTERNS[pattern]
     kw = dict(num_layers=layers, bidirectional=bidir, batch_first=batch_first, bias=bias)
     if proj:
         kw["proj_size"] = proj
     torch.manual_seed(hash(_case_id(case)) % 2**31)
-    ours, theirs = make_pair(cell, 3, 4, dtype=dtype, **kw)
+    ours, theirs = make_pair(cell, 3, 4, dtype=dtype, device=device, **kw)
     x, hx = random_inputs(ours, lengths, T, with_hx=with_hx)
     compare(ours, theirs, x, hx, lengths, dtype, record)
 
 
 @pytest.mark.parametrize("case", GRID, ids=_case_id)
-def test_grid_float64(case, cpu_backend, record):
-    _check(case, torch.float64, record)
+def test_grid_float64(case, device, record):
+    _check(case, torch.float64, record, device)
 
 
 # fp32: every cell/layout combination over three of the length patterns (the fp64 grid covers all).
@@ -46,24 +46,26 @@ GRID_FP32 = [c for c in GRID if c[-1] in ("shuffled", "ties", "max_below_T")]
 
 
 @pytest.mark.parametrize("case", GRID_FP32, ids=_case_id)
-def test_grid_float32(case, cpu_backend, record):
-    _check(case, torch.float32, record)
+def test_grid_float32(case, device, record):
+    _check(case, torch.float32, record, device)
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
-def test_lengths_as_list_tensor_and_int32_agree(cell, cpu_backend):
-    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True)
+def test_lengths_as_list_tensor_and_int32_agree(cell, device):
+    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, device=device)
     lengths = [3, 6, 1, 5]
     x, _ = random_inputs(ours, lengths, 6, with_hx=False)
     ref = ours(x, lengths=lengths)[0]
-    for form in (torch.tensor(lengths), torch.tensor(lengths, dtype=torch.int32), tuple(lengths)):
+    for form in (torch.tensor(lengths), torch.tensor(lengths, dtype=torch.int32), tuple(lengths),
+                 torch.tensor(lengths, device=device)):
         assert torch.equal(ours(x, lengths=form)[0], ref)
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
-def test_no_lengths_is_nn_rnn_on_the_padded_batch(cell, cpu_backend):
-    ours, theirs = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True)
-    x = torch.randn(4, 5, 3, dtype=torch.float64)
+def test_no_lengths_is_nn_rnn_on_the_padded_batch(cell, device):
+    ours, theirs = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True,
+                             device=device)
+    x = torch.randn(4, 5, 3, dtype=torch.float64, device=device)
     o1, s1 = ours(x)
     o2, s2 = theirs(x)
     torch.testing.assert_close(o1, o2, rtol=0, atol=1e-10)
@@ -73,9 +75,9 @@ def test_no_lengths_is_nn_rnn_on_the_padded_batch(cell, cpu_backend):
 
 @pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 2), ("GRU", 0)])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
-def test_packed_sequence_in_and_out(cell, proj, enforce_sorted, cpu_backend):
+def test_packed_sequence_in_and_out(cell, proj, enforce_sorted, device):
     kw = dict(num_layers=2, bidirectional=True, **({"proj_size": proj} if proj else {}))
-    ours, theirs = make_pair(cell, 3, 4, **kw)
+    ours, theirs = make_pair(cell, 3, 4, device=device, **kw)
     lengths = [6, 4, 4, 1] if enforce_sorted else [4, 6, 1, 4]
     x, hx = random_inputs(ours, lengths, 6, with_hx=True)
     packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted)
@@ -96,9 +98,9 @@ def test_packed_sequence_in_and_out(cell, proj, enforce_sorted, cpu_backend):
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
-def test_unbatched_input(cell, cpu_backend):
-    ours, theirs = make_pair(cell, 3, 4, num_layers=2, bidirectional=True)
-    x = torch.randn(5, 3, dtype=torch.float64)
+def test_unbatched_input(cell, device):
+    ours, theirs = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, device=device)
+    x = torch.randn(5, 3, dtype=torch.float64, device=device)
     o1, s1 = ours(x)
     o2, s2 = theirs(x)
     torch.testing.assert_close(o1, o2, rtol=0, atol=1e-10)

@@ -15,19 +15,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_gradcheck(name, cpu_backend):
+def test_gradcheck(name, device):
     cell, kw = CASES[name]
     torch.manual_seed(0)
     cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
-    m = cls(2, 3, batch_first=True, dtype=torch.float64, **kw)
+    m = cls(2, 3, batch_first=True, dtype=torch.float64, device=device, **kw)
     names = [n for n, _ in m.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
     lengths = torch.tensor([3, 0, 4, 1])
     D = 2 if m.bidirectional else 1
     P = m.proj_size or m.hidden_size
-    x = torch.randn(4, 4, 2, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(m.num_layers * D, 4, P, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(m.num_layers * D, 4, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 4, 2, dtype=torch.float64, device=device, requires_grad=True)
+    h0 = torch.randn(m.num_layers * D, 4, P, dtype=torch.float64, device=device, requires_grad=True)
+    c0 = torch.randn(m.num_layers * D, 4, 3, dtype=torch.float64, device=device, requires_grad=True)
 
     def f(x, h0, c0, *ps):
         hx = (h0, c0) if cell == "LSTM" else h0

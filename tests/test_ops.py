@@ -10,7 +10,7 @@ import torch
 
 import packedrnn
 from packedrnn import ops
-from helpers import make_pair, random_inputs
+from helpers import OP_DEVICES, make_pair, random_inputs
 
 pytestmark = pytest.mark.skipif(not ops.available("cpu"), reason="compiled CPU ops not built")
 
@@ -39,11 +39,12 @@ PATTERNS = [[5, 3, 0, 5], [1, 1, 1], [2], [4, 5, 4, 1, 3]]
 CELLS = [(ops.LSTM, 0), (ops.LSTM, 2), (ops.GRU, 0)]
 
 
+@pytest.mark.parametrize("device", OP_DEVICES)
 @pytest.mark.parametrize("cell,proj", CELLS)
 @pytest.mark.parametrize("lengths", PATTERNS)
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(cell, proj, lengths, requires_grad):
-    args = op_args(cell, proj, True, lengths, requires_grad=requires_grad)
+def test_opcheck(cell, proj, lengths, requires_grad, device):
+    args = op_args(cell, proj, True, lengths, requires_grad=requires_grad, device=device)
     torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, args)
 
 
@@ -107,10 +108,12 @@ def test_repeatable_and_thread_count_independent(cell, monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+@pytest.mark.parametrize("device", OP_DEVICES)
+def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch, device):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", device)
     torch._dynamo.reset()
-    ours, _ = make_pair("LSTM", 3, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=2)
+    ours, _ = make_pair("LSTM", 3, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=2,
+                       device=device)
 
     def step(x, lengths):
         out, (h, c) = ours(x, lengths=lengths)
@@ -122,8 +125,8 @@ def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch):
         for i, (B, T, lengths) in enumerate(shapes):
             if i == 1:  # everything after the first call must reuse the graph
                 torch._dynamo.config.error_on_recompile = True
-            x = torch.randn(B, T, 3, dtype=torch.float64, requires_grad=True)
-            lens = torch.tensor(lengths)
+            x = torch.randn(B, T, 3, dtype=torch.float64, device=device, requires_grad=True)
+            lens = torch.tensor(lengths, device=device)
             got = compiled(x, lens)
             want = step(x, lens)
             for a, b in zip(got, want):

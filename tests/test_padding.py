@@ -10,8 +10,9 @@ CASES = [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {})]
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf"), 1e30])
-def test_padding_values_change_nothing(cell, kw, poison, cpu_backend):
-    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True, **kw)
+def test_padding_values_change_nothing(cell, kw, poison, device):
+    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True, device=device,
+                        **kw)
     lengths = [2, 5, 0, 3]
     clean, hx = random_inputs(ours, lengths, 5, with_hx=True, pad_value=0.0)
     dirty = clean.detach().clone()
@@ -34,8 +35,8 @@ def test_padding_values_change_nothing(cell, kw, poison, cpu_backend):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_zero_length_rows(cell, kw, bidirectional, cpu_backend):
-    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=bidirectional, **kw)
+def test_zero_length_rows(cell, kw, bidirectional, device):
+    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=bidirectional, device=device, **kw)
     lengths = [0, 4, 0, 2]
     x, hx = random_inputs(ours, lengths, 4, with_hx=True)
     out, states = run_ours(ours, x, hx, lengths)

@@ -1,0 +1,116 @@
+// Torch glue of the CUDA ops (compiled only in CUDA builds): device guard, current stream,
+// allocation, the cuBLAS products around the recurrence (layer_gemms.h), and the framework-free
+// recurrence kernels (rnn_kernels.cu). Nothing here reads device memory on the host: no sync.
+// Schemas and shapes: ops.cpp; legend: cells.h.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "cells.h"
+#include "layer_args.h"
+#include "layer_gemms.h"
+#include "rnn_cuda.h"
+
+namespace packedrnn {
+namespace {
+
+DType dtype_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::f32;
+    case at::kDouble: return DType::f64;
+    case at::kHalf: return DType::f16;
+    case at::kBFloat16: return DType::bf16;
+    default: TORCH_CHECK(false, "packedrnn: CUDA ops take float32, float64, float16 or bfloat16, got ", t);
+  }
+}
+
+// Recurrent state is carried in the accumulation dtype: float for half types.
+at::ScalarType acc_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() : nullptr; }
+
+void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
+
+std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
+  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
+    int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const at::Tensor& h0_,
+    const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh_,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
+    const std::optional<at::Tensor>& w_hr_, bool train) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const LayerArgs a(cell, x_, lengths_, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_);
+  const SavedLayout L = a.layout();
+  const at::Tensor x = x_.contiguous(), lengths = lengths_.contiguous(), h0 = h0_.contiguous();
+  const at::Tensor w_hh = w_hh_.contiguous();
+  const auto b_hh = contig(b_hh_), w_hr = contig(w_hr_);
+  const auto opt = x.options();
+  // All T*B positions (no host-side knowledge of the lengths); padded rows of gx are never read.
+  const at::Tensor gx = input_projection(a, x.view({a.T * a.B, a.I}), w_ih, b_ih, b_hh_);
+  at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
+  at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
+  at::Tensor c = a.cell == kLSTM ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
+                                 : at::Tensor();
+  at::Tensor m = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
+  // Zeroed: the weight-gradient GEMMs read every row, padded ones included.
+  at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, L.K}, opt) : at::empty({0}, opt);
+
+  ForwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
+                  gx.data_ptr(), h0.data_ptr(), w_hh.data_ptr(),
+                  a.cell == kGRU ? ptr(b_hh) : nullptr, ptr(w_hr),
+                  c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
+                  out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr};
+  check(rnn_forward_cuda(p, dtype_of(x.scalar_type()), at::cuda::getCurrentCUDAStream()));
+  at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
+  return {out, h_n, c_n, saved};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const at::Tensor& h0,
+                        const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+                        const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                        const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
+                        const at::Tensor& grad_out_, const at::Tensor& grad_hn, const at::Tensor& grad_cn) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const LayerArgs a(cell, x_, lengths_, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_);
+  const SavedLayout L = a.layout();
+  TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * L.K,
+              "packedrnn: saved is missing (the forward ran with train=False)");
+  const at::Tensor x = x_.contiguous(), lengths = lengths_.contiguous(), w_ih = w_ih_.contiguous();
+  const at::Tensor w_hh = w_hh_.contiguous(), saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
+  const auto w_hr = contig(w_hr_);
+  const auto opt = x.options();
+  const auto acc = acc_of(x.scalar_type());
+  const int64_t rows = a.T * a.B;
+  at::Tensor dgx = at::zeros({a.D, rows, a.G}, opt);
+  at::Tensor dgh = a.cell == kLSTM ? dgx : at::zeros_like(dgx);
+  at::Tensor dH = a.proj ? at::zeros({a.D, rows, a.P}, opt) : at::Tensor();
+  at::Tensor dm = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
+  at::Tensor dh = grad_hn.to(acc, false, true).contiguous();
+  at::Tensor dc = a.cell == kLSTM ? grad_cn.to(acc, false, true).contiguous() : at::Tensor();
+
+  BackwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
+                   w_hh.data_ptr(), ptr(w_hr), saved.data_ptr(), grad_out.data_ptr(), dh.data_ptr(),
+                   dc.defined() ? dc.data_ptr() : nullptr, dm.defined() ? dm.data_ptr() : nullptr,
+                   dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr};
+  check(rnn_backward_cuda(p, dtype_of(x.scalar_type()), at::cuda::getCurrentCUDAStream()));
+
+  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
+      a, x.view({rows, a.I}), w_ih, saved.view({a.D, rows, L.K}), dgx, dgh, dH);
+  at::Tensor dc0 = a.cell == kLSTM ? dc.to(x.scalar_type()) : at::empty({0}, opt);
+  return {dx.view({a.T, a.B, a.I}), dh.to(x.scalar_type()), dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(packedrnn, CUDA, m) {
+  m.impl("rnn_layer", &rnn_layer_cuda);
+  m.impl("rnn_layer_backward", &rnn_layer_backward_cuda);
+}
+
+}  // namespace packedrnn

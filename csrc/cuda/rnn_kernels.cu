@@ -1,0 +1,305 @@
+// CUDA recurrence of packedrnn::rnn_layer / rnn_layer_backward. Framework-free: cuda_runtime.h and
+// our headers only; the gate math is cells.h; interface, shapes and pointer dtypes: rnn_cuda.h.
+//
+// Per step s (one launch each, T launches; blocks whose rows are all finished exit at once):
+//   forward   forward_step        gates = gx[t] + h_{t-1} W_hh^T, fused with the cell update;
+//                                 h_{t-1} is read from out[t-1] (reverse: out[t+1]) or h0
+//             forward_projection  h = m W_hr^T (LSTM with proj_size only)
+//   backward  backward_dh, backward_projection   dL/dh and dL/dm (projection only)
+//             backward_cell       gate gradients of the step, into dgx/dgh rows
+//             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ dh z for GRU)
+// Time index of row b at step s: t = s forward, t = lengths[b]-1-s reverse; the row is active
+// while s < lengths[b]. Blocks are 8 rows x 32 columns; each reduction is staged through shared
+// memory 32 deep. Half types load and store as half and accumulate in float.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cells.h"
+#include "rnn_cuda.h"
+
+namespace packedrnn {
+namespace {
+
+constexpr int kRows = 8, kCols = 32, kDepth = 32, kThreads = kRows * kCols;
+static_assert(kDepth == kCols, "the A tile is loaded one element per thread");
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(double* p, double v) { *p = v; }
+__device__ __forceinline__ void put(__half* p, float v) { *p = __float2half(v); }
+__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+
+template <typename S> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+// Where row b stands at step s.
+struct RowStep {
+  int64_t t;
+  bool active;
+};
+__device__ __forceinline__ RowStep row_step(const int64_t* lengths, int64_t B, int64_t T, int64_t b,
+                                            int64_t s, bool reverse) {
+  if (b >= B) return {0, false};
+  int64_t L = lengths[b];
+  L = L < 0 ? 0 : (L > T ? T : L);  // values are checked before the call; never index out of range
+  return {reverse ? L - 1 - s : s, s < L};
+}
+
+// acc[g] = sum_k rows[ty][k] * W(g*N + n, k) for the block's kRows rows and column n = n0 + tx,
+// where W(j, k) = w[j*ldw + k] (NT: rows of W along k) or w[k*ldw + j] (NN). Null rows are
+// finished rows: they read as zero. Every thread of the block must call it.
+template <int NG, bool NT, typename S, typename A>
+__device__ void tile_dot(const S* const* rows, int64_t K, const S* __restrict__ w, int64_t ldw,
+                         int64_t N, int64_t n0, A (&acc)[NG]) {
+  __shared__ A As[kRows][kDepth];
+  __shared__ A Ws[NG][kDepth][kCols + 1];
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+#pragma unroll
+  for (int g = 0; g < NG; ++g) acc[g] = A(0);
+  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+    const S* a = rows[ty];
+    As[ty][tx] = (a != nullptr && k0 + tx < K) ? to_acc(a[k0 + tx]) : A(0);
+    for (int i = threadIdx.x; i < NG * kDepth * kCols; i += kThreads) {
+      // Consecutive threads read consecutive addresses in either layout.
+      const int g = i / (kDepth * kCols);
+      const int kk = NT ? i % kDepth : (i / kCols) % kDepth;
+      const int j = NT ? (i / kDepth) % kCols : i % kCols;
+      const int64_t k = k0 + kk, n = n0 + j;
+      A v = A(0);
+      if (k < K && n < N) v = to_acc(NT ? w[(g * N + n) * ldw + k] : w[k * ldw + g * N + n]);
+      Ws[g][kk][j] = v;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kDepth; ++kk) {
+      const A av = As[ty][kk];
+#pragma unroll
+      for (int g = 0; g < NG; ++g) acc[g] += av * Ws[g][kk][tx];
+    }
+    __syncthreads();
+  }
+}
+
+template <typename S, int NG>
+__global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_t s) {
+  using A = typename AccOf<S>::type;
+  constexpr bool lstm = NG == 4;
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+  const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, u = blockIdx.x * kCols + tx;
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
+  const S* out = static_cast<const S*>(p.out);
+  __shared__ const S* rows[kRows];
+  if (tx == 0) {
+    const int64_t t_prev = d == 1 ? rs.t + 1 : rs.t - 1;
+    rows[ty] = !rs.active ? nullptr
+               : s == 0   ? static_cast<const S*>(p.h0) + (d * B + b) * P
+                          : out + (t_prev * B + b) * DP + d * P;
+  }
+  if (!__syncthreads_or(rs.active)) return;
+  A acc[NG];
+  tile_dot<NG, true>(rows, P, static_cast<const S*>(p.w_hh) + d * G * P, P, H, blockIdx.x * kCols, acc);
+  if (!rs.active || u >= H) return;
+
+  const SavedLayout L(p.cell, H, P, p.proj);
+  const int64_t row = rs.t * B + b;
+  const S* gx = static_cast<const S*>(p.gx) + (d * TB + row) * G;
+  const S* h_prev = rows[ty];
+  S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
+  S* o = static_cast<S*>(p.out) + row * DP + d * P;
+  if (sv && u < P) put(sv + L.h_prev + u, to_acc(h_prev[u]));
+  if constexpr (lstm) {
+    A* c = static_cast<A*>(p.c) + (d * B + b) * H + u;
+    const A cp = *c;
+    const auto r = lstm_forward<A>(to_acc(gx[u]) + acc[0], to_acc(gx[H + u]) + acc[1],
+                                   to_acc(gx[2 * H + u]) + acc[2], to_acc(gx[3 * H + u]) + acc[3], cp);
+    *c = r.c;
+    if (sv) {
+      put(sv + u, r.i), put(sv + H + u, r.f), put(sv + 2 * H + u, r.g), put(sv + 3 * H + u, r.o);
+      put(sv + L.c_prev + u, cp);
+      if (p.proj) put(sv + L.m + u, r.m);
+    }
+    if (p.proj) {
+      put(static_cast<S*>(p.m) + (d * B + b) * H + u, r.m);
+    } else {
+      put(o + u, r.m);
+    }
+  } else {
+    const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
+    const A hr = acc[0] + (bh ? to_acc(bh[u]) : A(0));
+    const A hz = acc[1] + (bh ? to_acc(bh[H + u]) : A(0));
+    const A hn = acc[2] + (bh ? to_acc(bh[2 * H + u]) : A(0));
+    const auto r = gru_forward<A>(to_acc(gx[u]), to_acc(gx[H + u]), to_acc(gx[2 * H + u]), hr, hz, hn,
+                                  to_acc(h_prev[u]));
+    if (sv) put(sv + u, r.r), put(sv + H + u, r.z), put(sv + 2 * H + u, r.n), put(sv + 3 * H + u, hn);
+    put(o + u, r.h);
+  }
+}
+
+// h_t = m W_hr^T for LSTM with a projection.
+template <typename S>
+__global__ void __launch_bounds__(kThreads) forward_projection(ForwardParams p, int64_t s) {
+  using A = typename AccOf<S>::type;
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+  const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, n = blockIdx.x * kCols + tx;
+  const int64_t B = p.B, H = p.H, P = p.P;
+  const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
+  __shared__ const S* rows[kRows];
+  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.m) + (d * B + b) * H : nullptr;
+  if (!__syncthreads_or(rs.active)) return;
+  A acc[1];
+  tile_dot<1, true>(rows, H, static_cast<const S*>(p.w_hr) + d * P * H, H, P, blockIdx.x * kCols, acc);
+  if (rs.active && n < P) put(static_cast<S*>(p.out) + (rs.t * B + b) * p.D * P + d * P + n, acc[0]);
+}
+
+// h_n: each row's output at its last step (t = L-1 forward, t = 0 reverse), h0 when L == 0.
+template <typename S>
+__global__ void forward_final(ForwardParams p) {
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= p.D * p.B * p.P) return;
+  const int64_t k = i % p.P, b = (i / p.P) % p.B, d = i / (p.P * p.B);
+  int64_t L = p.lengths[b];
+  L = L < 0 ? 0 : (L > p.T ? p.T : L);
+  const int64_t t = d == 1 ? 0 : L - 1;
+  S* h_n = static_cast<S*>(p.h_n);
+  h_n[i] = L == 0 ? static_cast<const S*>(p.h0)[i]
+                  : static_cast<const S*>(p.out)[(t * p.B + b) * p.D * p.P + d * p.P + k];
+}
+
+// dH[row] = grad_out[t, b] + dh (the gradient reaching h_t), kept per row for dW_hr.
+template <typename S>
+__global__ void __launch_bounds__(kThreads) backward_dh(BackwardParams p, int64_t s) {
+  using A = typename AccOf<S>::type;
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+  const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, k = blockIdx.x * kCols + tx;
+  const RowStep rs = row_step(p.lengths, p.B, p.T, b, s, d == 1);
+  if (!rs.active || k >= p.P) return;
+  const int64_t row = rs.t * p.B + b;
+  const A g = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * p.P + d * p.P + k]);
+  put(static_cast<S*>(p.dH) + (d * p.T * p.B + row) * p.P + k, g + static_cast<const A*>(p.dh)[(d * p.B + b) * p.P + k]);
+}
+
+// dm = dH[row] W_hr (projection only).
+template <typename S>
+__global__ void __launch_bounds__(kThreads) backward_projection(BackwardParams p, int64_t s) {
+  using A = typename AccOf<S>::type;
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+  const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, n = blockIdx.x * kCols + tx;
+  const int64_t B = p.B, H = p.H, P = p.P;
+  const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
+  __shared__ const S* rows[kRows];
+  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dH) + (d * p.T * B + rs.t * B + b) * P : nullptr;
+  if (!__syncthreads_or(rs.active)) return;
+  A acc[1];
+  tile_dot<1, false>(rows, P, static_cast<const S*>(p.w_hr) + d * P * H, H, H, blockIdx.x * kCols, acc);
+  if (rs.active && n < H) put(static_cast<S*>(p.dm) + (d * B + b) * H + n, acc[0]);
+}
+
+// The gate gradients of one step, per (row, unit).
+template <typename S, int NG>
+__global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int64_t s) {
+  using A = typename AccOf<S>::type;
+  constexpr bool lstm = NG == 4;
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+  const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, u = blockIdx.x * kCols + tx;
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, TB = p.T * B;
+  const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
+  if (!rs.active || u >= H) return;
+  const SavedLayout L(p.cell, H, P, p.proj);
+  const int64_t row = rs.t * B + b;
+  const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
+  A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + u;
+  S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
+  if constexpr (lstm) {
+    const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
+                        : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
+    A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
+    const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
+                                    to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dm, *dc);
+    *dc = g.dc_prev;
+    put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+  } else {
+    const A dhv = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
+    const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
+                                   to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dhv);
+    S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
+    put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
+    put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
+    *dh = g.dh_prev;  // the direct term; backward_recurrent adds dgh W_hh
+  }
+}
+
+// dh_{t-1} = dgh[row] W_hh, plus the direct term dh*z that backward_cell left for GRU.
+template <typename S, int NG>
+__global__ void __launch_bounds__(kThreads) backward_recurrent(BackwardParams p, int64_t s) {
+  using A = typename AccOf<S>::type;
+  const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
+  const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, n = blockIdx.x * kCols + tx;
+  const int64_t B = p.B, P = p.P, G = NG * p.H;
+  const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
+  __shared__ const S* rows[kRows];
+  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dgh) + (d * p.T * B + rs.t * B + b) * G : nullptr;
+  if (!__syncthreads_or(rs.active)) return;
+  A acc[1];
+  tile_dot<1, false>(rows, G, static_cast<const S*>(p.w_hh) + d * G * P, P, P, blockIdx.x * kCols, acc);
+  if (rs.active && n < P) {
+    A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + n;
+    *dh = (NG == 3 ? *dh : A(0)) + acc[0];
+  }
+}
+
+dim3 tiles(int64_t columns, int64_t B, int64_t D) {
+  return dim3((unsigned)((columns + kCols - 1) / kCols), (unsigned)((B + kRows - 1) / kRows), (unsigned)D);
+}
+
+template <typename S, int NG>
+cudaError_t forward(const ForwardParams& p, cudaStream_t stream) {
+  if (p.B == 0) return cudaSuccess;
+  for (int64_t s = 0; s < p.T; ++s) {
+    forward_step<S, NG><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    if (p.proj) forward_projection<S><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
+  }
+  const int64_t n = p.D * p.B * p.P;
+  forward_final<S><<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename S, int NG>
+cudaError_t backward(const BackwardParams& p, cudaStream_t stream) {
+  if (p.B == 0) return cudaSuccess;
+  for (int64_t s = p.T - 1; s >= 0; --s) {
+    if (p.proj) {
+      backward_dh<S><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
+      backward_projection<S><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    }
+    backward_cell<S, NG><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    backward_recurrent<S, NG><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+#define PACKEDRNN_DISPATCH(FN, P, DTYPE, STREAM)                                              \
+  switch (DTYPE) {                                                                           \
+    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, STREAM) : FN<float, 3>(P, STREAM); \
+    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, STREAM) : FN<double, 3>(P, STREAM); \
+    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, STREAM) : FN<__half, 3>(P, STREAM); \
+    case DType::bf16:                                                                        \
+      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, STREAM) : FN<__nv_bfloat16, 3>(P, STREAM); \
+  }                                                                                          \
+  return cudaErrorInvalidValue;
+
+cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream) {
+  PACKEDRNN_DISPATCH(forward, p, dtype, stream)
+}
+
+cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream) {
+  PACKEDRNN_DISPATCH(backward, p, dtype, stream)
+}
+
+}  // namespace packedrnn
