@@ -40,11 +40,11 @@ def extension():
                               and cpp_extension.CUDA_HOME is not None)
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, pattern)))
     sources = ["csrc/ops.cpp"] + rel("cpu/*.cpp")
-    args = {"cxx": ["-O3", "-std=c++17"]}
+    args = {"cxx": ["-O3"]}  # the C++ standard is left to torch (2.14 needs C++20)
     make = cpp_extension.CppExtension
     if cuda:
         sources += rel("cuda/*.cu") + rel("cuda/*_launch.cpp")
-        args["nvcc"] = ["-O3", "-std=c++17"]
+        args["nvcc"] = ["-O3"]
         make = cpp_extension.CUDAExtension
     ext = make("packedrnn._C", sources, include_dirs=[CSRC, os.path.join(CSRC, "cuda")],
                extra_compile_args=args)

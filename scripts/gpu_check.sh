@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One command for a lent GPU machine (DESIGN.md section 6): build, CUDA tests, sanitizers, and
+# the benchmark's gpu suite, in that order. Writes $OUT/status.json after every stage (so a
+# timeout still returns what finished) and each stage's log beside it. About 5-8 minutes.
+#   OUT          results folder (default ./gpu_out)
+#   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+STATUS="$OUT/status.json"
+echo "{}" > "$STATUS"
+stage() {  # stage NAME COMMAND...: run, log to $OUT/NAME.log, record rc and seconds
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n 15 "$OUT/$name.log"
+  python3 - "$STATUS" "$name" "$rc" "$((SECONDS - t0))" <<'PY'
+import json, sys
+path, name, rc, secs = sys.argv[1:]
+d = json.load(open(path)); d[name] = {"rc": int(rc), "seconds": int(secs)}
+json.dump(d, open(path, "w"), indent=1)
+PY
+  return $rc
+}
+
+stage device nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+stage build python3 setup.py -q build_ext --inplace || { cat "$OUT/build.log" | tail -40; exit 1; }
+stage tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py \
+  tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py -k "cuda and not jit"
+cat > "$OUT/sanitize_case.py" <<'PY'
+import os, torch, packedrnn
+os.environ["PACKEDRNN_BACKEND"] = "cuda"
+for cell, kw in (("LSTM", {}), ("LSTM", {"proj_size": 6}), ("GRU", {})):
+    cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
+    m = cls(5, 12, num_layers=2, bidirectional=True, batch_first=True, device="cuda", **kw)
+    x = torch.randn(5, 7, 5, device="cuda", requires_grad=True)
+    out, _ = m(x, lengths=[7, 0, 3, 7, 1])
+    out.sum().backward()
+torch.cuda.synchronize()
+print("sanitize case ran")
+PY
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    stage "sanitizer_$tool" timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 \
+      --kernel-name regex:packedrnn python3 "$OUT/sanitize_case.py"
+  done
+else
+  echo "compute-sanitizer not found: skipped" | tee "$OUT/sanitizer_skipped.log"
+fi
+stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
+cat "$STATUS"

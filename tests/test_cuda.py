@@ -1,0 +1,131 @@
+"""CUDA-only checks (skipped without a GPU): half precision, repeatability, no host sync, autocast,
+agreement with the CPU op. The equivalence, padding and gradcheck suites run on CUDA through the
+`device` fixture (conftest.py)."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import packedrnn
+from helpers import HAS_CUDA, OP_DEVICES, grads, make_pair, random_inputs, run_ours
+
+pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA and the compiled CUDA ops")
+
+CASES = [("LSTM", {}), ("LSTM", {"proj_size": 16}), ("GRU", {})]
+
+
+def _packed_run(module, x, lengths):
+    packed = pack_padded_sequence(x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False)
+    out, state = module(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, list(state) if isinstance(state, tuple) else [state]
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_error_rule(cell, kw, dtype, monkeypatch):
+    """Error against fp64 at most 2x (+1e-6) the error nn.LSTM makes in the same dtype."""
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    torch.manual_seed(0)
+    ours64, ref64 = make_pair(cell, 32, 48, dtype=torch.float64, device="cuda", num_layers=2,
+                              bidirectional=True, batch_first=True, **kw)
+    ours = (packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU)(
+        32, 48, num_layers=2, bidirectional=True, batch_first=True, device="cuda", dtype=dtype, **kw)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ours64.state_dict().items()})
+    theirs = ref64.__class__(32, 48, num_layers=2, bidirectional=True, batch_first=True,
+                             device="cuda", dtype=dtype, **kw)
+    theirs.load_state_dict(ours.state_dict())
+    exact = ref64.__class__(32, 48, num_layers=2, bidirectional=True, batch_first=True,
+                            device="cuda", dtype=torch.float64, **kw)
+    exact.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})  # same rounded weights
+    lengths = [50, 3, 27, 50, 11, 40, 1, 33]
+    x = torch.randn(8, 50, 32, device="cuda", dtype=dtype)
+    o_ref, s_ref = _packed_run(exact, x.double(), lengths)
+    o_ours, s_ours = run_ours(ours, x, None, lengths)
+    o_th, s_th = _packed_run(theirs, x, lengths)
+
+    def err(o, s):
+        return max([(o.double() - o_ref).abs().max().item()] +
+                   [(a.double() - b).abs().max().item() for a, b in zip(s[:1], s_ref[:1])])
+    assert err(o_ours, s_ours) <= 2 * err(o_th, s_th) + 1e-6
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+def test_bitwise_repeatable(cell, kw, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    ours, _ = make_pair(cell, 16, 32, dtype=torch.float32, device="cuda", num_layers=2,
+                        bidirectional=True, batch_first=True, **kw)
+    lengths = [20, 5, 0, 17, 20, 9]
+    results = []
+    for _ in range(2):
+        x, hx = random_inputs(ours, lengths, 20, with_hx=True)
+        out, states = run_ours(ours, x, hx, lengths)
+        results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda"])
+def test_no_host_sync(cell, kw, lengths_kind, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    ours, _ = make_pair(cell, 8, 16, dtype=torch.float32, device="cuda", num_layers=2,
+                        bidirectional=True, batch_first=True, dropout=0.1, **kw)
+    ours.train()
+    lengths = [9, 0, 4, 9, 2]
+    lengths = {"list": lengths, "cpu": torch.tensor(lengths),
+               "cuda": torch.tensor(lengths, device="cuda")}[lengths_kind]
+    x, hx = random_inputs(ours, [9, 0, 4, 9, 2], 9, with_hx=True)
+    ours(x, hx, lengths=lengths)  # warm-up: allocator, cuBLAS handles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, state = ours(x, hx, lengths=lengths)
+        loss = out.sum() + sum(s.sum() for s in (state if isinstance(state, tuple) else (state,)))
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    ours, theirs = make_pair(cell, 8, 16, dtype=torch.float32, device="cuda", batch_first=True)
+    x = torch.randn(4, 7, 8, device="cuda")
+    h0 = torch.randn(1, 4, 16, device="cuda")
+    hx = (h0, torch.randn_like(h0)) if cell == "LSTM" else h0
+    with torch.autocast("cuda", dtype=dtype):
+        out, _ = ours(x, hx, lengths=[7, 7, 7, 7])
+        ref, _ = theirs(x, hx)
+    assert out.dtype == ref.dtype == dtype
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+def test_cuda_matches_cpu_op_float64(cell, kw, monkeypatch):
+    assert "cpu" in OP_DEVICES
+    torch.manual_seed(1)
+    ours, _ = make_pair(cell, 12, 20, dtype=torch.float64, num_layers=2, bidirectional=True,
+                        batch_first=True, **kw)
+    lengths = [15, 1, 0, 15, 8, 12]
+    x, hx = random_inputs(ours, lengths, 15, with_hx=True)
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+    o1, s1 = run_ours(ours, x, hx, lengths)
+    g1 = sum(grads(ours, x, hx, o1, s1), [])
+    ours_cuda = ours.to("cuda")
+    xc = x.detach().cuda().requires_grad_(True)
+    hxc = tuple(h.detach().cuda().requires_grad_(True) for h in hx) if isinstance(hx, tuple) else \
+        hx.detach().cuda().requires_grad_(True)
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    o2, s2 = run_ours(ours_cuda, xc, hxc, lengths)
+    g2 = sum(grads(ours_cuda, xc, hxc, o2, s2), [])
+    for a, b in zip([o1] + s1 + g1, [o2] + s2 + g2):
+        torch.testing.assert_close(a, b.cpu(), rtol=0, atol=1e-10)
+
+
+def test_backend_report():
+    assert packedrnn.backend("cuda", torch.bfloat16) == "cuda"
+    assert packedrnn.backend("cuda") == "cuda"
