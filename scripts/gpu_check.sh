@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (DESIGN.md section 6): build, CUDA tests, sanitizers, and
-# the benchmark's gpu suite, in that order. Writes $OUT/status.json after every stage (so a
+# One command for a lent GPU machine (DESIGN.md section 6): build, CUDA tests, the benchmark's gpu
+# suite, then compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes $OUT/status.json after every stage (so a
 # timeout still returns what finished) and each stage's log beside it. About 5-8 minutes.
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
@@ -32,6 +32,7 @@ stage device nvidia-smi --query-gpu=name,driver_version,memory.total --format=cs
 stage build python3 setup.py -q build_ext --inplace || { cat "$OUT/build.log" | tail -40; exit 1; }
 stage tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py \
   tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py -k "cuda and not jit"
+stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 cat > "$OUT/sanitize_case.py" <<'PY'
 import os, torch, packedrnn
 os.environ["PACKEDRNN_BACKEND"] = "cuda"
@@ -46,11 +47,10 @@ print("sanitize case ran")
 PY
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
-    stage "sanitizer_$tool" timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 \
+    stage "sanitizer_$tool" timeout 100 compute-sanitizer --tool $tool --error-exitcode 3 \
       --kernel-name regex:packedrnn python3 "$OUT/sanitize_case.py"
   done
 else
   echo "compute-sanitizer not found: skipped" | tee "$OUT/sanitizer_skipped.log"
 fi
-stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 cat "$STATUS"
