@@ -28,12 +28,13 @@ PY
   return $rc
 }
 
-stage device nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv  # printed only: $OUT holds 8 files at most
 stage build python3 setup.py -q build_ext --inplace || { cat "$OUT/build.log" | tail -40; exit 1; }
 stage tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py \
   tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py -k "cuda and not jit"
 stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-cat > "$OUT/sanitize_case.py" <<'PY'
+CASE=$(mktemp --suffix=.py)
+cat > "$CASE" <<'PY'
 import os, torch, packedrnn
 os.environ["PACKEDRNN_BACKEND"] = "cuda"
 for cell, kw in (("LSTM", {}), ("LSTM", {"proj_size": 6}), ("GRU", {})):
@@ -48,7 +49,7 @@ PY
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     stage "sanitizer_$tool" timeout 100 compute-sanitizer --tool $tool --error-exitcode 3 \
-      --kernel-name regex:packedrnn python3 "$OUT/sanitize_case.py"
+      --kernel-name regex:packedrnn python3 "$CASE"
   done
 else
   echo "compute-sanitizer not found: skipped" | tee "$OUT/sanitizer_skipped.log"
