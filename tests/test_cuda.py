@@ -70,7 +70,7 @@ def test_bitwise_repeatable(cell, kw, monkeypatch):
 @pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda"])
 def test_no_host_sync(cell, kw, lengths_kind, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
-    ours, _ = make_pair(cell, 8, 16, dtype=torch.float32, device="cuda", num_layers=2,
+    ours, _ = make_pair(cell, 8, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, dropout=0.1, **kw)
     ours.train()
     lengths = [9, 0, 4, 9, 2]
@@ -100,7 +100,11 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
     with torch.autocast("cuda", dtype=dtype):
         out, _ = ours(x, hx, lengths=[7, 7, 7, 7])
         ref, _ = theirs(x, hx)
-    assert out.dtype == ref.dtype == dtype
+    # We run in the autocast dtype, as the autocast docs promise. nn.LSTM on cuDNN casts to fp16
+    # whatever the autocast dtype (torch 2.11: cuDNN's RNN autocast wrapper hard-codes half), so
+    # only the values are compared with it.
+    assert out.dtype == dtype
+    assert ref.dtype in (dtype, torch.float16)
     torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=2e-2)
 
 
