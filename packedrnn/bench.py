@@ -92,6 +92,13 @@ SUITES: Dict[str, List[Case]] = {
         Case("GRU", 64, 500, 512, layers=2, bidir=True, train=True, lo=0.25),
         Case("LSTM", 32, 2000, 128, train=True, lo=0.05),
     ],
+    # Per-step latency at small batch (anchors: cuDNN takes 11-12 us per step here in fp32/bf16).
+    "steps": [
+        Case("LSTM", 8, 1000, 512, dtype="fp32", train=False, lo=0.5),
+        Case("LSTM", 8, 1000, 512, dtype="bf16", train=False, lo=0.5),
+        Case("LSTM", 8, 1000, 512, dtype="fp16", train=False, lo=0.5),
+        Case("LSTM", 8, 1000, 512, dtype="fp32", train=True, lo=0.5),
+    ],
 }
 
 
@@ -302,7 +309,7 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
     x = torch.randn(case.B, case.T, case.input_size, generator=g).to(device=device, dtype=dtype)
     x.requires_grad_(case.train)
     row = {"case": asdict(case), "label": case.label(), "fill": lengths.sum().item() / (case.B * case.T),
-           "results": {}, "checks": {}}
+           "steps": int(lengths.max()), "results": {}, "checks": {}}
     backends = backends or our_backends(device)
     cuda = device.type == "cuda"
 
@@ -382,7 +389,8 @@ def table(rows: List[Dict[str, object]]) -> str:
         for k in r["results"]:
             if k not in names:
                 names.append(k)
-    head = ["case", "fill"] + [f"{n} ms" for n in names] + ["x packed", "x padded", "max rel err", "vs floor"]
+    head = ["case", "fill"] + [f"{n} ms" for n in names] + ["x packed", "x padded", "us/step", "max rel err",
+                                                             "vs floor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"], f"{r['fill']:.2f}"]
@@ -391,6 +399,8 @@ def table(rows: List[Dict[str, object]]) -> str:
             cells.append("WRONG" if res and res.get("wrong") else (f"{res['ms']:.2f}" if res else ""))
         cells.append(f"{r['speedup_vs_packed']:.2f}" if "speedup_vs_packed" in r else "")
         cells.append(f"{r['speedup_vs_padded']:.2f}" if "speedup_vs_padded" in r else "")
+        mine = r["results"].get(r.get("primary"), {})
+        cells.append(f"{mine['ms'] * 1e3 / max(1, r['steps']):.2f}" if "ms" in mine else "")
         primary = r["checks"].get(r.get("primary"), {})
         errs = primary.get("errors", {})
         cells.append(f"{max(errs.values()):.1e}" if errs else "")

@@ -24,7 +24,8 @@ ERRORS = {}
 def device(request, monkeypatch):
     """Runs the test once per backend (PACKEDRNN_BACKEND set); the value is its device."""
     backend, dev = request.param
-    monkeypatch.setenv("PACKEDRNN_BACKEND", backend)
+    monkeypatch.setenv("PACKEDRNN_BACKEND", backend.split("-")[0])
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", "0" if backend.endswith("per-step") else "1")
     return dev
 
 

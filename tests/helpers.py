@@ -9,8 +9,9 @@ from packedrnn import ops
 
 # Every backend that runs here, with its device: the reference always, the compiled ops when built.
 HAS_CUDA = torch.cuda.is_available() and ops.available("cuda")
+# "cuda" runs the persistent kernels where they fit, "cuda-per-step" the per-step kernels only.
 BACKENDS = [("reference", "cpu")] + ([("cpu", "cpu")] if ops.available("cpu") else []) + \
-    ([("cuda", "cuda")] if HAS_CUDA else [])
+    ([("cuda", "cuda"), ("cuda-per-step", "cuda")] if HAS_CUDA else [])
 OP_DEVICES = ([] if not ops.available("cpu") else ["cpu"]) + (["cuda"] if HAS_CUDA else [])
 
 # DESIGN.md section 1, absolute (rtol 0) on small test shapes.

@@ -24,7 +24,9 @@ def _packed_run(module, x, lengths):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_error_rule(cell, kw, dtype, monkeypatch):
+@pytest.mark.parametrize("persistent", ["1", "0"])
+def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     """Error against fp64 at most 2x (+1e-6) the error nn.LSTM makes in the same dtype."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     torch.manual_seed(0)
@@ -52,7 +54,9 @@ def test_half_precision_error_rule(cell, kw, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-def test_bitwise_repeatable(cell, kw, monkeypatch):
+@pytest.mark.parametrize("persistent", ["1", "0"])
+def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 16, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, **kw)
@@ -68,7 +72,9 @@ def test_bitwise_repeatable(cell, kw, monkeypatch):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda"])
-def test_no_host_sync(cell, kw, lengths_kind, monkeypatch):
+@pytest.mark.parametrize("persistent", ["1", "0"])
+def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 8, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, dropout=0.1, **kw)

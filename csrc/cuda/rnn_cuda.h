@@ -48,10 +48,18 @@ struct BackwardParams {
   void* dgx;               // [D, T*B, G]  S  zeroed; dL/d(x projection) at valid rows
   void* dgh;               // [D, T*B, G]  S  zeroed; dL/d(h projection); == dgx for LSTM
   void* dH;                // [D, T*B, P]  S  zeroed; dL/dh per row (projection only, else null)
+  void* direct;            // [D, B, H]    A  scratch for the persistent GRU backward, or null
 };
 
-// Both return the first CUDA error of their launches (cudaSuccess when all went well).
+// Per-step kernels (rnn_kernels.cu): every case. Both return the first CUDA error of their launches.
 cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream);
+
+// Persistent kernels (rnn_persistent.cu): one cooperative launch for all steps, W_hh on chip.
+// Return cudaErrorNotSupported, having launched nothing, when the call does not fit: a projection,
+// more than 8 units per block (H > 8 * SMs / D), shared memory, or co-residency. Forward writes
+// out, h_n, c (c_n) and saved like rnn_forward_cuda; backward needs `direct` for GRU.
+cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
+cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
 
 }  // namespace packedrnn

@@ -7,6 +7,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "cells.h"
 #include "layer_args.h"
 #include "layer_gemms.h"
@@ -31,6 +34,25 @@ at::ScalarType acc_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble 
 const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() : nullptr; }
 
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
+
+// PACKEDRNN_PERSISTENT=0 turns the persistent kernels off (to compare, or to rule them out).
+bool persistent_allowed() {
+  const char* v = std::getenv("PACKEDRNN_PERSISTENT");
+  return v == nullptr || std::string(v) != "0";
+}
+
+// The persistent kernel where it fits, else the per-step kernels.
+template <typename Params>
+void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
+         cudaError_t (*per_step)(const Params&, DType, cudaStream_t)) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaError_t e = persistent_allowed() ? persistent(p, dtype, stream) : cudaErrorNotSupported;
+  if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();  // a refused attempt leaves nothing behind
+    e = per_step(p, dtype, stream);
+  }
+  check(e);
+}
 
 std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
   return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
@@ -64,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   a.cell == kGRU ? ptr(b_hh) : nullptr, ptr(w_hr),
                   c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr};
-  check(rnn_forward_cuda(p, dtype_of(x.scalar_type()), at::cuda::getCurrentCUDAStream()));
+  run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda);
   at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
   return {out, h_n, c_n, saved};
 }
@@ -93,12 +115,14 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   at::Tensor dm = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
   at::Tensor dh = grad_hn.to(acc, false, true).contiguous();
   at::Tensor dc = a.cell == kLSTM ? grad_cn.to(acc, false, true).contiguous() : at::Tensor();
+  at::Tensor direct = a.cell == kGRU ? at::empty({a.D, a.B, a.H}, opt.dtype(acc)) : at::Tensor();
 
   BackwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
                    w_hh.data_ptr(), ptr(w_hr), saved.data_ptr(), grad_out.data_ptr(), dh.data_ptr(),
                    dc.defined() ? dc.data_ptr() : nullptr, dm.defined() ? dm.data_ptr() : nullptr,
-                   dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr};
-  check(rnn_backward_cuda(p, dtype_of(x.scalar_type()), at::cuda::getCurrentCUDAStream()));
+                   dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr,
+                   direct.defined() ? direct.data_ptr() : nullptr};
+  run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda);
 
   auto [dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
       a, x.view({rows, a.I}), w_ih, saved.view({a.D, rows, L.K}), dgx, dgh, dH);

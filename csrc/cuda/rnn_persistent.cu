@@ -1,0 +1,330 @@
+// Persistent CUDA recurrence: one cooperative launch runs every step of a layer (both directions),
+// with one grid-wide barrier per step. Framework-free; interface in rnn_cuda.h, gate math in
+// cells.h, shape legend there.
+//
+// Block b of the grid owns direction d and hidden units [u0, u0 + Hb), and keeps on chip, for the
+// whole sequence, the part of W_hh it needs:
+//   forward   the NG*Hb gate rows of its units        Ws [JT][P]  (JT >= NG*Hb, zero padded)
+//   backward  the Hb columns of its units (all G rows) Ws [JT][G]  (JT >= Hb)
+// so W_hh is read from memory once per launch instead of once per step. Per step and active row
+// (s < lengths[b]), one warp forms the row's products against Ws (lanes split the reduction, a
+// butterfly of shuffles hands lane j the sum for row j of Ws), then Hb lanes update the cell.
+//   forward   h_{t-1} comes from out[t-1] (reverse: out[t+1]) or h0, written by other blocks in
+//             the previous step (read through L2 with __ldcg; the barrier orders it)
+//   backward  dL/dh_t of the block's units = dgh[t+1] W_hh[:, units] (the previous step's gate
+//             gradients of every block) + grad_out; then the gate gradients of its units
+// The loop bound is max(lengths), reduced on the device. A call that does not fit (projection,
+// too many units per block, shared memory, co-residency) returns cudaErrorNotSupported and the
+// caller runs the per-step kernels of rnn_kernels.cu instead.
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cells.h"
+#include "rnn_cuda.h"
+
+namespace cg = cooperative_groups;
+
+namespace packedrnn {
+namespace {
+
+constexpr int kWarps = 8, kThreads = 32 * kWarps;
+constexpr unsigned kFull = 0xffffffffu;
+
+__device__ __forceinline__ float f(float v) { return v; }
+__device__ __forceinline__ double f(double v) { return v; }
+__device__ __forceinline__ float f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(double* p, double v) { *p = v; }
+__device__ __forceinline__ void put(__half* p, float v) { *p = __float2half(v); }
+__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+template <typename S> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ int64_t clamp_len(const int64_t* lengths, int64_t b, int64_t T) {
+  const int64_t L = lengths[b];
+  return L < 0 ? 0 : (L > T ? T : L);
+}
+
+// One warp: y_j = sum_k x[k] * W[j*K + k] for j < JT, x in global memory (L2), W in shared
+// memory. Returns y_{lane % JT} in each lane.
+template <int JT, typename A, typename S>
+__device__ __forceinline__ A warp_rows_dot(const S* __restrict__ x, int64_t K, const S* W, int lane) {
+  A v[JT];
+#pragma unroll
+  for (int j = 0; j < JT; ++j) v[j] = A(0);
+  for (int64_t k = lane; k < K; k += 32) {
+    const A xv = f(__ldcg(x + k));
+#pragma unroll
+    for (int j = 0; j < JT; ++j) v[j] += xv * f(W[j * K + k]);
+  }
+  // Sum over the lanes that differ in bits >= log2(JT) ...
+#pragma unroll
+  for (int o = 16; o >= JT; o >>= 1) {
+#pragma unroll
+    for (int j = 0; j < JT; ++j) v[j] += __shfl_xor_sync(kFull, v[j], o);
+  }
+  // ... then reduce-scatter over the low bits: each step keeps half the values, summed with the
+  // partner's matching half, so lane l ends with the total of row l % JT in v[0].
+#pragma unroll
+  for (int s = JT / 2; s >= 1; s >>= 1) {
+    const bool upper = lane & s;
+#pragma unroll
+    for (int i = 0; i < s; ++i) {
+      const A send = upper ? v[i] : v[i + s];
+      const A keep = upper ? v[i + s] : v[i];
+      v[i] = keep + __shfl_xor_sync(kFull, send, s);
+    }
+  }
+  return v[0];
+}
+
+// The max of the clamped lengths, computed by every block (all of them then agree on the number
+// of barriers).
+__device__ int64_t block_max_length(const int64_t* lengths, int64_t B, int64_t T) {
+  __shared__ unsigned long long best;
+  if (threadIdx.x == 0) best = 0;
+  __syncthreads();
+  unsigned long long mine = 0;
+  for (int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+    const unsigned long long L = (unsigned long long)clamp_len(lengths, b, T);
+    mine = L > mine ? L : mine;
+  }
+  atomicMax(&best, mine);
+  __syncthreads();
+  return (int64_t)best;
+}
+
+template <typename S, int NG, int JT>
+__global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, int Hb) {
+  using A = typename AccOf<S>::type;
+  constexpr bool lstm = NG == 4;
+  extern __shared__ __align__(16) unsigned char smem[];
+  S* Ws = reinterpret_cast<S*>(smem);  // [JT][P]
+  __shared__ A gates[kWarps][JT];
+  cg::grid_group grid = cg::this_grid();
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const int per_dir = gridDim.x / (int)p.D;
+  const int64_t d = blockIdx.x / per_dir, u0 = (int64_t)(blockIdx.x % per_dir) * Hb;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const SavedLayout L(p.cell, H, P, false);
+  const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
+  for (int64_t i = threadIdx.x; i < JT * P; i += kThreads) {  // row j = g*Hb + uu
+    const int64_t j = i / P, k = i % P, g = j / Hb, u = u0 + j % Hb;
+    if (g < NG && u < H) {
+      Ws[i] = w[(g * H + u) * P + k];
+    } else {
+      put(Ws + i, A(0));
+    }
+  }
+  const int64_t steps = block_max_length(p.lengths, B, p.T);  // ends with __syncthreads
+  const S* out_c = static_cast<const S*>(p.out);
+  S* out = static_cast<S*>(p.out);
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t b = warp; b < B; b += kWarps) {
+      const int64_t len = clamp_len(p.lengths, b, p.T);
+      if (s >= len) continue;
+      const int64_t t = d == 1 ? len - 1 - s : s, t_prev = d == 1 ? t + 1 : t - 1;
+      const S* h_prev = s == 0 ? static_cast<const S*>(p.h0) + (d * B + b) * P : out_c + (t_prev * B + b) * DP + d * P;
+      const A y = warp_rows_dot<JT, A>(h_prev, P, Ws, lane);
+      if (lane < JT) gates[warp][lane] = y;
+      __syncwarp();
+      const int64_t u = u0 + lane;
+      if (lane < Hb && u < H) {
+        const int64_t row = t * B + b;
+        const S* gx = static_cast<const S*>(p.gx) + (d * TB + row) * G;
+        S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
+        const A hp = f(__ldcg(h_prev + u));
+        if (sv) put(sv + L.h_prev + u, hp);
+        const A* gw = gates[warp];
+        if constexpr (lstm) {
+          A* c = static_cast<A*>(p.c) + (d * B + b) * H + u;
+          const A cp = *c;
+          const auto r = lstm_forward<A>(f(gx[u]) + gw[lane], f(gx[H + u]) + gw[Hb + lane],
+                                         f(gx[2 * H + u]) + gw[2 * Hb + lane], f(gx[3 * H + u]) + gw[3 * Hb + lane], cp);
+          *c = r.c;
+          if (sv) {
+            put(sv + u, r.i), put(sv + H + u, r.f), put(sv + 2 * H + u, r.g), put(sv + 3 * H + u, r.o);
+            put(sv + L.c_prev + u, cp);
+          }
+          put(out + row * DP + d * P + u, r.m);
+        } else {
+          const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
+          const A hn = gw[2 * Hb + lane] + (bh ? f(bh[2 * H + u]) : A(0));
+          const auto r = gru_forward<A>(f(gx[u]), f(gx[H + u]), f(gx[2 * H + u]), gw[lane] + (bh ? f(bh[u]) : A(0)),
+                                        gw[Hb + lane] + (bh ? f(bh[H + u]) : A(0)), hn, hp);
+          if (sv) put(sv + u, r.r), put(sv + H + u, r.z), put(sv + 2 * H + u, r.n), put(sv + 3 * H + u, hn);
+          put(out + row * DP + d * P + u, r.h);
+        }
+      }
+      __syncwarp();
+    }
+    grid.sync();
+  }
+  // h_n of the block's units: each row's output at its last step, h0 for empty rows.
+  for (int64_t i = threadIdx.x; i < B * Hb; i += kThreads) {
+    const int64_t b = i / Hb, u = u0 + i % Hb;
+    if (u >= H) continue;
+    const int64_t len = clamp_len(p.lengths, b, p.T), t = d == 1 ? 0 : len - 1;
+    static_cast<S*>(p.h_n)[(d * B + b) * P + u] =
+        len == 0 ? static_cast<const S*>(p.h0)[(d * B + b) * P + u] : out_c[(t * B + b) * DP + d * P + u];
+  }
+}
+
+template <typename S, int NG, int JT>
+__global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p, int Hb) {
+  using A = typename AccOf<S>::type;
+  constexpr bool lstm = NG == 4;
+  extern __shared__ __align__(16) unsigned char smem[];
+  S* Ws = reinterpret_cast<S*>(smem);  // [JT][G]: Ws[kk][j] = W_hh[j][u0 + kk]
+  cg::grid_group grid = cg::this_grid();
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const int per_dir = gridDim.x / (int)p.D;
+  const int64_t d = blockIdx.x / per_dir, u0 = (int64_t)(blockIdx.x % per_dir) * Hb;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const SavedLayout L(p.cell, H, P, false);
+  const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
+  for (int64_t i = threadIdx.x; i < JT * G; i += kThreads) {
+    const int64_t kk = i / G, j = i % G, u = u0 + kk;
+    if (kk < Hb && u < H) {
+      Ws[i] = w[j * P + u];
+    } else {
+      put(Ws + i, A(0));
+    }
+  }
+  const int64_t steps = block_max_length(p.lengths, B, p.T);
+  const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
+  A* dh = static_cast<A*>(p.dh);          // in: grad h_n; out: grad h0 (the block's units)
+  A* direct = static_cast<A*>(p.direct);  // GRU: dL/dh_t * z_t of the block's units, per row
+  // Step s = steps is the extra pass that turns the gate gradients of step 0 into grad h0.
+  for (int64_t s = steps - 1; s >= -1; --s) {
+    for (int64_t b = warp; b < B; b += kWarps) {
+      const int64_t len = clamp_len(p.lengths, b, p.T);
+      if (s >= len || (s < 0 && len == 0)) continue;
+      const int64_t u = u0 + lane;
+      const bool mine = lane < Hb && u < H;
+      // dL/dh carried into this step: from the step after (s + 1) when the row had one.
+      A carry = A(0);
+      if (s + 1 < len) {
+        const int64_t t_next = d == 1 ? len - 2 - s : s + 1;
+        const A y = warp_rows_dot<JT, A>(dgh_all + (t_next * B + b) * G, G, Ws, lane);
+        carry = y + ((!lstm && mine) ? direct[(d * B + b) * H + u] : A(0));
+      } else if (mine) {
+        carry = dh[(d * B + b) * P + u];
+      }
+      if (!mine) continue;
+      if (s < 0) {  // the extra pass: the carry is grad h0
+        dh[(d * B + b) * P + u] = carry;
+        continue;
+      }
+      const int64_t t = d == 1 ? len - 1 - s : s, row = t * B + b;
+      const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
+      const A dht = f(static_cast<const S*>(p.grad_out)[row * DP + d * P + u]) + carry;
+      S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
+      if constexpr (lstm) {
+        A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
+        const auto g = lstm_backward<A>(f(sv[u]), f(sv[H + u]), f(sv[2 * H + u]), f(sv[3 * H + u]),
+                                        f(sv[L.c_prev + u]), dht, *dc);
+        *dc = g.dc_prev;
+        put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+      } else {
+        const auto g = gru_backward<A>(f(sv[u]), f(sv[H + u]), f(sv[2 * H + u]), f(sv[3 * H + u]),
+                                       f(sv[L.h_prev + u]), dht);
+        S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
+        put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
+        put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
+        direct[(d * B + b) * H + u] = g.dh_prev;
+      }
+    }
+    if (s >= 0) grid.sync();
+  }
+}
+
+int pow2_at_least(int64_t n) {
+  int v = 1;
+  while (v < n) v *= 2;
+  return v;
+}
+
+// Launch `kernel` cooperatively if every block fits on the device at once.
+template <typename Kernel, typename Params>
+cudaError_t cooperative(Kernel kernel, const Params& p, int Hb, int blocks, size_t smem, cudaStream_t stream) {
+  int dev = 0, optin = 0, per_sm = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) return e;
+  if (smem + 8 * 1024 > (size_t)optin) return cudaErrorNotSupported;  // room for the static arrays
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+  if (e != cudaSuccess) return e;
+  if (per_sm * sms < blocks) return cudaErrorNotSupported;
+  Params copy = p;
+  void* args[] = {(void*)&copy, (void*)&Hb};
+  return cudaLaunchCooperativeKernel((const void*)kernel, dim3(blocks), dim3(kThreads), args, smem, stream);
+}
+
+// Units per block: the smallest power of two that lets D * ceil(H / Hb) blocks fit one per SM.
+int units_per_block(int64_t H, int64_t D) {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 0;
+  int Hb = 1;
+  while (D * ((H + Hb - 1) / Hb) > sms) Hb *= 2;
+  return Hb;
+}
+
+template <typename S, int NG>
+cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
+  const int Hb = units_per_block(p.H, p.D);
+  const int JT = pow2_at_least(NG * Hb);
+  if (p.proj || Hb == 0 || JT > 32 || p.B == 0) return cudaErrorNotSupported;
+  const int blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
+  const size_t smem = (size_t)JT * p.P * sizeof(S);
+  switch (JT) {
+    case 4: return cooperative(persistent_forward<S, NG, 4>, p, Hb, blocks, smem, stream);
+    case 8: return cooperative(persistent_forward<S, NG, 8>, p, Hb, blocks, smem, stream);
+    case 16: return cooperative(persistent_forward<S, NG, 16>, p, Hb, blocks, smem, stream);
+    case 32: return cooperative(persistent_forward<S, NG, 32>, p, Hb, blocks, smem, stream);
+  }
+  return cudaErrorNotSupported;
+}
+
+template <typename S, int NG>
+cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
+  const int Hb = units_per_block(p.H, p.D);
+  if (p.proj || Hb == 0 || Hb > 8 || p.B == 0 || (NG == 3 && p.direct == nullptr)) return cudaErrorNotSupported;
+  const int blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
+  const size_t smem = (size_t)Hb * NG * p.H * sizeof(S);
+  switch (Hb) {
+    case 1: return cooperative(persistent_backward<S, NG, 1>, p, Hb, blocks, smem, stream);
+    case 2: return cooperative(persistent_backward<S, NG, 2>, p, Hb, blocks, smem, stream);
+    case 4: return cooperative(persistent_backward<S, NG, 4>, p, Hb, blocks, smem, stream);
+    case 8: return cooperative(persistent_backward<S, NG, 8>, p, Hb, blocks, smem, stream);
+  }
+  return cudaErrorNotSupported;
+}
+
+}  // namespace
+
+#define PACKEDRNN_PERSISTENT_DISPATCH(FN, P, DTYPE, STREAM)                                   \
+  switch (DTYPE) {                                                                            \
+    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, STREAM) : FN<float, 3>(P, STREAM); \
+    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, STREAM) : FN<double, 3>(P, STREAM); \
+    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, STREAM) : FN<__half, 3>(P, STREAM); \
+    case DType::bf16:                                                                         \
+      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, STREAM) : FN<__nv_bfloat16, 3>(P, STREAM); \
+  }                                                                                           \
+  return cudaErrorNotSupported;
+
+cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream) {
+  PACKEDRNN_PERSISTENT_DISPATCH(forward_dispatch, p, dtype, stream)
+}
+
+cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream) {
+  PACKEDRNN_PERSISTENT_DISPATCH(backward_dispatch, p, dtype, stream)
+}
+
+}  // namespace packedrnn
