@@ -40,22 +40,11 @@ stage tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/te
 stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6
 rm -f "$OUT/steps/speedup.png"
-CASE=$(mktemp --suffix=.py)
-cat > "$CASE" <<'PY'
-import os, torch, packedrnn
-os.environ["PACKEDRNN_BACKEND"] = "cuda"
-for cell, kw in (("LSTM", {}), ("LSTM", {"proj_size": 6}), ("GRU", {})):
-    cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
-    m = cls(5, 12, num_layers=2, bidirectional=True, batch_first=True, device="cuda", **kw)
-    x = torch.randn(5, 7, 5, device="cuda", requires_grad=True)
-    out, _ = m(x, lengths=[7, 0, 3, 7, 1])
-    out.sum().backward()
-torch.cuda.synchronize()
-print("sanitize case ran")
-PY
+CASE=scripts/sanitize_case.py
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
-    stage "sanitizer_$tool" timeout 100 compute-sanitizer --tool $tool --error-exitcode 3 python3 "$CASE"
+    stage "sanitizer_$tool" env PYTHONPATH="$PWD" timeout 100 compute-sanitizer --tool $tool \
+      --error-exitcode 3 python3 "$CASE"
   done
 else
   echo "compute-sanitizer not found: skipped" | tee -a "$LOG"
