@@ -11,11 +11,10 @@
 // Time index of row b at step s: t = s forward, t = lengths[b]-1-s reverse; the row is active
 // while s < lengths[b]. Blocks are 8 rows x 32 columns; each reduction is staged through shared
 // memory 32 deep. Half types load and store as half and accumulate in float.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "cells.h"
+#include "dtypes.cuh"
 #include "rnn_cuda.h"
 
 namespace packedrnn {
@@ -23,18 +22,6 @@ namespace {
 
 constexpr int kRows = 8, kCols = 32, kDepth = 32, kThreads = kRows * kCols;
 static_assert(kDepth == kCols, "the A tile is loaded one element per thread");
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void put(float* p, float v) { *p = v; }
-__device__ __forceinline__ void put(double* p, double v) { *p = v; }
-__device__ __forceinline__ void put(__half* p, float v) { *p = __float2half(v); }
-__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
-
-template <typename S> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
 
 // Where row b stands at step s.
 struct RowStep {
@@ -44,8 +31,7 @@ struct RowStep {
 __device__ __forceinline__ RowStep row_step(const int64_t* lengths, int64_t B, int64_t T, int64_t b,
                                             int64_t s, bool reverse) {
   if (b >= B) return {0, false};
-  int64_t L = lengths[b];
-  L = L < 0 ? 0 : (L > T ? T : L);  // values are checked before the call; never index out of range
+  const int64_t L = clamp_length(lengths, b, T);
   return {reverse ? L - 1 - s : s, s < L};
 }
 
@@ -162,9 +148,7 @@ __global__ void forward_final(ForwardParams p) {
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= p.D * p.B * p.P) return;
   const int64_t k = i % p.P, b = (i / p.P) % p.B, d = i / (p.P * p.B);
-  int64_t L = p.lengths[b];
-  L = L < 0 ? 0 : (L > p.T ? p.T : L);
-  const int64_t t = d == 1 ? 0 : L - 1;
+  const int64_t L = clamp_length(p.lengths, b, p.T), t = d == 1 ? 0 : L - 1;
   S* h_n = static_cast<S*>(p.h_n);
   h_n[i] = L == 0 ? static_cast<const S*>(p.h0)[i]
                   : static_cast<const S*>(p.out)[(t * p.B + b) * p.D * p.P + d * p.P + k];
@@ -283,16 +267,6 @@ cudaError_t backward(const BackwardParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
-
-#define PACKEDRNN_DISPATCH(FN, P, DTYPE, STREAM)                                              \
-  switch (DTYPE) {                                                                           \
-    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, STREAM) : FN<float, 3>(P, STREAM); \
-    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, STREAM) : FN<double, 3>(P, STREAM); \
-    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, STREAM) : FN<__half, 3>(P, STREAM); \
-    case DType::bf16:                                                                        \
-      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, STREAM) : FN<__nv_bfloat16, 3>(P, STREAM); \
-  }                                                                                          \
-  return cudaErrorInvalidValue;
 
 cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream) {
   PACKEDRNN_DISPATCH(forward, p, dtype, stream)

@@ -17,11 +17,10 @@
 // too many units per block, shared memory, co-residency) returns cudaErrorNotSupported and the
 // caller runs the per-step kernels of rnn_kernels.cu instead.
 #include <cooperative_groups.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "cells.h"
+#include "dtypes.cuh"
 #include "rnn_cuda.h"
 
 namespace cg = cooperative_groups;
@@ -32,22 +31,6 @@ namespace {
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr unsigned kFull = 0xffffffffu;
 
-__device__ __forceinline__ float f(float v) { return v; }
-__device__ __forceinline__ double f(double v) { return v; }
-__device__ __forceinline__ float f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float f(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void put(float* p, float v) { *p = v; }
-__device__ __forceinline__ void put(double* p, double v) { *p = v; }
-__device__ __forceinline__ void put(__half* p, float v) { *p = __float2half(v); }
-__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
-template <typename S> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-
-__device__ __forceinline__ int64_t clamp_len(const int64_t* lengths, int64_t b, int64_t T) {
-  const int64_t L = lengths[b];
-  return L < 0 ? 0 : (L > T ? T : L);
-}
-
 // One warp: y_j = sum_k x[k] * W[j*K + k] for j < JT, x in global memory (L2), W in shared
 // memory. Returns y_{lane % JT} in each lane.
 template <int JT, typename A, typename S>
@@ -56,9 +39,9 @@ __device__ __forceinline__ A warp_rows_dot(const S* __restrict__ x, int64_t K, c
 #pragma unroll
   for (int j = 0; j < JT; ++j) v[j] = A(0);
   for (int64_t k = lane; k < K; k += 32) {
-    const A xv = f(__ldcg(x + k));
+    const A xv = to_acc(__ldcg(x + k));
 #pragma unroll
-    for (int j = 0; j < JT; ++j) v[j] += xv * f(W[j * K + k]);
+    for (int j = 0; j < JT; ++j) v[j] += xv * to_acc(W[j * K + k]);
   }
   // Sum over the lanes that differ in bits >= log2(JT) ...
 #pragma unroll
@@ -81,6 +64,20 @@ __device__ __forceinline__ A warp_rows_dot(const S* __restrict__ x, int64_t K, c
   return v[0];
 }
 
+// What this block owns: direction d and hidden units [u0, u0 + Hb); blocks are numbered
+// direction-major. Also the thread's warp and lane.
+struct Slice {
+  int64_t d, u0;
+  int warp, lane;
+  __device__ Slice(int64_t D, int Hb) {
+    const int per_dir = gridDim.x / (int)D;
+    d = blockIdx.x / per_dir;
+    u0 = (int64_t)(blockIdx.x % per_dir) * Hb;
+    warp = threadIdx.x / 32;
+    lane = threadIdx.x % 32;
+  }
+};
+
 // The max of the clamped lengths, computed by every block (all of them then agree on the number
 // of barriers).
 __device__ int64_t block_max_length(const int64_t* lengths, int64_t B, int64_t T) {
@@ -89,7 +86,7 @@ __device__ int64_t block_max_length(const int64_t* lengths, int64_t B, int64_t T
   __syncthreads();
   unsigned long long mine = 0;
   for (int64_t b = threadIdx.x; b < B; b += blockDim.x) {
-    const unsigned long long L = (unsigned long long)clamp_len(lengths, b, T);
+    const unsigned long long L = (unsigned long long)clamp_length(lengths, b, T);
     mine = L > mine ? L : mine;
   }
   atomicMax(&best, mine);
@@ -106,9 +103,9 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
   __shared__ A gates[kWarps][JT];
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const int per_dir = gridDim.x / (int)p.D;
-  const int64_t d = blockIdx.x / per_dir, u0 = (int64_t)(blockIdx.x % per_dir) * Hb;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const Slice sl(p.D, Hb);
+  const int64_t d = sl.d, u0 = sl.u0;
+  const int warp = sl.warp, lane = sl.lane;
   const SavedLayout L(p.cell, H, P, false);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
   for (int64_t i = threadIdx.x; i < JT * P; i += kThreads) {  // row j = g*Hb + uu
@@ -124,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
   S* out = static_cast<S*>(p.out);
   for (int64_t s = 0; s < steps; ++s) {
     for (int64_t b = warp; b < B; b += kWarps) {
-      const int64_t len = clamp_len(p.lengths, b, p.T);
+      const int64_t len = clamp_length(p.lengths, b, p.T);
       if (s >= len) continue;
       const int64_t t = d == 1 ? len - 1 - s : s, t_prev = d == 1 ? t + 1 : t - 1;
       const S* h_prev = s == 0 ? static_cast<const S*>(p.h0) + (d * B + b) * P : out_c + (t_prev * B + b) * DP + d * P;
@@ -136,14 +133,14 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
         const int64_t row = t * B + b;
         const S* gx = static_cast<const S*>(p.gx) + (d * TB + row) * G;
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
-        const A hp = f(__ldcg(h_prev + u));
+        const A hp = to_acc(__ldcg(h_prev + u));
         if (sv) put(sv + L.h_prev + u, hp);
         const A* gw = gates[warp];
         if constexpr (lstm) {
           A* c = static_cast<A*>(p.c) + (d * B + b) * H + u;
           const A cp = *c;
-          const auto r = lstm_forward<A>(f(gx[u]) + gw[lane], f(gx[H + u]) + gw[Hb + lane],
-                                         f(gx[2 * H + u]) + gw[2 * Hb + lane], f(gx[3 * H + u]) + gw[3 * Hb + lane], cp);
+          const auto r = lstm_forward<A>(to_acc(gx[u]) + gw[lane], to_acc(gx[H + u]) + gw[Hb + lane],
+                                         to_acc(gx[2 * H + u]) + gw[2 * Hb + lane], to_acc(gx[3 * H + u]) + gw[3 * Hb + lane], cp);
           *c = r.c;
           if (sv) {
             put(sv + u, r.i), put(sv + H + u, r.f), put(sv + 2 * H + u, r.g), put(sv + 3 * H + u, r.o);
@@ -152,9 +149,9 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
           put(out + row * DP + d * P + u, r.m);
         } else {
           const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
-          const A hn = gw[2 * Hb + lane] + (bh ? f(bh[2 * H + u]) : A(0));
-          const auto r = gru_forward<A>(f(gx[u]), f(gx[H + u]), f(gx[2 * H + u]), gw[lane] + (bh ? f(bh[u]) : A(0)),
-                                        gw[Hb + lane] + (bh ? f(bh[H + u]) : A(0)), hn, hp);
+          const A hn = gw[2 * Hb + lane] + (bh ? to_acc(bh[2 * H + u]) : A(0));
+          const auto r = gru_forward<A>(to_acc(gx[u]), to_acc(gx[H + u]), to_acc(gx[2 * H + u]), gw[lane] + (bh ? to_acc(bh[u]) : A(0)),
+                                        gw[Hb + lane] + (bh ? to_acc(bh[H + u]) : A(0)), hn, hp);
           if (sv) put(sv + u, r.r), put(sv + H + u, r.z), put(sv + 2 * H + u, r.n), put(sv + 3 * H + u, hn);
           put(out + row * DP + d * P + u, r.h);
         }
@@ -167,7 +164,7 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
   for (int64_t i = threadIdx.x; i < B * Hb; i += kThreads) {
     const int64_t b = i / Hb, u = u0 + i % Hb;
     if (u >= H) continue;
-    const int64_t len = clamp_len(p.lengths, b, p.T), t = d == 1 ? 0 : len - 1;
+    const int64_t len = clamp_length(p.lengths, b, p.T), t = d == 1 ? 0 : len - 1;
     static_cast<S*>(p.h_n)[(d * B + b) * P + u] =
         len == 0 ? static_cast<const S*>(p.h0)[(d * B + b) * P + u] : out_c[(t * B + b) * DP + d * P + u];
   }
@@ -181,9 +178,9 @@ __global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p
   S* Ws = reinterpret_cast<S*>(smem);  // [JT][G]: Ws[kk][j] = W_hh[j][u0 + kk]
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const int per_dir = gridDim.x / (int)p.D;
-  const int64_t d = blockIdx.x / per_dir, u0 = (int64_t)(blockIdx.x % per_dir) * Hb;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const Slice sl(p.D, Hb);
+  const int64_t d = sl.d, u0 = sl.u0;
+  const int warp = sl.warp, lane = sl.lane;
   const SavedLayout L(p.cell, H, P, false);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
   for (int64_t i = threadIdx.x; i < JT * G; i += kThreads) {
@@ -201,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p
   // Step s = steps is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
     for (int64_t b = warp; b < B; b += kWarps) {
-      const int64_t len = clamp_len(p.lengths, b, p.T);
+      const int64_t len = clamp_length(p.lengths, b, p.T);
       if (s >= len || (s < 0 && len == 0)) continue;
       const int64_t u = u0 + lane;
       const bool mine = lane < Hb && u < H;
@@ -221,17 +218,17 @@ __global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p
       }
       const int64_t t = d == 1 ? len - 1 - s : s, row = t * B + b;
       const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
-      const A dht = f(static_cast<const S*>(p.grad_out)[row * DP + d * P + u]) + carry;
+      const A dht = to_acc(static_cast<const S*>(p.grad_out)[row * DP + d * P + u]) + carry;
       S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
       if constexpr (lstm) {
         A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
-        const auto g = lstm_backward<A>(f(sv[u]), f(sv[H + u]), f(sv[2 * H + u]), f(sv[3 * H + u]),
-                                        f(sv[L.c_prev + u]), dht, *dc);
+        const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]), to_acc(sv[3 * H + u]),
+                                        to_acc(sv[L.c_prev + u]), dht, *dc);
         *dc = g.dc_prev;
         put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
       } else {
-        const auto g = gru_backward<A>(f(sv[u]), f(sv[H + u]), f(sv[2 * H + u]), f(sv[3 * H + u]),
-                                       f(sv[L.h_prev + u]), dht);
+        const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]), to_acc(sv[3 * H + u]),
+                                       to_acc(sv[L.h_prev + u]), dht);
         S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
         put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
         put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
@@ -309,22 +306,12 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-#define PACKEDRNN_PERSISTENT_DISPATCH(FN, P, DTYPE, STREAM)                                   \
-  switch (DTYPE) {                                                                            \
-    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, STREAM) : FN<float, 3>(P, STREAM); \
-    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, STREAM) : FN<double, 3>(P, STREAM); \
-    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, STREAM) : FN<__half, 3>(P, STREAM); \
-    case DType::bf16:                                                                         \
-      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, STREAM) : FN<__nv_bfloat16, 3>(P, STREAM); \
-  }                                                                                           \
-  return cudaErrorNotSupported;
-
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream) {
-  PACKEDRNN_PERSISTENT_DISPATCH(forward_dispatch, p, dtype, stream)
+  PACKEDRNN_DISPATCH(forward_dispatch, p, dtype, stream)
 }
 
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream) {
-  PACKEDRNN_PERSISTENT_DISPATCH(backward_dispatch, p, dtype, stream)
+  PACKEDRNN_DISPATCH(backward_dispatch, p, dtype, stream)
 }
 
 }  // namespace packedrnn

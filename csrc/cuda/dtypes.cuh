@@ -1,0 +1,44 @@
+// Storage and accumulation types shared by the CUDA kernels (framework-free). Half types load and
+// store through explicit intrinsics: torch builds with __CUDA_NO_HALF_CONVERSIONS__ and friends.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "rnn_cuda.h"
+
+namespace packedrnn {
+
+// Accumulation type of a storage type S: double for double, float otherwise.
+template <typename S> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(double* p, double v) { *p = v; }
+__device__ __forceinline__ void put(__half* p, float v) { *p = __float2half(v); }
+__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+
+// lengths[b] clamped to [0, T]: values are checked before any call, this only keeps a bad value
+// from ever indexing out of range.
+__device__ __forceinline__ int64_t clamp_length(const int64_t* lengths, int64_t b, int64_t T) {
+  const int64_t L = lengths[b];
+  return L < 0 ? 0 : (L > T ? T : L);
+}
+
+}  // namespace packedrnn
+
+// return FN<S, NG>(P, STREAM) for the storage type named by DTYPE and NG = 4 (LSTM) or 3 (GRU).
+#define PACKEDRNN_DISPATCH(FN, P, DTYPE, STREAM)                                                     \
+  switch (DTYPE) {                                                                                   \
+    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, STREAM) : FN<float, 3>(P, STREAM);     \
+    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, STREAM) : FN<double, 3>(P, STREAM);   \
+    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, STREAM) : FN<__half, 3>(P, STREAM);   \
+    case DType::bf16:                                                                                \
+      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, STREAM) : FN<__nv_bfloat16, 3>(P, STREAM);    \
+  }                                                                                                  \
+  return cudaErrorInvalidValue;
