@@ -31,26 +31,16 @@ namespace {
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr unsigned kFull = 0xffffffffu;
 
-// One warp: y_j = sum_k x[k] * W[j*K + k] for j < JT, x in global memory (L2), W in shared
-// memory. Returns y_{lane % JT} in each lane.
-template <int JT, typename A, typename S>
-__device__ __forceinline__ A warp_rows_dot(const S* __restrict__ x, int64_t K, const S* W, int lane) {
-  A v[JT];
-#pragma unroll
-  for (int j = 0; j < JT; ++j) v[j] = A(0);
-  for (int64_t k = lane; k < K; k += 32) {
-    const A xv = to_acc(__ldcg(x + k));
-#pragma unroll
-    for (int j = 0; j < JT; ++j) v[j] += xv * to_acc(W[j * K + k]);
-  }
-  // Sum over the lanes that differ in bits >= log2(JT) ...
+// Butterfly over a warp: lane l ends with the sum over all lanes of v[l % JT]. First the lanes
+// that differ in bits >= log2(JT) add everything up; then each step over the low bits keeps half
+// the values, added to the partner's matching half.
+template <int JT, typename A>
+__device__ __forceinline__ A lane_sums(A (&v)[JT], int lane) {
 #pragma unroll
   for (int o = 16; o >= JT; o >>= 1) {
 #pragma unroll
     for (int j = 0; j < JT; ++j) v[j] += __shfl_xor_sync(kFull, v[j], o);
   }
-  // ... then reduce-scatter over the low bits: each step keeps half the values, summed with the
-  // partner's matching half, so lane l ends with the total of row l % JT in v[0].
 #pragma unroll
   for (int s = JT / 2; s >= 1; s >>= 1) {
     const bool upper = lane & s;
@@ -63,6 +53,37 @@ __device__ __forceinline__ A warp_rows_dot(const S* __restrict__ x, int64_t K, c
   }
   return v[0];
 }
+
+// One warp, R rows at once: y[r]_j = sum_k x[r][k] * W[j*K + k] for j < JT, with x in global
+// memory (L2; null rows read as zero) and W in shared memory, each W element loaded once for all
+// R rows (shared-memory bandwidth bounds this loop). Lane l gets y[r]_{l % JT} in out[r].
+template <int JT, int R, typename A, typename S>
+__device__ __forceinline__ void warp_rows_dot(const S* const (&x)[R], int64_t K, const S* W, int lane,
+                                              A (&out)[R]) {
+  A v[R][JT];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int j = 0; j < JT; ++j) v[r][j] = A(0);
+  }
+  for (int64_t k = lane; k < K; k += 32) {
+    A xv[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) xv[r] = x[r] != nullptr ? to_acc(__ldcg(x[r] + k)) : A(0);
+#pragma unroll
+    for (int j = 0; j < JT; ++j) {
+      const A wv = to_acc(W[j * K + k]);
+#pragma unroll
+      for (int r = 0; r < R; ++r) v[r][j] += xv[r] * wv;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) out[r] = lane_sums<JT>(v[r], lane);
+}
+
+// Rows per warp pass: 2 halves the shared-memory traffic; 1 for double keeps the accumulators in
+// registers.
+template <typename A> __host__ __device__ constexpr int rows_per_pass() { return sizeof(A) == 8 ? 1 : 2; }
 
 // What this block owns: direction d and hidden units [u0, u0 + Hb); blocks are numbered
 // direction-major. Also the thread's warp and lane.
@@ -100,7 +121,8 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
   constexpr bool lstm = NG == 4;
   extern __shared__ __align__(16) unsigned char smem[];
   S* Ws = reinterpret_cast<S*>(smem);  // [JT][P]
-  __shared__ A gates[kWarps][JT];
+  constexpr int R = rows_per_pass<A>();
+  __shared__ A gates[kWarps][R][JT];
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
   const Slice sl(p.D, Hb);
@@ -120,40 +142,58 @@ __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, 
   const S* out_c = static_cast<const S*>(p.out);
   S* out = static_cast<S*>(p.out);
   for (int64_t s = 0; s < steps; ++s) {
-    for (int64_t b = warp; b < B; b += kWarps) {
-      const int64_t len = clamp_length(p.lengths, b, p.T);
-      if (s >= len) continue;
-      const int64_t t = d == 1 ? len - 1 - s : s, t_prev = d == 1 ? t + 1 : t - 1;
-      const S* h_prev = s == 0 ? static_cast<const S*>(p.h0) + (d * B + b) * P : out_c + (t_prev * B + b) * DP + d * P;
-      const A y = warp_rows_dot<JT, A>(h_prev, P, Ws, lane);
-      if (lane < JT) gates[warp][lane] = y;
+    for (int64_t b0 = (int64_t)warp * R; b0 < B; b0 += kWarps * R) {
+      const S* h_prev[R];
+      int64_t t[R];
+      bool any = false;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r, len = b < B ? clamp_length(p.lengths, b, p.T) : 0;
+        t[r] = d == 1 ? len - 1 - s : s;
+        const int64_t t_prev = d == 1 ? t[r] + 1 : t[r] - 1;
+        h_prev[r] = s >= len ? nullptr
+                    : s == 0 ? static_cast<const S*>(p.h0) + (d * B + b) * P
+                             : out_c + (t_prev * B + b) * DP + d * P;
+        any = any || h_prev[r] != nullptr;
+      }
+      if (!any) continue;  // the same for every lane of the warp
+      A y[R];
+      warp_rows_dot<JT, R>(h_prev, P, Ws, lane, y);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (lane < JT) gates[warp][r][lane] = y[r];
+      }
       __syncwarp();
       const int64_t u = u0 + lane;
-      if (lane < Hb && u < H) {
-        const int64_t row = t * B + b;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (h_prev[r] == nullptr || lane >= Hb || u >= H) continue;
+        const int64_t b = b0 + r, row = t[r] * B + b;
         const S* gx = static_cast<const S*>(p.gx) + (d * TB + row) * G;
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
-        const A hp = to_acc(__ldcg(h_prev + u));
+        const A hp = to_acc(__ldcg(h_prev[r] + u));
         if (sv) put(sv + L.h_prev + u, hp);
-        const A* gw = gates[warp];
+        const A* gw = gates[warp][r];
         if constexpr (lstm) {
           A* c = static_cast<A*>(p.c) + (d * B + b) * H + u;
           const A cp = *c;
-          const auto r = lstm_forward<A>(to_acc(gx[u]) + gw[lane], to_acc(gx[H + u]) + gw[Hb + lane],
-                                         to_acc(gx[2 * H + u]) + gw[2 * Hb + lane], to_acc(gx[3 * H + u]) + gw[3 * Hb + lane], cp);
-          *c = r.c;
+          const auto o = lstm_forward<A>(to_acc(gx[u]) + gw[lane], to_acc(gx[H + u]) + gw[Hb + lane],
+                                         to_acc(gx[2 * H + u]) + gw[2 * Hb + lane],
+                                         to_acc(gx[3 * H + u]) + gw[3 * Hb + lane], cp);
+          *c = o.c;
           if (sv) {
-            put(sv + u, r.i), put(sv + H + u, r.f), put(sv + 2 * H + u, r.g), put(sv + 3 * H + u, r.o);
+            put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
             put(sv + L.c_prev + u, cp);
           }
-          put(out + row * DP + d * P + u, r.m);
+          put(out + row * DP + d * P + u, o.m);
         } else {
           const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
           const A hn = gw[2 * Hb + lane] + (bh ? to_acc(bh[2 * H + u]) : A(0));
-          const auto r = gru_forward<A>(to_acc(gx[u]), to_acc(gx[H + u]), to_acc(gx[2 * H + u]), gw[lane] + (bh ? to_acc(bh[u]) : A(0)),
+          const auto o = gru_forward<A>(to_acc(gx[u]), to_acc(gx[H + u]), to_acc(gx[2 * H + u]),
+                                        gw[lane] + (bh ? to_acc(bh[u]) : A(0)),
                                         gw[Hb + lane] + (bh ? to_acc(bh[H + u]) : A(0)), hn, hp);
-          if (sv) put(sv + u, r.r), put(sv + H + u, r.z), put(sv + 2 * H + u, r.n), put(sv + 3 * H + u, hn);
-          put(out + row * DP + d * P + u, r.h);
+          if (sv) put(sv + u, o.r), put(sv + H + u, o.z), put(sv + 2 * H + u, o.n), put(sv + 3 * H + u, hn);
+          put(out + row * DP + d * P + u, o.h);
         }
       }
       __syncwarp();
@@ -176,6 +216,7 @@ __global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p
   constexpr bool lstm = NG == 4;
   extern __shared__ __align__(16) unsigned char smem[];
   S* Ws = reinterpret_cast<S*>(smem);  // [JT][G]: Ws[kk][j] = W_hh[j][u0 + kk]
+  constexpr int R = rows_per_pass<A>();
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
   const Slice sl(p.D, Hb);
@@ -197,42 +238,51 @@ __global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p
   A* direct = static_cast<A*>(p.direct);  // GRU: dL/dh_t * z_t of the block's units, per row
   // Step s = steps is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
-    for (int64_t b = warp; b < B; b += kWarps) {
-      const int64_t len = clamp_length(p.lengths, b, p.T);
-      if (s >= len || (s < 0 && len == 0)) continue;
+    for (int64_t b0 = (int64_t)warp * R; b0 < B; b0 += kWarps * R) {
+      // Rows whose dL/dh comes from the step after (s + 1 < len) need a product with W_hh;
+      // rows at their last step (s + 1 == len) start from grad h_n.
+      const S* next[R];
+      int64_t len[R];
+      bool any = false;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r;
+        len[r] = b < B ? clamp_length(p.lengths, b, p.T) : 0;
+        const int64_t t_next = d == 1 ? len[r] - 2 - s : s + 1;
+        next[r] = s + 1 < len[r] ? dgh_all + (t_next * B + b) * G : nullptr;
+        any = any || next[r] != nullptr;
+      }
+      A y[R];
+      if (any) warp_rows_dot<JT, R>(next, G, Ws, lane, y);  // the same for every lane of the warp
       const int64_t u = u0 + lane;
-      const bool mine = lane < Hb && u < H;
-      // dL/dh carried into this step: from the step after (s + 1) when the row had one.
-      A carry = A(0);
-      if (s + 1 < len) {
-        const int64_t t_next = d == 1 ? len - 2 - s : s + 1;
-        const A y = warp_rows_dot<JT, A>(dgh_all + (t_next * B + b) * G, G, Ws, lane);
-        carry = y + ((!lstm && mine) ? direct[(d * B + b) * H + u] : A(0));
-      } else if (mine) {
-        carry = dh[(d * B + b) * P + u];
-      }
-      if (!mine) continue;
-      if (s < 0) {  // the extra pass: the carry is grad h0
-        dh[(d * B + b) * P + u] = carry;
-        continue;
-      }
-      const int64_t t = d == 1 ? len - 1 - s : s, row = t * B + b;
-      const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
-      const A dht = to_acc(static_cast<const S*>(p.grad_out)[row * DP + d * P + u]) + carry;
-      S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
-      if constexpr (lstm) {
-        A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
-        const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]), to_acc(sv[3 * H + u]),
-                                        to_acc(sv[L.c_prev + u]), dht, *dc);
-        *dc = g.dc_prev;
-        put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
-      } else {
-        const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]), to_acc(sv[3 * H + u]),
-                                       to_acc(sv[L.h_prev + u]), dht);
-        S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
-        put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
-        put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
-        direct[(d * B + b) * H + u] = g.dh_prev;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = b0 + r;
+        if (s >= len[r] || (s < 0 && len[r] == 0) || lane >= Hb || u >= H) continue;
+        const A carry = next[r] != nullptr ? y[r] + (lstm ? A(0) : direct[(d * B + b) * H + u])
+                                           : dh[(d * B + b) * P + u];
+        if (s < 0) {  // the extra pass: the carry is grad h0
+          dh[(d * B + b) * P + u] = carry;
+          continue;
+        }
+        const int64_t t = d == 1 ? len[r] - 1 - s : s, row = t * B + b;
+        const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
+        const A dht = to_acc(static_cast<const S*>(p.grad_out)[row * DP + d * P + u]) + carry;
+        S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
+        if constexpr (lstm) {
+          A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
+          const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
+                                          to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dht, *dc);
+          *dc = g.dc_prev;
+          put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+        } else {
+          const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
+                                         to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dht);
+          S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
+          put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
+          put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
+          direct[(d * B + b) * H + u] = g.dh_prev;
+        }
       }
     }
     if (s >= 0) grid.sync();
