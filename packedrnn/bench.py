@@ -431,7 +431,7 @@ def chart(rows: List[Dict[str, object]], path: str, title: str) -> Optional[str]
     ax.set_xscale("log", base=2)
     ax.set_xlabel("speedup of packedrnn (higher is better; 1 = same speed)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09 - 0.6 / (len(rows) + 3)), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
