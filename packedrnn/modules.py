@@ -8,7 +8,6 @@ subclasses as unsupported (a graph break), and the cuDNN flat-weight machinery i
 import math
 import numbers
 import warnings
-from typing import Optional
 
 import torch
 from torch import Tensor, nn

@@ -1,7 +1,7 @@
 """Argument checks that run before any computation, each naming the argument and the value."""
 
 import numbers
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -100,17 +100,12 @@ def lengths_on(values: Tensor, device: torch.device) -> Tensor:
     return values.to(device)
 
 
-def check_dropout(dropout) -> None:
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
-        fail(f"dropout must be a number in [0, 1], got {dropout!r}")
-
-
-def check_unbatched_lengths(lengths) -> Optional[list]:
+def check_unbatched_lengths(lengths):
+    """The one length of an unbatched [T, I] input (an int, a 0-d tensor or None) -> batch form."""
     if lengths is None:
         return None
     if isinstance(lengths, Tensor) and lengths.dim() == 0:
-        lengths = lengths.reshape(1)
-        return lengths
+        return lengths.reshape(1)
     if isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         return [int(lengths)]
     fail(f"for unbatched 2-D input, lengths must be an int or None, got {lengths!r}")

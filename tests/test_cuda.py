@@ -4,7 +4,6 @@ agreement with the CPU op. The equivalence, padding and gradcheck suites run on 
 
 import pytest
 import torch
-from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import packedrnn

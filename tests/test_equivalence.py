@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import packedrnn
 from helpers import LENGTH_PATTERNS, compare, make_pair, random_inputs
 
 GRID = [
