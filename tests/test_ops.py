@@ -160,3 +160,49 @@ def test_jit_build_into_a_temp_dir(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "JIT OK" in run.stdout
     assert "compiling the C++" in run.stderr and str(tmp_path) in run.stderr
+
+
+def _fresh_python(code, env_extra, cwd, pythonpath=None):
+    env = dict(os.environ)
+    env.pop("PACKEDRNN_BACKEND", None)
+    env.update(env_extra)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_module_built_for_another_torch_is_refused_loudly(tmp_path):
+    import shutil
+    pkg = os.path.dirname(packedrnn.__file__)
+    copy = tmp_path / "packedrnn"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__", "csrc"))
+    (copy / "_C.torch_version").write_text("0.0.0")
+    run = _fresh_python("""
+        import warnings
+        warnings.simplefilter("always")
+        import packedrnn
+        from packedrnn import _build
+        assert not _build.loaded()
+        print("refused")
+    """, {"PACKEDRNN_BACKEND": "reference"}, cwd=str(tmp_path), pythonpath=str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "refused" in run.stdout
+    assert "was built against torch 0.0.0" in run.stderr and "It is NOT loaded" in run.stderr
+
+
+def test_no_compiler_falls_back_to_the_reference_with_one_warning(tmp_path):
+    run = _fresh_python("""
+        import warnings
+        import torch, packedrnn
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert packedrnn.backend("cpu") == "reference"
+            assert packedrnn.backend("cpu") == "reference"  # decided once
+        m = packedrnn.PackedGRU(3, 4)
+        m(torch.randn(5, 2, 3), lengths=[5, 2])
+        print(len([w for w in caught if "reference" in str(w.message)]))
+    """, {"PACKEDRNN_FORCE_JIT": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path), "CXX": "/nonexistent/c++"},
+        cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "1"
