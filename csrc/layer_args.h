@@ -9,6 +9,10 @@
 
 namespace packedrnn {
 
+inline std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
+  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
 struct LayerArgs {
   int64_t cell, T, B, I, D, G, H, P;
   bool proj, bias;

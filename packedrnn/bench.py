@@ -198,12 +198,12 @@ def _errors(got, want, train) -> Dict[str, float]:
     return errs
 
 
-def check(case: Case, ours, theirs, x, lengths, backend: str, dtype) -> Dict[str, object]:
-    """Compare packedrnn with the packed torch path. fp32/fp64: DESIGN.md tolerances against
-    torch in the same dtype (TF32 off). bf16/fp16: the error against an fp64 run must be at most
-    2x (+1e-6) the error torch itself makes in that dtype."""
+def check(case: Case, run: Callable[[], tuple], theirs, x, lengths, dtype) -> Dict[str, object]:
+    """Compare a runner's (output, states, grads) with the packed torch path. fp32/fp64: DESIGN.md
+    tolerances against torch in the same dtype (TF32 off). bf16/fp16: the error against an fp64
+    run must be at most 2x (+1e-6) the error torch itself makes in that dtype."""
     with _TF32(False):
-        got = _compute(ours, x, lengths, "ours", case.train, backend)
+        got = run()
         if dtype in TOLERANCES:
             want = _compute(theirs, x, lengths, "packed", case.train)
             errs = _errors(got, want, case.train)
@@ -317,10 +317,7 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
     for name, make in (extra_runners or {}).items():  # tests inject deliberately wrong backends
         runners[name] = make(ours, x, lengths, case)
     for name, fn in runners.items():
-        if name.startswith("packedrnn:"):
-            verdict = check(case, ours, theirs, x, lengths, name.split(":", 1)[1], dtype)
-        else:
-            verdict = _check_extra(case, fn, theirs, x, lengths, dtype)
+        verdict = check(case, fn, theirs, x, lengths, dtype)
         row["checks"][name] = verdict
         if not verdict["ok"]:
             row["results"][name] = {"wrong": True}
@@ -349,16 +346,6 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
             row["floor_ms"] = floor_ms(case, lengths, rate, device)
             row["vs_floor"] = mine["ms"] / row["floor_ms"]
     return row
-
-
-def _check_extra(case, fn, theirs, x, lengths, dtype):
-    got = fn()
-    with _TF32(False):
-        want = _compute(theirs, x, lengths, "packed", case.train)
-    errs = _errors(got, want, case.train)
-    tol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
-    bad = sorted(k for k, v in errs.items() if not v <= tol[k])
-    return {"errors": errs, "ok": not bad, "failed": bad}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ def unavailable_reason(device_type: str) -> str:
 
 
 def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
+    # One direction: a view, not a copy.
     return None if ts[0] is None else (ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(list(ts)))
 
 

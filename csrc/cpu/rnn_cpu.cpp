@@ -250,10 +250,6 @@ Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const st
           a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr};
 }
 
-std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
-  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0_,
     const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih, const at::Tensor& w_hh_,

@@ -23,6 +23,8 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "cells.h"
 #include "dtypes.cuh"
 #include "rnn_cuda.h"
@@ -139,14 +141,31 @@ cudaError_t cooperative(Kernel kernel, const Params& p, int Hb, int blocks, size
   return cudaLaunchCooperativeKernel((const void*)kernel, dim3(blocks), dim3(kThreads), args, smem, stream);
 }
 
-// Units per block: the smallest power of two that lets D * ceil(H / Hb) blocks fit one per SM.
-inline int units_per_block(int64_t H, int64_t D) {
+// How a call maps onto the grid: Hb units per block (the smallest power of two that lets
+// D * ceil(H / Hb) blocks fit one per SM) and the block count; Hb = 0 when the persistent kernels
+// cannot take the call (a projection, an empty batch, or more than 8 units per block).
+struct Layout {
+  int Hb = 0, blocks = 0;
+};
+template <typename Params>
+Layout layout_for(const Params& p) {
   int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    return 0;
+  if (p.proj || p.B == 0 || cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return {};
   int Hb = 1;
-  while (D * ((H + Hb - 1) / Hb) > sms) Hb *= 2;
-  return Hb;
+  while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
+  if (Hb > 8) return {};
+  return {Hb, (int)(p.D * ((p.H + Hb - 1) / Hb))};
+}
+
+// f(std::integral_constant<int, W>()) for the W among Ws equal to `width` (compile-time widths
+// for runtime sizes); cudaErrorNotSupported when none is.
+template <int... Ws, typename F>
+cudaError_t with_width(int width, F f) {
+  cudaError_t e = cudaErrorNotSupported;
+  (void)((width == Ws ? (e = f(std::integral_constant<int, Ws>()), true) : false) || ...);
+  return e;
 }
 
 // Rows per warp pass: two rows share every W_hh element read from shared memory (the limit at
@@ -154,11 +173,11 @@ inline int units_per_block(int64_t H, int64_t D) {
 // lengthen the chain of the warps that get two (measured: 5.9 -> 10.6 us per step at B=8, H=512).
 inline bool two_rows(int64_t B) { return B > kWarps; }
 
-template <typename S, typename Params, typename K1, typename K2>
-cudaError_t launch(K1 one_row, K2 two_rows_kernel, const Params& p, int Hb, int blocks, size_t smem,
+template <typename Params, typename K1, typename K2>
+cudaError_t launch(K1 one_row, K2 two_rows_kernel, const Params& p, Layout g, size_t smem,
                    cudaStream_t stream) {
-  return two_rows(p.B) ? cooperative(two_rows_kernel, p, Hb, blocks, smem, stream)
-                          : cooperative(one_row, p, Hb, blocks, smem, stream);
+  return two_rows(p.B) ? cooperative(two_rows_kernel, p, g.Hb, g.blocks, smem, stream)
+                       : cooperative(one_row, p, g.Hb, g.blocks, smem, stream);
 }
 
 }  // namespace persistent

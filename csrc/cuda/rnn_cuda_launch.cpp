@@ -54,10 +54,6 @@ void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, 
   check(e);
 }
 
-std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
-  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
     int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const at::Tensor& h0_,
     const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh_,

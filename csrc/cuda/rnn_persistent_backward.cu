@@ -88,22 +88,13 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
     return cudaErrorNotSupported;  // fp64: the per-step kernels
   } else {
-  const int Hb = units_per_block(p.H, p.D);
-  if (p.proj || Hb == 0 || Hb > 8 || p.B == 0 || (NG == 3 && p.direct == nullptr)) return cudaErrorNotSupported;
-  const int blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
-  const size_t smem = (size_t)Hb * NG * p.H * sizeof(S);
-#define PACKEDRNN_BACKWARD(JTV)                                                                    \
-  case JTV:                                                                                       \
-    return launch<S>(persistent_backward<S, NG, JTV, 1>, persistent_backward<S, NG, JTV, 2>, p, Hb, \
-                              blocks, smem, stream);
-  switch (Hb) {
-    PACKEDRNN_BACKWARD(1)
-    PACKEDRNN_BACKWARD(2)
-    PACKEDRNN_BACKWARD(4)
-    PACKEDRNN_BACKWARD(8)
-  }
-#undef PACKEDRNN_BACKWARD
-  return cudaErrorNotSupported;
+    if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
+    const Layout g = layout_for(p);
+    return with_width<1, 2, 4, 8>(g.Hb, [&](auto hb) {  // one column per unit of the block
+      constexpr int J = decltype(hb)::value;
+      return launch(persistent_backward<S, NG, J, 1>, persistent_backward<S, NG, J, 2>, p, g,
+                    (size_t)J * NG * p.H * sizeof(S), stream);
+    });
   }
 }
 

@@ -5,7 +5,7 @@ namespace packedrnn {
 namespace persistent {
 namespace {
 
-// R: rows per warp pass (rows_per_pass below).
+// R: rows per warp pass (two_rows in persistent.cuh).
 template <typename S, int NG, int JT, int R>
 __global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, int Hb) {
   using A = typename AccOf<S>::type;
@@ -105,23 +105,13 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
-  const int Hb = units_per_block(p.H, p.D);
-  const int JT = pow2_at_least(NG * Hb);
-  if (p.proj || Hb == 0 || JT > 32 || p.B == 0) return cudaErrorNotSupported;
-  const int blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
-  const size_t smem = (size_t)JT * p.P * sizeof(S);
-#define PACKEDRNN_FORWARD(JTV)                                                                     \
-  case JTV:                                                                                       \
-    return launch<S>(persistent_forward<S, NG, JTV, 1>, persistent_forward<S, NG, JTV, 2>, p, Hb, \
-                              blocks, smem, stream);
-  switch (JT) {
-    PACKEDRNN_FORWARD(4)
-    PACKEDRNN_FORWARD(8)
-    PACKEDRNN_FORWARD(16)
-    PACKEDRNN_FORWARD(32)
-  }
-#undef PACKEDRNN_FORWARD
-  return cudaErrorNotSupported;
+    const Layout g = layout_for(p);
+    const int JT = pow2_at_least(NG * g.Hb);  // gate rows of the block's units, padded
+    return with_width<4, 8, 16, 32>(JT, [&](auto jt) {
+      constexpr int J = decltype(jt)::value;
+      return launch(persistent_forward<S, NG, J, 1>, persistent_forward<S, NG, J, 2>, p, g,
+                    (size_t)J * p.P * sizeof(S), stream);
+    });
   }
 }
 
