@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (DESIGN.md section 6): build, CUDA tests, the benchmark's gpu
-# and steps suites, then compute-sanitizer memcheck and racecheck on a small case (slowest to
-# start, so last). Writes $OUT/status.json after every stage (so a timeout still returns what
-# finished) and every stage's output to $OUT/log.txt. About 5-8 minutes.
+# One command for a lent GPU machine (DESIGN.md section 6): build, the persistent-kernel probe
+# (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
+# compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
+# $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
+# output to $OUT/log.txt. About 6-9 minutes. Arguments: the stages to run (default: all), e.g.
+#   OUT=$OUT bash scripts/gpu_check.sh build probe steps
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
+#   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -34,19 +37,21 @@ PY
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv  # printed only: $OUT holds 8 files at most
-stage build python3 setup.py -q build_ext --inplace || { tail -40 "$LOG"; exit 1; }
-stage tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_equivalence.py \
-  tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py -k "cuda and not jit"
-stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6
-rm -f "$OUT/steps/speedup.png"
+STAGES=${*:-build probe steps tests bench sanitize}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+want build && { stage build python3 setup.py -q build_ext --inplace || { tail -40 "$LOG"; exit 1; }; }
+# The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
+want probe && stage probe timeout 240 python3 scripts/persistent_probe.py --latency
+want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
+want tests && stage tests timeout 420 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
+  tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
+  -k "${TESTS_K:-cuda and not jit}"
+want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 CASE=scripts/sanitize_case.py
-if command -v compute-sanitizer > /dev/null; then
+if want sanitize && command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     stage "sanitizer_$tool" env PYTHONPATH="$PWD" timeout 100 compute-sanitizer --tool $tool \
       --error-exitcode 3 python3 "$CASE"
   done
-else
-  echo "compute-sanitizer not found: skipped" | tee -a "$LOG"
 fi
 cat "$STATUS"

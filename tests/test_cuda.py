@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import packedrnn
-from helpers import HAS_CUDA, OP_DEVICES, grads, make_pair, random_inputs, run_ours
+from helpers import HAS_CUDA, OP_DEVICES, grads, make_pair, random_inputs, run_ours, run_torch
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA and the compiled CUDA ops")
 
@@ -138,3 +138,36 @@ def test_cuda_matches_cpu_op_float64(cell, kw, monkeypatch):
 def test_backend_report():
     assert packedrnn.backend("cuda", torch.bfloat16) == "cuda"
     assert packedrnn.backend("cuda") == "cuda"
+
+
+# Sizes that put several units in a block (Hb = 2..8), several chunks of rows per step, rows of
+# every length 0..T, and reductions whose rows are not 16-byte multiples (GRU H=250: G*4 = 3000).
+SIZES = [  # cell, I, H, B, T, bidirectional
+    ("LSTM", 64, 512, 8, 30, False),
+    ("LSTM", 32, 500, 150, 12, True),
+    ("GRU", 40, 300, 40, 15, False),
+    ("GRU", 24, 250, 70, 9, True),
+    ("LSTM", 16, 130, 33, 20, False),
+]
+
+
+@pytest.mark.parametrize("cell,I,H,B,T,bi", SIZES, ids=lambda v: str(v))
+def test_persistent_sizes(cell, I, H, B, T, bi, monkeypatch):
+    """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
+    fp32 relative to the largest value, outputs, states and all gradients."""
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
+    torch.manual_seed(3)
+    ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
+                             batch_first=True)
+    g = torch.Generator().manual_seed(B)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[0], lengths[-1] = T, 0
+    x, hx = random_inputs(ours, lengths, T, with_hx=True)
+    o1, s1 = run_ours(ours, x, hx, lengths)
+    o2, s2 = run_torch(theirs, x, hx, lengths)
+    r1 = [o1] + s1 + sum(grads(ours, x, hx, o1, s1), [])
+    r2 = [o2] + s2 + sum(grads(theirs, x, hx, o2, s2), [])
+    for i, (a, b) in enumerate(zip(r1, r2)):
+        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
+        assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"

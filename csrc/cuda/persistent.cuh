@@ -1,23 +1,32 @@
 // Persistent CUDA recurrence, shared part of rnn_persistent_forward.cu and rnn_persistent_backward.cu
-// (two files, so that each compiles in seconds). One cooperative launch runs every step of a layer
-// (both directions), with one grid-wide barrier per step; fp32, bf16 and fp16 (fp64 takes the
-// per-step kernels). Framework-free; interface in rnn_cuda.h, gate math in
-// cells.h, shape legend there.
+// (two files, so that each compiles in seconds). One cooperative launch runs every step of a layer,
+// both directions; fp32, bf16 and fp16 (fp64 takes the per-step kernels). Framework-free; interface
+// in rnn_cuda.h, gate math in cells.h, shape legend there.
 //
-// Block b of the grid owns direction d and hidden units [u0, u0 + Hb), and keeps on chip, for the
-// whole sequence, the part of W_hh it needs:
-//   forward   the NG*Hb gate rows of its units        Ws [JT][P]  (JT >= NG*Hb, zero padded)
-//   backward  the Hb columns of its units (all G rows) Ws [JT][G]  (JT >= Hb)
-// so W_hh is read from memory once per launch instead of once per step. Per step and active row
-// (s < lengths[b]), one warp forms the row's products against Ws (lanes split the reduction, a
-// butterfly of shuffles hands lane j the sum for row j of Ws), then Hb lanes update the cell.
-//   forward   h_{t-1} comes from out[t-1] (reverse: out[t+1]) or h0, written by other blocks in
-//             the previous step (read through L2 with __ldcg; the barrier orders it)
-//   backward  dL/dh_t of the block's units = dgh[t+1] W_hh[:, units] (the previous step's gate
-//             gradients of every block) + grad_out; then the gate gradients of its units
-// The loop bound is max(lengths), reduced on the device. A call that does not fit (projection,
-// too many units per block, shared memory, co-residency) returns cudaErrorNotSupported and the
-// caller runs the per-step kernels of rnn_kernels.cu instead.
+// Block b of the grid owns direction d and hidden units [u0, u0 + Hb) and keeps on chip, for the
+// whole sequence, the part of W_hh it needs, as JT rows of K values:
+//   forward   the NG*Hb gate rows of its units            Ws [JT][Kw]  K = P
+//   backward  the Hb columns of its units (all G rows)     Ws [JT][Kw]  K = G
+// so W_hh is read from memory once per launch instead of once per step. Per step, the block works
+// through the active rows in chunks of NC: it stages their recurrent operand X (forward: h_{t-1},
+// backward: the next step's gate gradients) in shared memory, forms Y = Ws X^T with every thread
+// (block_gemm), then updates the cell of each (row, unit) pair.
+//
+// Rows are taken longest first (`order`, sorted once per launch on the device), so the active rows
+// of step s are the first n_s = #{b : lengths[b] > s}: finished rows cost nothing. The loop bound is
+// max(lengths), also found on the device.
+//
+// How steps are ordered across blocks:
+//   forward   no grid barrier: h_t travels through `xch` as 64-bit words {h as float, tag = t + 1}
+//             written with one store, so a reader that sees the tag it waits for also sees the value
+//             (the low-latency protocol of NCCL's LL transport). Two slots, by step parity, suffice:
+//             a block writes slot s&1 at step s+2 only after it has read every block's h_{s+1},
+//             which each block wrote after reading slot s&1 at step s+1.
+//   backward  one grid barrier per step (the gate gradients are 4x the size of h, too much to
+//             double in tagged words); rows are staged with cp.async.
+// Cooperative launch guarantees that all blocks are resident, which both schemes rely on. A call
+// that does not fit (projection, more than 8 units per block, shared memory, co-residency) returns
+// cudaErrorNotSupported and the caller runs the per-step kernels of rnn_kernels.cu instead.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -35,86 +44,205 @@ namespace persistent {
 namespace cg = cooperative_groups;
 
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
-constexpr unsigned kFull = 0xffffffffu;
+constexpr int kGroup = 16;     // rows per pass of block_gemm (its accumulators per thread)
+constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
+constexpr int kMaxUnits = 8;   // units per block
 
-// Butterfly over a warp: lane l ends with the sum over all lanes of v[l % JT]. First the lanes
-// that differ in bits >= log2(JT) add everything up; then each step over the low bits keeps half
-// the values, added to the partner's matching half.
-template <int JT, typename A>
-__device__ __forceinline__ A lane_sums(A (&v)[JT], int lane) {
-#pragma unroll
-  for (int o = 16; o >= JT; o >>= 1) {
-#pragma unroll
-    for (int j = 0; j < JT; ++j) v[j] += __shfl_xor_sync(kFull, v[j], o);
-  }
-#pragma unroll
-  for (int s = JT / 2; s >= 1; s >>= 1) {
-    const bool upper = lane & s;
-#pragma unroll
-    for (int i = 0; i < s; ++i) {
-      const A send = upper ? v[i] : v[i + s];
-      const A keep = upper ? v[i + s] : v[i];
-      v[i] = keep + __shfl_xor_sync(kFull, send, s);
-    }
-  }
-  return v[0];
-}
+// Sizes of one launch, fixed on the host (plan_for) and passed by value.
+struct Plan {
+  int Hb = 0, blocks = 0;  // units per block (0: the call does not fit), blocks in the grid
+  int JT = 0;              // rows of Ws (power of two >= NG*Hb forward, >= Hb backward)
+  int K = 0, Kp = 0;       // reduction length, and padded to a multiple of 4 * (kThreads / JT)
+  int Kw = 0;              // row stride of Ws: Kp rounded to 64, + 4 (spreads rows over banks)
+  int NC = 0;              // rows per chunk
+  size_t smem = 0;         // dynamic shared memory
+};
 
-// One warp, R rows at once: y[r]_j = sum_k x[r][k] * W[j*K + k] for j < JT, with x in global
-// memory (L2; null rows read as zero) and W in shared memory, each W element loaded once for all
-// R rows (shared-memory bandwidth bounds this loop). Lane l gets y[r]_{l % JT} in out[r].
-template <int JT, int R, typename A, typename S>
-__device__ __forceinline__ void warp_rows_dot(const S* const (&x)[R], int64_t K, const S* W, int lane,
-                                              A (&out)[R]) {
-  A v[R][JT];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int j = 0; j < JT; ++j) v[r][j] = A(0);
+// Shared-memory carve-up, in the order of the fields (all offsets multiples of 16 bytes).
+template <typename SW, typename SX>
+struct Smem {
+  SW* Ws;      // [JT][Kw]
+  SX* Xs;      // [NC][Kp]
+  float* Y;    // [JT][NC]
+  float* red;  // [kWarps][JT][kGroup]  partial sums of block_gemm
+  int* order;  // [B] row index by rank (longest first)
+  int* lens;   // [B] its length
+  int* tmp;    // [B]
+  static size_t bytes(const Plan& q, int64_t B) {
+    auto up = [](size_t n) { return (n + 15) / 16 * 16; };
+    return up((size_t)q.JT * q.Kw * sizeof(SW)) + up((size_t)q.NC * q.Kp * sizeof(SX)) +
+           up((size_t)q.JT * q.NC * 4) + (size_t)kWarps * q.JT * kGroup * 4 + 3 * up((size_t)B * 4);
   }
-  for (int64_t k = lane; k < K; k += 32) {
-    A xv[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) xv[r] = x[r] != nullptr ? to_acc(__ldcg(x[r] + k)) : A(0);
-#pragma unroll
-    for (int j = 0; j < JT; ++j) {
-      const A wv = to_acc(W[j * K + k]);
-#pragma unroll
-      for (int r = 0; r < R; ++r) v[r][j] += xv[r] * wv;
-    }
+  __device__ Smem(unsigned char* base, const Plan& q, int64_t B) {
+    auto up = [](size_t n) { return (n + 15) / 16 * 16; };
+    Ws = reinterpret_cast<SW*>(base);
+    base += up((size_t)q.JT * q.Kw * sizeof(SW));
+    Xs = reinterpret_cast<SX*>(base);
+    base += up((size_t)q.NC * q.Kp * sizeof(SX));
+    Y = reinterpret_cast<float*>(base);
+    base += up((size_t)q.JT * q.NC * 4);
+    red = reinterpret_cast<float*>(base);
+    base += (size_t)kWarps * q.JT * kGroup * 4;
+    order = reinterpret_cast<int*>(base);
+    lens = order + up((size_t)B * 4) / 4;
+    tmp = lens + up((size_t)B * 4) / 4;
   }
-#pragma unroll
-  for (int r = 0; r < R; ++r) out[r] = lane_sums<JT>(v[r], lane);
-}
+};
 
 // What this block owns: direction d and hidden units [u0, u0 + Hb); blocks are numbered
-// direction-major. Also the thread's warp and lane.
+// direction-major.
 struct Slice {
   int64_t d, u0;
-  int warp, lane;
   __device__ Slice(int64_t D, int Hb) {
     const int per_dir = gridDim.x / (int)D;
     d = blockIdx.x / per_dir;
     u0 = (int64_t)(blockIdx.x % per_dir) * Hb;
-    warp = threadIdx.x / 32;
-    lane = threadIdx.x % 32;
   }
 };
 
-// The max of the clamped lengths, computed by every block (all of them then agree on the number
-// of barriers).
-__device__ inline int64_t block_max_length(const int64_t* lengths, int64_t B, int64_t T) {
-  __shared__ unsigned long long best;
-  if (threadIdx.x == 0) best = 0;
+// order[r] = the row of rank r, lens[r] its clamped length, ranks by length, longest first, ties
+// by row index (a stable order, the same in every block). O(B^2 / threads) once per launch.
+__device__ inline void sort_rows(const int64_t* lengths, int64_t B, int64_t T, int* order, int* lens, int* tmp) {
+  for (int64_t b = threadIdx.x; b < B; b += kThreads) tmp[b] = (int)clamp_length(lengths, b, T);
   __syncthreads();
-  unsigned long long mine = 0;
-  for (int64_t b = threadIdx.x; b < B; b += blockDim.x) {
-    const unsigned long long L = (unsigned long long)clamp_length(lengths, b, T);
-    mine = L > mine ? L : mine;
+  for (int64_t b = threadIdx.x; b < B; b += kThreads) {
+    const int L = tmp[b];
+    int rank = 0;
+    for (int64_t o = 0; o < B; ++o) rank += tmp[o] > L || (tmp[o] == L && o < b);
+    order[rank] = (int)b;
+    lens[rank] = L;
   }
-  atomicMax(&best, mine);
   __syncthreads();
-  return (int64_t)best;
+}
+
+// Number of ranks with length > s, from a previous count n (lengths sorted descending, s rising)
+// or from B when s falls. The same in every thread.
+__device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
+  while (n > 0 && lens[n - 1] <= s) --n;
+  return n;
+}
+__device__ __forceinline__ int count_above(const int* lens, int B, int64_t s) { return active_after(lens, B, s); }
+
+// Four consecutive values at p (aligned to 4 elements) as floats.
+__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
+  const float4 x = *reinterpret_cast<const float4*>(p);
+  v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+}
+__device__ __forceinline__ void load4(const __nv_bfloat16* p, float (&v)[4]) {
+  const uint2 x = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x.y));
+  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
+__device__ __forceinline__ void load4(const __half* p, float (&v)[4]) {
+  const uint2 x = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&x.x));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&x.y));
+  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
+
+// Y[j][r] = sum_k Ws[j][k] * Xs[r][k] for j < JT, r < n (<= NC), with every thread of the block.
+// Thread t takes row j = t % JT of Ws and the K-slice c = t / JT of length KC = Kp / (kThreads/JT);
+// it holds four Ws values at a time in registers against kGroup rows of Xs (all lanes of a warp
+// that share c read the same Xs address: a broadcast). The slices are summed with shuffles inside
+// a warp, then through `red` across warps. Fixed order throughout, so results are bitwise
+// repeatable. Starts and ends with every thread past a __syncthreads.
+template <int JT, typename SW, typename SX>
+__device__ void block_gemm(const Plan& q, const SW* Ws, const SX* Xs, int n, float* red, float* Y) {
+  static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
+  constexpr int CH = kThreads / JT;
+  const int j = threadIdx.x % JT, c = threadIdx.x / JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int KC = q.Kp / CH, k0 = c * KC;
+  const SW* w = Ws + (size_t)j * q.Kw + k0;
+  for (int r0 = 0; r0 < n; r0 += kGroup) {
+    const int nr = min(kGroup, n - r0);
+    const SX* x = Xs + (size_t)r0 * q.Kp + k0;
+    float acc[kGroup];
+#pragma unroll
+    for (int r = 0; r < kGroup; ++r) acc[r] = 0.f;
+    for (int kk = 0; kk < KC; kk += 4) {
+      float wv[4];
+      load4(w + kk, wv);
+#pragma unroll
+      for (int r = 0; r < kGroup; ++r) {
+        if (r < nr) {
+          float xv[4];
+          load4(x + (size_t)r * q.Kp + kk, xv);
+          acc[r] = fmaf(wv[0], xv[0], acc[r]);
+          acc[r] = fmaf(wv[1], xv[1], acc[r]);
+          acc[r] = fmaf(wv[2], xv[2], acc[r]);
+          acc[r] = fmaf(wv[3], xv[3], acc[r]);
+        }
+      }
+    }
+#pragma unroll
+    for (int o = JT; o < 32; o <<= 1) {  // lanes of the same j inside the warp
+#pragma unroll
+      for (int r = 0; r < kGroup; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    }
+    if (lane < JT) {
+#pragma unroll
+      for (int r = 0; r < kGroup; ++r) red[(warp * JT + j) * kGroup + r] = acc[r];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < JT * kGroup; e += kThreads) {
+      const int jj = e / kGroup, r = e % kGroup;
+      if (r >= nr) continue;
+      float v = 0.f;
+      for (int wi = 0; wi < kWarps; ++wi) v += red[(wi * JT + jj) * kGroup + r];
+      Y[jj * q.NC + r0 + r] = v;
+    }
+    __syncthreads();
+  }
+}
+
+// 64-bit loads and stores that are single-copy atomic and coherent across SMs (the L1 is bypassed).
+__device__ __forceinline__ unsigned long long load_relaxed(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void store_relaxed(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ unsigned long long tagged(float v, int64_t tag) {
+  return ((unsigned long long)(unsigned)tag << 32) | __float_as_uint(v);
+}
+
+// 16-byte asynchronous copy global -> shared (L2 only: data written by other SMs before a grid
+// barrier), and the wait for all of a thread's copies.
+__device__ __forceinline__ void copy16_async(void* dst, const void* src) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Zero the padding columns [K, Kp) of all NC rows of Xs (never written afterwards).
+template <typename SX>
+__device__ void zero_padding(const Plan& q, SX* Xs) {
+  const int pad = q.Kp - q.K;
+  for (int i = threadIdx.x; i < q.NC * pad; i += kThreads) {
+    put(Xs + (size_t)(i / pad) * q.Kp + q.K + i % pad, 0.f);
+  }
+}
+
+// Launch `kernel` cooperatively if every block fits on the device at once.
+template <typename Kernel, typename Params>
+cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStream_t stream) {
+  int dev = 0, optin = 0, per_sm = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) return e;
+  if (q.smem > (size_t)optin) return cudaErrorNotSupported;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)q.smem);
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, q.smem);
+  if (e != cudaSuccess) return e;
+  if (per_sm * sms < q.blocks) return cudaErrorNotSupported;
+  Params pc = p;
+  Plan qc = q;
+  void* args[] = {(void*)&pc, (void*)&qc};
+  return cudaLaunchCooperativeKernel((const void*)kernel, dim3(q.blocks), dim3(kThreads), args, q.smem, stream);
 }
 
 inline int pow2_at_least(int64_t n) {
@@ -123,40 +251,35 @@ inline int pow2_at_least(int64_t n) {
   return v;
 }
 
-// Launch `kernel` cooperatively if every block fits on the device at once.
-template <typename Kernel, typename Params>
-cudaError_t cooperative(Kernel kernel, const Params& p, int Hb, int blocks, size_t smem, cudaStream_t stream) {
-  int dev = 0, optin = 0, per_sm = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (e != cudaSuccess) return e;
-  if (smem + 8 * 1024 > (size_t)optin) return cudaErrorNotSupported;  // room for the static arrays
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
-  if (e != cudaSuccess) return e;
-  if (per_sm * sms < blocks) return cudaErrorNotSupported;
-  Params copy = p;
-  void* args[] = {(void*)&copy, (void*)&Hb};
-  return cudaLaunchCooperativeKernel((const void*)kernel, dim3(blocks), dim3(kThreads), args, smem, stream);
-}
-
 // How a call maps onto the grid: Hb units per block (the smallest power of two that lets
-// D * ceil(H / Hb) blocks fit one per SM) and the block count; Hb = 0 when the persistent kernels
-// cannot take the call (a projection, an empty batch, or more than 8 units per block).
-struct Layout {
-  int Hb = 0, blocks = 0;
-};
-template <typename Params>
-Layout layout_for(const Params& p) {
-  int dev = 0, sms = 0;
+// D * ceil(H / Hb) blocks fit one per SM), JT rows of Ws of K values each, and the largest chunk
+// of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take the call (a
+// projection, an empty batch, more than kMaxUnits units per block, or no room for one row).
+template <typename SW, typename SX, typename Params>
+Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
+  Plan q;
+  int dev = 0, sms = 0, optin = 0;
   if (p.proj || p.B == 0 || cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
     return {};
   int Hb = 1;
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
-  if (Hb > 8) return {};
-  return {Hb, (int)(p.D * ((p.H + Hb - 1) / Hb))};
+  if (Hb > kMaxUnits) return {};
+  q.Hb = Hb;
+  q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
+  q.JT = pow2_at_least(rows_per_unit * Hb);
+  q.K = (int)K;
+  const int step = 4 * (kThreads / q.JT);
+  q.Kp = (int)((K + step - 1) / step * step);
+  q.Kw = (q.Kp + 63) / 64 * 64 + 4;
+  for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
+    q.NC = nc >= kGroup ? nc / kGroup * kGroup : nc;
+    q.smem = Smem<SW, SX>::bytes(q, p.B);
+    if (q.smem <= (size_t)optin) return q;
+    nc = q.NC;
+  }
+  return {};
 }
 
 // f(std::integral_constant<int, W>()) for the W among Ws equal to `width` (compile-time widths
@@ -166,18 +289,6 @@ cudaError_t with_width(int width, F f) {
   cudaError_t e = cudaErrorNotSupported;
   (void)((width == Ws ? (e = f(std::integral_constant<int, Ws>()), true) : false) || ...);
   return e;
-}
-
-// Rows per warp pass: two rows share every W_hh element read from shared memory (the limit at
-// larger batch), but at B <= 8 each of the 8 warps has at most one row, and pairing rows would only
-// lengthen the chain of the warps that get two (measured: 5.9 -> 10.6 us per step at B=8, H=512).
-inline bool two_rows(int64_t B) { return B > kWarps; }
-
-template <typename Params, typename K1, typename K2>
-cudaError_t launch(K1 one_row, K2 two_rows_kernel, const Params& p, Layout g, size_t smem,
-                   cudaStream_t stream) {
-  return two_rows(p.B) ? cooperative(two_rows_kernel, p, g.Hb, g.blocks, smem, stream)
-                       : cooperative(one_row, p, g.Hb, g.blocks, smem, stream);
 }
 
 }  // namespace persistent

@@ -32,6 +32,8 @@ struct ForwardParams {
   void* out;               // [T, B, D*P]  S  zeroed by the caller; written at valid steps
   void* h_n;               // [D, B, P]    S
   void* saved;             // [D, T*B, K]  S  zeroed by the caller, or null (no backward)
+  void* xch;               // [2, D, B, P] 64-bit words, zeroed: the persistent kernel's exchange
+                           //              of h between blocks (persistent.cuh), or null
 };
 
 struct BackwardParams {
@@ -58,8 +60,8 @@ cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t
 // Persistent kernels (rnn_persistent_forward.cu, rnn_persistent_backward.cu, persistent.cuh): one
 // cooperative launch for all steps, W_hh on chip. Return cudaErrorNotSupported, having launched
 // nothing, when the call does not fit: fp64, a projection, more than 8 units per block
-// (H > 8 * SMs / D), shared memory, or co-residency. Forward writes
-// out, h_n, c (c_n) and saved like rnn_forward_cuda; backward needs `direct` for GRU.
+// (H > 8 * SMs / D), shared memory, or co-residency. Forward writes out, h_n, c (c_n) and saved
+// like rnn_forward_cuda and needs `xch`; backward needs `direct` for GRU.
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
 

@@ -35,11 +35,13 @@ const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() :
 
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
 
-// PACKEDRNN_PERSISTENT=0 turns the persistent kernels off (to compare, or to rule them out).
-bool persistent_allowed() {
+// PACKEDRNN_PERSISTENT=0 turns the persistent kernels off (to compare, or to rule them out);
+// =force makes a call they refuse an error (tests use it to know which path they checked).
+std::string persistent_mode() {
   const char* v = std::getenv("PACKEDRNN_PERSISTENT");
-  return v == nullptr || std::string(v) != "0";
+  return v == nullptr ? "1" : v;
 }
+bool persistent_allowed() { return persistent_mode() != "0"; }
 
 // The persistent kernel where it fits, else the per-step kernels.
 template <typename Params>
@@ -49,6 +51,8 @@ void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, 
   cudaError_t e = persistent_allowed() ? persistent(p, dtype, stream) : cudaErrorNotSupported;
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
+    TORCH_CHECK(persistent_mode() != "force", "packedrnn: the persistent kernel refused this call "
+                "(PACKEDRNN_PERSISTENT=force): B=", p.B, " H=", p.H, " D=", p.D, " proj=", p.proj);
     e = per_step(p, dtype, stream);
   }
   check(e);
@@ -77,11 +81,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   // Zeroed: the weight-gradient GEMMs read every row, padded ones included.
   at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, L.K}, opt) : at::empty({0}, opt);
 
+  // The persistent kernel's exchange of h between blocks; zeroed, so no stale tag matches.
+  at::Tensor xch = persistent_allowed() ? at::zeros({2, a.D, a.B, a.P}, opt.dtype(at::kLong)) : at::Tensor();
+
   ForwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
                   gx.data_ptr(), h0.data_ptr(), w_hh.data_ptr(),
                   a.cell == kGRU ? ptr(b_hh) : nullptr, ptr(w_hr),
                   c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
-                  out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr};
+                  out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
+                  xch.defined() ? xch.data_ptr() : nullptr};
   run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda);
   at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
   return {out, h_n, c_n, saved};

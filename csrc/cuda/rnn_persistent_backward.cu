@@ -1,83 +1,124 @@
 // Persistent backward recurrence: the kernel and its launch. Design and shared pieces: persistent.cuh.
+//
+// Shapes (legend in cells.h): Ws [JT][Kw] S, Ws[kk][j] = W_hh[j][u0 + kk], K = G; Xs [NC][Kp] S: the
+// gate gradients dgh of the chunk's rows at their next step; Y [JT][NC] float: dgh W_hh[:, units].
 #include "persistent.cuh"
 
 namespace packedrnn {
 namespace persistent {
 namespace {
 
-template <typename S, int NG, int JT, int R>
-__global__ void __launch_bounds__(kThreads) persistent_backward(BackwardParams p, int Hb) {
-  using A = typename AccOf<S>::type;
+// What one (row, unit) pair needs besides the product, loaded before the chunk is staged.
+template <typename A>
+struct Item {
+  bool on = false;
+  int r = 0, kk = 0;  // rank inside the chunk, unit inside the block
+  int64_t b = 0, row = 0;
+  A v[7];  // LSTM: i f g o c_prev grad_out dc; GRU: r z n hn h_prev grad_out direct
+};
+
+template <typename S, int NG, int JT>
+__global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParams p, Plan q) {
+  using A = float;
   constexpr bool lstm = NG == 4;
-  extern __shared__ __align__(16) unsigned char smem[];
-  S* Ws = reinterpret_cast<S*>(smem);  // [JT][G]: Ws[kk][j] = W_hh[j][u0 + kk]
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const Slice sl(p.D, Hb);
+  const Smem<S, S> sm(smem_raw, q, B);
+  const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
-  const int warp = sl.warp, lane = sl.lane;
+  const int Hb = q.Hb;
   const SavedLayout L(p.cell, H, P, false);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  for (int64_t i = threadIdx.x; i < JT * G; i += kThreads) {
-    const int64_t kk = i / G, j = i % G, u = u0 + kk;
-    if (kk < Hb && u < H) {
-      Ws[i] = w[j * P + u];
+  for (int i = threadIdx.x; i < JT * q.Kw; i += kThreads) {
+    const int kk = i / q.Kw, j = i % q.Kw;
+    const int64_t u = u0 + kk;
+    if (kk < Hb && u < H && j < G) {
+      sm.Ws[i] = w[j * P + u];
     } else {
-      put(Ws + i, A(0));
+      put(sm.Ws + i, 0.f);
     }
   }
-  const int64_t steps = block_max_length(p.lengths, B, p.T);
+  zero_padding(q, sm.Xs);
+  sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
   const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
-  A* dh = static_cast<A*>(p.dh);          // in: grad h_n; out: grad h0 (the block's units)
-  A* direct = static_cast<A*>(p.direct);  // GRU: dL/dh_t * z_t of the block's units, per row
-  // Step s = steps is the extra pass that turns the gate gradients of step 0 into grad h0.
+  A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
+  A* dc = static_cast<A*>(p.dc) + d * B * H;          // LSTM: in grad c_n, out grad c0
+  A* direct = static_cast<A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
+  // cp.async needs 16-byte rows; other sizes stage through registers.
+  const bool vec = (G * sizeof(S)) % 16 == 0;
+  const int64_t steps = sm.lens[0];
+  // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
-    for (int64_t b0 = (int64_t)warp * R; b0 < B; b0 += kWarps * R) {
-      // Rows whose dL/dh comes from the step after (s + 1 < len) need a product with W_hh;
-      // rows at their last step (s + 1 == len) start from grad h_n.
-      const S* next[R];
-      int64_t len[R];
-      bool any = false;
+    const int n_here = count_above(sm.lens, (int)B, s);       // rows active at step s
+    const int n_next = count_above(sm.lens, n_here, s + 1);   // of those, rows with a step s+1
+    const int n = s >= 0 ? n_here : n_next;
+    for (int r0 = 0; r0 < n; r0 += q.NC) {
+      const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
+      Item<A> it[kItems];
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int64_t b = b0 + r;
-        len[r] = b < B ? clamp_length(p.lengths, b, p.T) : 0;
-        const int64_t t_next = d == 1 ? len[r] - 2 - s : s + 1;
-        next[r] = s + 1 < len[r] ? dgh_all + (t_next * B + b) * G : nullptr;
-        any = any || next[r] != nullptr;
+      for (int k = 0; k < kItems; ++k) {
+        const int i = threadIdx.x + k * kThreads;
+        Item<A>& m = it[k];
+        m.r = i / Hb, m.kk = i % Hb;
+        m.on = m.r < nc && u0 + m.kk < H;
+        if (!m.on) continue;
+        const int64_t u = u0 + m.kk, len = sm.lens[r0 + m.r];
+        m.b = sm.order[r0 + m.r];
+        if (!lstm) m.v[6] = direct[m.b * H + u];
+        if (s < 0) continue;
+        m.row = (d == 1 ? len - 1 - s : s) * B + m.b;
+        const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
+#pragma unroll
+        for (int g = 0; g < 4; ++g) m.v[g] = to_acc(sv[g * H + u]);
+        m.v[4] = to_acc(sv[(lstm ? L.c_prev : L.h_prev) + u]);
+        m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + u]);
+        if (lstm) m.v[6] = dc[m.b * H + u];
       }
-      A y[R];
-      if (any) warp_rows_dot<JT, R>(next, G, Ws, lane, y);  // the same for every lane of the warp
-      const int64_t u = u0 + lane;
+      // Stage the gate gradients of the rows' next step (written by every block before the last
+      // grid barrier).
+      // 32-bit index arithmetic: np * G is far below 2^31.
+      const int per = vec ? q.K * (int)sizeof(S) / 16 : q.K;  // pieces per row: 16 bytes or one value
+      for (int e = threadIdx.x; e < np * per; e += kThreads) {
+        const int r = e / per, c = e % per, len = sm.lens[r0 + r];
+        const int64_t t_next = d == 1 ? len - 2 - s : s + 1;
+        const S* src = dgh_all + (t_next * B + sm.order[r0 + r]) * G;
+        if (vec) {
+          copy16_async(reinterpret_cast<unsigned char*>(sm.Xs + r * q.Kp) + c * 16,
+                       reinterpret_cast<const unsigned char*>(src) + c * 16);
+        } else {
+          sm.Xs[r * q.Kp + c] = __ldcg(src + c);
+        }
+      }
+      wait_copies();
+      __syncthreads();
+      block_gemm<JT>(q, sm.Ws, sm.Xs, np, sm.red, sm.Y);
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int64_t b = b0 + r;
-        if (s >= len[r] || (s < 0 && len[r] == 0) || lane >= Hb || u >= H) continue;
-        const A carry = next[r] != nullptr ? y[r] + (lstm ? A(0) : direct[(d * B + b) * H + u])
-                                           : dh[(d * B + b) * P + u];
+      for (int k = 0; k < kItems; ++k) {
+        const Item<A>& m = it[k];
+        if (!m.on) continue;
+        const int64_t u = u0 + m.kk;
+        // dL/dh_t from the step after (rows that have one), else grad h_n.
+        const A carry = m.r < np ? sm.Y[m.kk * q.NC + m.r] + (lstm ? A(0) : m.v[6]) : dh[m.b * P + u];
         if (s < 0) {  // the extra pass: the carry is grad h0
-          dh[(d * B + b) * P + u] = carry;
+          dh[m.b * P + u] = carry;
           continue;
         }
-        const int64_t t = d == 1 ? len[r] - 1 - s : s, row = t * B + b;
-        const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
-        const A dht = to_acc(static_cast<const S*>(p.grad_out)[row * DP + d * P + u]) + carry;
-        S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
+        const A dht = m.v[5] + carry;
+        S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
         if constexpr (lstm) {
-          A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
-          const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
-                                          to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dht, *dc);
-          *dc = g.dc_prev;
+          const auto g = lstm_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dht, m.v[6]);
+          dc[m.b * H + u] = g.dc_prev;
           put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
         } else {
-          const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
-                                         to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dht);
-          S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
+          const auto g = gru_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dht);
+          S* dgh = static_cast<S*>(p.dgh) + (d * TB + m.row) * G;
           put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
           put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
-          direct[(d * B + b) * H + u] = g.dh_prev;
+          direct[m.b * H + u] = g.dh_prev;
         }
       }
+      __syncthreads();  // Xs and Y are reused by the next chunk
     }
     if (s >= 0) grid.sync();
   }
@@ -89,11 +130,10 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
     return cudaErrorNotSupported;  // fp64: the per-step kernels
   } else {
     if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
-    const Layout g = layout_for(p);
-    return with_width<1, 2, 4, 8>(g.Hb, [&](auto hb) {  // one column per unit of the block
-      constexpr int J = decltype(hb)::value;
-      return launch(persistent_backward<S, NG, J, 1>, persistent_backward<S, NG, J, 2>, p, g,
-                    (size_t)J * NG * p.H * sizeof(S), stream);
+    const Plan q = plan_for<S, S>(p, 1, NG * p.H);
+    return with_width<1, 2, 4, 8>(q.Hb ? q.JT : 0, [&](auto jt) {
+      constexpr int J = decltype(jt)::value;
+      return cooperative(persistent_backward<S, NG, J>, p, q, stream);
     });
   }
 }

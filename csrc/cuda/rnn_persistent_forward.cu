@@ -1,102 +1,149 @@
 // Persistent forward recurrence: the kernel and its launch. Design and shared pieces: persistent.cuh.
+//
+// Shapes (legend in cells.h): Ws [JT][Kw] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
+// Xs [NC][Kp] float: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
+// xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
 #include "persistent.cuh"
 
 namespace packedrnn {
 namespace persistent {
 namespace {
 
-// R: rows per warp pass (two_rows in persistent.cuh).
-template <typename S, int NG, int JT, int R>
-__global__ void __launch_bounds__(kThreads) persistent_forward(ForwardParams p, int Hb) {
-  using A = typename AccOf<S>::type;
+// What one (row, unit) pair of a chunk needs besides h_{t-1} W_hh^T, loaded before the wait for
+// h_{t-1} so that its latency hides behind it.
+template <typename A>
+struct Item {
+  bool on = false;
+  int r = 0, uu = 0;  // rank inside the chunk, unit inside the block
+  int64_t b = 0, len = 0, row = 0;
+  A gx[4], c = A(0);
+};
+
+template <typename S, int NG, int JT>
+__global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams p, Plan q) {
+  using A = float;
   constexpr bool lstm = NG == 4;
-  extern __shared__ __align__(16) unsigned char smem[];
-  S* Ws = reinterpret_cast<S*>(smem);  // [JT][P]
-  __shared__ A gates[kWarps][R][JT];
-  cg::grid_group grid = cg::this_grid();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const Slice sl(p.D, Hb);
+  const Smem<S, float> sm(smem_raw, q, B);
+  const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
-  const int warp = sl.warp, lane = sl.lane;
+  const int Hb = q.Hb;
   const SavedLayout L(p.cell, H, P, false);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  for (int64_t i = threadIdx.x; i < JT * P; i += kThreads) {  // row j = g*Hb + uu
-    const int64_t j = i / P, k = i % P, g = j / Hb, u = u0 + j % Hb;
-    if (g < NG && u < H) {
-      Ws[i] = w[(g * H + u) * P + k];
+  for (int i = threadIdx.x; i < JT * q.Kw; i += kThreads) {
+    const int j = i / q.Kw, k = i % q.Kw, g = j / Hb;
+    const int64_t u = u0 + j % Hb;
+    if (g < NG && u < H && k < P) {
+      sm.Ws[i] = w[(g * H + u) * P + k];
     } else {
-      put(Ws + i, A(0));
+      put(sm.Ws + i, 0.f);
     }
   }
-  const int64_t steps = block_max_length(p.lengths, B, p.T);  // ends with __syncthreads
-  const S* out_c = static_cast<const S*>(p.out);
-  S* out = static_cast<S*>(p.out);
+  zero_padding(q, sm.Xs);
+  sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
+  const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
+  S* h_n = static_cast<S*>(p.h_n) + d * B * P;
+  for (int64_t i = threadIdx.x; i < B * Hb; i += kThreads) {  // rows of length 0: h_n = h0
+    const int64_t b = i / Hb, u = u0 + i % Hb;
+    if (u < H && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
+  }
+  const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
+  unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
+  const int64_t slot = p.D * B * P;  // distance between the two exchange slots
+  const int64_t steps = sm.lens[0];
+  int n = (int)B;
   for (int64_t s = 0; s < steps; ++s) {
-    for (int64_t b0 = (int64_t)warp * R; b0 < B; b0 += kWarps * R) {
-      const S* h_prev[R];
-      int64_t t[R];
-      bool any = false;
+    n = active_after(sm.lens, n, s);
+    const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
+    unsigned long long* xout = xch + (s & 1) * slot;
+    for (int r0 = 0; r0 < n; r0 += q.NC) {
+      const int nc = min(q.NC, n - r0);
+      Item<A> it[kItems];
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int64_t b = b0 + r, len = b < B ? clamp_length(p.lengths, b, p.T) : 0;
-        t[r] = d == 1 ? len - 1 - s : s;
-        const int64_t t_prev = d == 1 ? t[r] + 1 : t[r] - 1;
-        h_prev[r] = s >= len ? nullptr
-                    : s == 0 ? static_cast<const S*>(p.h0) + (d * B + b) * P
-                             : out_c + (t_prev * B + b) * DP + d * P;
-        any = any || h_prev[r] != nullptr;
+      for (int k = 0; k < kItems; ++k) {
+        const int i = threadIdx.x + k * kThreads;
+        Item<A>& m = it[k];
+        m.r = i / Hb, m.uu = i % Hb;
+        m.on = m.r < nc && u0 + m.uu < H;
+        if (!m.on) continue;
+        const int64_t u = u0 + m.uu;
+        m.b = sm.order[r0 + m.r], m.len = sm.lens[r0 + m.r];
+        m.row = (d == 1 ? m.len - 1 - s : s) * B + m.b;
+        const S* gx = gx_all + m.row * G + u;
+#pragma unroll
+        for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
+        if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
       }
-      if (!any) continue;  // the same for every lane of the warp
-      A y[R];
-      warp_rows_dot<JT, R>(h_prev, P, Ws, lane, y);
+      // Stage h_{t-1} of the chunk's rows: h0 at the first step, else the tagged words of step s-1.
+      const int total = nc * q.K;  // 32-bit index arithmetic: nc * P is far below 2^31
+      if (s == 0) {
+        for (int e = threadIdx.x; e < total; e += kThreads) {
+          const int r = e / q.K, k = e % q.K;
+          sm.Xs[r * q.Kp + k] = to_acc(h0[(int64_t)sm.order[r0 + r] * P + k]);
+        }
+      } else {
+        constexpr int U = 16;  // loads in flight per thread
+        for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
+          unsigned long long v[U];
+          const unsigned long long* src[U];
+          int dst[U];
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (lane < JT) gates[warp][r][lane] = y[r];
-      }
-      __syncwarp();
-      const int64_t u = u0 + lane;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (h_prev[r] == nullptr || lane >= Hb || u >= H) continue;
-        const int64_t b = b0 + r, row = t[r] * B + b;
-        const S* gx = static_cast<const S*>(p.gx) + (d * TB + row) * G;
-        S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
-        const A hp = to_acc(__ldcg(h_prev[r] + u));
-        if (sv) put(sv + L.h_prev + u, hp);
-        const A* gw = gates[warp][r];
-        if constexpr (lstm) {
-          A* c = static_cast<A*>(p.c) + (d * B + b) * H + u;
-          const A cp = *c;
-          const auto o = lstm_forward<A>(to_acc(gx[u]) + gw[lane], to_acc(gx[H + u]) + gw[Hb + lane],
-                                         to_acc(gx[2 * H + u]) + gw[2 * Hb + lane],
-                                         to_acc(gx[3 * H + u]) + gw[3 * Hb + lane], cp);
-          *c = o.c;
-          if (sv) {
-            put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
-            put(sv + L.c_prev + u, cp);
+          for (int k = 0; k < U; ++k) {
+            const int e = e0 + k * kThreads, r = e / q.K, kk = e % q.K;
+            src[k] = e < total ? xin + (int64_t)sm.order[r0 + r] * P + kk : nullptr;
+            dst[k] = r * q.Kp + kk;
+            if (src[k]) v[k] = load_relaxed(src[k]);
           }
-          put(out + row * DP + d * P + u, o.m);
-        } else {
-          const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
-          const A hn = gw[2 * Hb + lane] + (bh ? to_acc(bh[2 * H + u]) : A(0));
-          const auto o = gru_forward<A>(to_acc(gx[u]), to_acc(gx[H + u]), to_acc(gx[2 * H + u]),
-                                        gw[lane] + (bh ? to_acc(bh[u]) : A(0)),
-                                        gw[Hb + lane] + (bh ? to_acc(bh[H + u]) : A(0)), hn, hp);
-          if (sv) put(sv + u, o.r), put(sv + H + u, o.z), put(sv + 2 * H + u, o.n), put(sv + 3 * H + u, hn);
-          put(out + row * DP + d * P + u, o.h);
+#pragma unroll
+          for (int k = 0; k < U; ++k) {
+            if (!src[k]) continue;
+            while ((v[k] >> 32) != (unsigned long long)s) v[k] = load_relaxed(src[k]);
+            sm.Xs[dst[k]] = __uint_as_float((unsigned)v[k]);
+          }
         }
       }
-      __syncwarp();
+      __syncthreads();
+      block_gemm<JT>(q, sm.Ws, sm.Xs, nc, sm.red, sm.Y);
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        const Item<A>& m = it[k];
+        if (!m.on) continue;
+        const int64_t u = u0 + m.uu;
+        const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
+        const int64_t gs = (int64_t)Hb * q.NC;
+        const A hp = sm.Xs[(int64_t)m.r * q.Kp + u];
+        S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
+        if (sv) put(sv + L.h_prev + u, hp);
+        A h;
+        if constexpr (lstm) {
+          const auto o = lstm_forward<A>(m.gx[0] + y[0], m.gx[1] + y[gs], m.gx[2] + y[2 * gs],
+                                         m.gx[3] + y[3 * gs], m.c);
+          static_cast<A*>(p.c)[(d * B + m.b) * H + u] = o.c;
+          if (sv) {
+            put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
+            put(sv + L.c_prev + u, m.c);
+          }
+          h = o.m;
+        } else {
+          const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
+          const A hn = y[2 * gs] + (bh ? to_acc(bh[2 * H + u]) : A(0));
+          const auto o = gru_forward<A>(m.gx[0], m.gx[1], m.gx[2], y[0] + (bh ? to_acc(bh[u]) : A(0)),
+                                        y[gs] + (bh ? to_acc(bh[H + u]) : A(0)), hn, hp);
+          if (sv) put(sv + u, o.r), put(sv + H + u, o.z), put(sv + 2 * H + u, o.n), put(sv + 3 * H + u, hn);
+          h = o.h;
+        }
+        S hs;
+        put(&hs, h);
+        static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
+        if (s + 1 < m.len) {
+          store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
+        } else {
+          h_n[m.b * P + u] = hs;
+        }
+      }
+      __syncthreads();  // Xs and Y are reused by the next chunk
     }
-    grid.sync();
-  }
-  // h_n of the block's units: each row's output at its last step, h0 for empty rows.
-  for (int64_t i = threadIdx.x; i < B * Hb; i += kThreads) {
-    const int64_t b = i / Hb, u = u0 + i % Hb;
-    if (u >= H) continue;
-    const int64_t len = clamp_length(p.lengths, b, p.T), t = d == 1 ? 0 : len - 1;
-    static_cast<S*>(p.h_n)[(d * B + b) * P + u] =
-        len == 0 ? static_cast<const S*>(p.h0)[(d * B + b) * P + u] : out_c[(t * B + b) * DP + d * P + u];
   }
 }
 
@@ -105,12 +152,11 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
-    const Layout g = layout_for(p);
-    const int JT = pow2_at_least(NG * g.Hb);  // gate rows of the block's units, padded
-    return with_width<4, 8, 16, 32>(JT, [&](auto jt) {
+    if (p.xch == nullptr) return cudaErrorNotSupported;
+    const Plan q = plan_for<S, float>(p, NG, p.P);
+    return with_width<4, 8, 16, 32>(q.Hb ? q.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
-      return launch(persistent_forward<S, NG, J, 1>, persistent_forward<S, NG, J, 2>, p, g,
-                    (size_t)J * p.P * sizeof(S), stream);
+      return cooperative(persistent_forward<S, NG, J>, p, q, stream);
     });
   }
 }

@@ -1,0 +1,112 @@
+"""Developer probe of the persistent CUDA kernels (scripts/gpu_check.sh runs it first, under a
+timeout, so a hang shows up as the last case printed):
+  1. agreement: the persistent kernels, forced (PACKEDRNN_PERSISTENT=force), against the per-step
+     kernels on the same inputs, forward and backward, for sizes that cover 1..8 units per block,
+     several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
+  2. latency: microseconds per step of one layer, forward (and forward + backward), as the batch
+     grows: B=1 is the floor of a step (exchange and barrier), the slope is the cost per row.
+Prints as it goes; CUDA events, median of 5."""
+import os
+import statistics
+import sys
+
+import torch
+
+import packedrnn
+
+os.environ["PACKEDRNN_BACKEND"] = "cuda"
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build(cell, I, H, bi, dtype):
+    cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
+    torch.manual_seed(0)
+    return cls(I, H, bidirectional=bi, batch_first=True, device="cuda", dtype=dtype)
+
+
+def inputs(m, B, T, lo=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(int(lo * T), T + 1, (B,), generator=g)
+    lengths[0] = T
+    x = torch.randn(B, T, m.input_size, generator=g).to("cuda", next(m.parameters()).dtype)
+    return x.requires_grad_(True), lengths
+
+
+def results(m, x, lengths, mode):
+    os.environ["PACKEDRNN_PERSISTENT"] = mode
+    out, state = m(x, lengths=lengths)
+    states = list(state) if isinstance(state, tuple) else [state]
+    loss = sum((t.float() * torch.linspace(-1, 1, t.numel(), device="cuda").view(t.shape)).sum()
+               for t in [out] + states)
+    gs = torch.autograd.grad(loss, [x] + list(m.parameters()))
+    return [out] + states + list(gs)
+
+
+def agreement():
+    cases = [  # cell, I, H, B, T, bidirectional, dtype
+        ("LSTM", 8, 16, 5, 7, False, "fp32"),
+        ("GRU", 8, 16, 5, 7, True, "fp32"),
+        ("LSTM", 64, 512, 8, 40, False, "fp32"),
+        ("LSTM", 32, 500, 150, 12, True, "fp32"),
+        ("GRU", 40, 300, 40, 15, False, "fp32"),
+        ("GRU", 24, 250, 70, 9, True, "fp32"),
+        ("LSTM", 16, 130, 33, 20, False, "fp32"),
+        ("LSTM", 64, 512, 64, 20, True, "bf16"),
+        ("GRU", 64, 256, 33, 20, False, "fp16"),
+        ("LSTM", 128, 1024, 256, 6, False, "fp32"),
+    ]
+    worst = 0.0
+    for cell, I, H, B, T, bi, dt in cases:
+        m = build(cell, I, H, bi, DT[dt])
+        x, lengths = inputs(m, B, T)
+        lengths[-1] = 0
+        a = results(m, x, lengths, "force")
+        b = results(m, x, lengths, "0")
+        rel = [((p.float() - q.float()).abs().max() / q.float().abs().max().clamp_min(1e-30)).item()
+               for p, q in zip(a, b)]
+        torch.cuda.synchronize()
+        worst = max(worst, max(rel)) if dt == "fp32" else worst
+        print(f"agree {cell} I={I} H={H} B={B} T={T} bi={bi} {dt}: max rel {max(rel):.2e} "
+              f"(out {rel[0]:.1e}, grads {max(rel[len(a) - len(list(m.parameters())) - 1:]):.1e})", flush=True)
+    return worst
+
+
+def time_ms(fn, reps=5):
+    fn()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def latency():
+    os.environ["PACKEDRNN_PERSISTENT"] = "force"
+    T = 500
+    for cell, H, dt, bi in (("LSTM", 512, "fp32", False), ("LSTM", 512, "bf16", False),
+                            ("LSTM", 1024, "fp32", False), ("GRU", 512, "fp32", True)):
+        for B in (1, 8, 32, 64, 128, 256):
+            m = build(cell, H, H, bi, DT[dt])
+            x, lengths = inputs(m, B, T, lo=1.0)  # every row T long: steps = T
+            with torch.no_grad():
+                fwd = time_ms(lambda: m(x, lengths=lengths))
+            def train():
+                out, _ = m(x, lengths=lengths)
+                out.float().sum().backward()
+            tr = time_ms(train)
+            print(f"latency {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T}: fwd {fwd * 1e3 / T:.2f} us/step, "
+                  f"fwd+bwd {tr * 1e3 / T:.2f} us/step", flush=True)
+
+
+if __name__ == "__main__":
+    w = agreement()
+    print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
+    if "--latency" in sys.argv:
+        latency()
+    sys.exit(0 if w < 1e-4 else 1)
