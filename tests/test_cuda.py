@@ -141,7 +141,7 @@ def test_backend_report():
 
 
 # Sizes that put several units in a block (Hb = 2..8), several chunks of rows per step, rows of
-# every length 0..T, and reductions whose rows are not 16-byte multiples (GRU H=250: G*4 = 3000).
+# every length 1..T, and reductions whose rows are not 16-byte multiples (GRU H=250: G*4 = 3000).
 SIZES = [  # cell, I, H, B, T, bidirectional
     ("LSTM", 64, 512, 8, 30, False),
     ("LSTM", 32, 500, 150, 12, True),
@@ -161,8 +161,8 @@ def test_persistent_sizes(cell, I, H, B, T, bi, monkeypatch):
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True)
     g = torch.Generator().manual_seed(B)
-    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
-    lengths[0], lengths[-1] = T, 0
+    lengths = torch.randint(1, T + 1, (B,), generator=g).tolist()  # torch's packing refuses 0
+    lengths[0], lengths[-1] = T, 1
     x, hx = random_inputs(ours, lengths, T, with_hx=True)
     o1, s1 = run_ours(ours, x, hx, lengths)
     o2, s2 = run_torch(theirs, x, hx, lengths)
