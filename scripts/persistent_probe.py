@@ -3,8 +3,9 @@ timeout, so a hang shows up as the last case printed):
   1. agreement: the persistent kernels, forced (PACKEDRNN_PERSISTENT=force), against the per-step
      kernels on the same inputs, forward and backward, for sizes that cover 1..8 units per block,
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
-  2. latency: microseconds per step of one layer, forward (and forward + backward), as the batch
-     grows: B=1 is the floor of a step (exchange and barrier), the slope is the cost per row.
+  2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
+     batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
+     split of each kernel's step into phases (PACKEDRNN_TIMING=1).
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -86,27 +87,42 @@ def time_ms(fn, reps=5):
     return statistics.median(times)
 
 
-def latency():
+def latency(configs):
+    """us per step of one layer, all rows T long; then one more run of each with PACKEDRNN_TIMING=1,
+    where block 0 of each kernel prints how its time per step splits (stage, product, cell, barrier)."""
     os.environ["PACKEDRNN_PERSISTENT"] = "force"
     T = 500
-    for cell, H, dt, bi in (("LSTM", 512, "fp32", False), ("LSTM", 512, "bf16", False),
-                            ("LSTM", 1024, "fp32", False), ("GRU", 512, "fp32", True)):
-        for B in (1, 8, 32, 64, 128, 256):
+    for cell, H, dt, bi, B in configs:
+        for xch in ("tagged", "barrier"):
+            os.environ["PACKEDRNN_XCH"] = xch
             m = build(cell, H, H, bi, DT[dt])
             x, lengths = inputs(m, B, T, lo=1.0)  # every row T long: steps = T
-            with torch.no_grad():
-                fwd = time_ms(lambda: m(x, lengths=lengths))
+
+            def fwd():
+                with torch.no_grad():
+                    m(x, lengths=lengths)
+
             def train():
                 out, _ = m(x, lengths=lengths)
                 out.float().sum().backward()
-            tr = time_ms(train)
-            print(f"latency {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T}: fwd {fwd * 1e3 / T:.2f} us/step, "
-                  f"fwd+bwd {tr * 1e3 / T:.2f} us/step", flush=True)
+            f, tr = time_ms(fwd), time_ms(train)
+            print(f"latency {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} forward exchange {xch}: "
+                  f"fwd {f * 1e3 / T:.2f} us/step, fwd+bwd {tr * 1e3 / T:.2f} us/step", flush=True)
+            os.environ["PACKEDRNN_TIMING"] = "1"
+            train()
+            torch.cuda.synchronize()
+            os.environ["PACKEDRNN_TIMING"] = "0"
+    os.environ.pop("PACKEDRNN_XCH", None)
+
+
+CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
+    [("LSTM", 512, "bf16", False, 64), ("LSTM", 1024, "fp32", False, 8), ("LSTM", 1024, "fp32", False, 256),
+     ("GRU", 512, "fp32", True, 64)]
 
 
 if __name__ == "__main__":
     w = agreement()
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
-        latency()
+        latency(CONFIGS)
     sys.exit(0 if w < 1e-4 else 1)

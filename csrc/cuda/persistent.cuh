@@ -32,6 +32,9 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "cells.h"
@@ -56,6 +59,43 @@ struct Plan {
   int Kw = 0;              // row stride of Ws: Kp rounded to 64, + 4 (spreads rows over banks)
   int NC = 0;              // rows per chunk
   size_t smem = 0;         // dynamic shared memory
+  bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
+  bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
+};
+
+// Developer switches, read on the host: PACKEDRNN_XCH=barrier, PACKEDRNN_TIMING=1.
+inline bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
+// Time in nanoseconds, for PACKEDRNN_TIMING.
+__device__ __forceinline__ unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
+// so its clock is the block's).
+struct PhaseClock {
+  bool on;
+  unsigned long long last = 0, total[4] = {0, 0, 0, 0};
+  __device__ explicit PhaseClock(bool timing) : on(timing && blockIdx.x == 0 && threadIdx.x == 0) {
+    if (on) last = now_ns();
+  }
+  __device__ void mark(int phase) {
+    if (!on) return;
+    const unsigned long long t = now_ns();
+    total[phase] += t - last;
+    last = t;
+  }
+  __device__ void report(const char* what, long long steps) const {
+    if (!on || steps <= 0) return;
+    printf("packedrnn timing %s: %lld steps, us/step: stage %.2f, product %.2f, cell %.2f, barrier %.2f\n",
+           what, steps, total[0] * 1e-3 / steps, total[1] * 1e-3 / steps, total[2] * 1e-3 / steps,
+           total[3] * 1e-3 / steps);
+  }
 };
 
 // Shared-memory carve-up, in the order of the fields (all offsets multiples of 16 bytes).
@@ -267,6 +307,8 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
+  q.barrier = env_is("PACKEDRNN_XCH", "barrier");
+  q.timing = env_is("PACKEDRNN_TIMING", "1");
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.JT = pow2_at_least(rows_per_unit * Hb);
   q.K = (int)K;

@@ -48,6 +48,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   // cp.async needs 16-byte rows; other sizes stage through registers.
   const bool vec = (G * sizeof(S)) % 16 == 0;
   const int64_t steps = sm.lens[0];
+  PhaseClock clock(q.timing);
   // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
     const int n_here = count_above(sm.lens, (int)B, s);       // rows active at step s
@@ -92,7 +93,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       }
       wait_copies();
       __syncthreads();
+      clock.mark(0);
       block_gemm<JT>(q, sm.Ws, sm.Xs, np, sm.red, sm.Y);
+      clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         const Item<A>& m = it[k];
@@ -119,9 +122,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         }
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
+      clock.mark(2);
     }
     if (s >= 0) grid.sync();
+    clock.mark(3);
   }
+  clock.report("backward", steps + 1);
 }
 
 template <typename S, int NG>

@@ -52,6 +52,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
   const int64_t slot = p.D * B * P;  // distance between the two exchange slots
   const int64_t steps = sm.lens[0];
+  const S* out_c = static_cast<const S*>(p.out);
+  cg::grid_group grid = cg::this_grid();
+  PhaseClock clock(q.timing);
   int n = (int)B;
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
@@ -77,34 +80,56 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       // Stage h_{t-1} of the chunk's rows: h0 at the first step, else the tagged words of step s-1.
       const int total = nc * q.K;  // 32-bit index arithmetic: nc * P is far below 2^31
-      if (s == 0) {
-        for (int e = threadIdx.x; e < total; e += kThreads) {
-          const int r = e / q.K, k = e % q.K;
-          sm.Xs[r * q.Kp + k] = to_acc(h0[(int64_t)sm.order[r0 + r] * P + k]);
-        }
-      } else {
-        constexpr int U = 16;  // loads in flight per thread
+      constexpr int U = 16;         // loads in flight per thread
+      if (s == 0 || q.barrier) {    // h0, or the previous step's output (ordered by the barrier)
         for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
-          unsigned long long v[U];
-          const unsigned long long* src[U];
-          int dst[U];
+          A v[U];
 #pragma unroll
           for (int k = 0; k < U; ++k) {
             const int e = e0 + k * kThreads, r = e / q.K, kk = e % q.K;
-            src[k] = e < total ? xin + (int64_t)sm.order[r0 + r] * P + kk : nullptr;
-            dst[k] = r * q.Kp + kk;
-            if (src[k]) v[k] = load_relaxed(src[k]);
+            if (e >= total) continue;
+            const int64_t b = sm.order[r0 + r], len = sm.lens[r0 + r];
+            const int64_t t_prev = d == 1 ? len - s : s - 1;
+            v[k] = to_acc(__ldcg(s == 0 ? h0 + b * P + kk : out_c + (t_prev * B + b) * DP + d * P + kk));
           }
 #pragma unroll
           for (int k = 0; k < U; ++k) {
-            if (!src[k]) continue;
-            while ((v[k] >> 32) != (unsigned long long)s) v[k] = load_relaxed(src[k]);
-            sm.Xs[dst[k]] = __uint_as_float((unsigned)v[k]);
+            const int e = e0 + k * kThreads;
+            if (e < total) sm.Xs[(e / q.K) * q.Kp + e % q.K] = v[k];
+          }
+        }
+      } else {  // tagged words: wait for tag s, re-asking for all late words at once
+        for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
+          unsigned long long v[U];
+          const unsigned long long* src[U];
+          unsigned pending = 0;
+#pragma unroll
+          for (int k = 0; k < U; ++k) {
+            const int e = e0 + k * kThreads, r = e / q.K, kk = e % q.K;
+            src[k] = xin + (int64_t)sm.order[r0 + (e < total ? r : 0)] * P + kk;
+            if (e < total) v[k] = load_relaxed(src[k]), pending |= 1u << k;
+          }
+          while (true) {
+#pragma unroll
+            for (int k = 0; k < U; ++k) {
+              if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
+                const int e = e0 + k * kThreads;
+                sm.Xs[(e / q.K) * q.Kp + e % q.K] = __uint_as_float((unsigned)v[k]);
+                pending &= ~(1u << k);
+              }
+            }
+            if (pending == 0) break;
+#pragma unroll
+            for (int k = 0; k < U; ++k) {
+              if ((pending >> k) & 1) v[k] = load_relaxed(src[k]);
+            }
           }
         }
       }
       __syncthreads();
+      clock.mark(0);
       block_gemm<JT>(q, sm.Ws, sm.Xs, nc, sm.red, sm.Y);
+      clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         const Item<A>& m = it[k];
@@ -136,15 +161,19 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         S hs;
         put(&hs, h);
         static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
-        if (s + 1 < m.len) {
+        if (s + 1 < m.len && !q.barrier) {
           store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
-        } else {
+        } else if (s + 1 == m.len) {
           h_n[m.b * P + u] = hs;
         }
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
+      clock.mark(2);
     }
+    if (q.barrier) grid.sync();
+    clock.mark(3);
   }
+  clock.report(q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
 }
 
 template <typename S, int NG>
