@@ -41,16 +41,16 @@ STAGES=${*:-build probe steps tests bench sanitize}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 want build && { stage build python3 setup.py -q build_ext --inplace || { tail -40 "$LOG"; exit 1; }; }
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
-want probe && stage probe env PYTHONPATH="$PWD" timeout 240 python3 scripts/persistent_probe.py --latency
+want probe && stage probe env PYTHONPATH="$PWD" timeout 150 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
-want tests && stage tests timeout 420 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
+want tests && stage tests timeout 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 CASE=scripts/sanitize_case.py
 if want sanitize && command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
-    stage "sanitizer_$tool" env PYTHONPATH="$PWD" timeout 100 compute-sanitizer --tool $tool \
+    stage "sanitizer_$tool" env PYTHONPATH="$PWD" timeout 75 compute-sanitizer --tool $tool \
       --error-exitcode 3 python3 "$CASE"
   done
 fi

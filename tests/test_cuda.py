@@ -152,11 +152,14 @@ SIZES = [  # cell, I, H, B, T, bidirectional
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi", SIZES, ids=lambda v: str(v))
-def test_persistent_sizes(cell, I, H, B, T, bi, monkeypatch):
+@pytest.mark.parametrize("xch", ["tagged", "barrier"])
+def test_persistent_sizes(cell, I, H, B, T, bi, xch, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
-    fp32 relative to the largest value, outputs, states and all gradients."""
+    fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
+    kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
+    monkeypatch.setenv("PACKEDRNN_XCH", xch)
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True)

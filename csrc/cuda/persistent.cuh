@@ -63,7 +63,7 @@ struct Plan {
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
 };
 
-// Developer switches, read on the host: PACKEDRNN_XCH=barrier, PACKEDRNN_TIMING=1.
+// Developer switches, read on the host: PACKEDRNN_XCH=barrier|tagged, PACKEDRNN_TIMING=1.
 inline bool env_is(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v != nullptr && std::strcmp(v, value) == 0;
@@ -181,58 +181,77 @@ __device__ __forceinline__ void load4(const __half* p, float (&v)[4]) {
   v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
 }
 
+// One group of nr <= NR rows of block_gemm: Y[j][r0 + r] = sum_k Ws[j][k] * Xs[r0 + r][k].
+// Branch-free inner loop (rows past nr re-read row nr - 1, and their sums are dropped), so the NR
+// shared-memory loads of a step issue back to back: with 8 warps per SM this loop is bound by
+// load latency unless each warp keeps many loads in flight.
+template <int NR, int JT, typename SW, typename SX>
+__device__ __forceinline__ void gemm_group(const Plan& q, const SW* w, const SX* x, int nr, int r0,
+                                           float* red, float* Y) {
+  constexpr int stride = 4 * (kThreads / JT);  // between a thread's pieces of K
+  const int j = threadIdx.x % JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int off[NR];
+#pragma unroll
+  for (int r = 0; r < NR; ++r) off[r] = min(r, nr - 1) * q.Kp;
+  float acc[NR];
+#pragma unroll
+  for (int r = 0; r < NR; ++r) acc[r] = 0.f;
+#pragma unroll 2
+  for (int kk = 0; kk < q.Kp; kk += stride) {
+    float wv[4], xv[NR][4];
+    load4(w + kk, wv);
+#pragma unroll
+    for (int r = 0; r < NR; ++r) load4(x + off[r] + kk, xv[r]);
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[r] = fmaf(wv[i], xv[r][i], acc[r]);
+    }
+  }
+#pragma unroll
+  for (int o = JT; o < 32; o <<= 1) {  // the slices of the same j inside the warp
+#pragma unroll
+    for (int r = 0; r < NR; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+  }
+  if (lane < JT) {
+#pragma unroll
+    for (int r = 0; r < NR; ++r) red[(warp * JT + j) * kGroup + r] = acc[r];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < JT * nr; e += kThreads) {  // then across the warps
+    const int jj = e / nr, r = e % nr;
+    float v = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) v += red[(wi * JT + jj) * kGroup + r];
+    Y[jj * q.NC + r0 + r] = v;
+  }
+  __syncthreads();
+}
+
 // Y[j][r] = sum_k Ws[j][k] * Xs[r][k] for j < JT, r < n (<= NC), with every thread of the block.
-// Thread t takes row j = t % JT of Ws and the K-slice c = t / JT of length KC = Kp / (kThreads/JT);
-// it holds four Ws values at a time in registers against kGroup rows of Xs (all lanes of a warp
-// that share c read the same Xs address: a broadcast). The slices are summed with shuffles inside
-// a warp, then through `red` across warps. Fixed order throughout, so results are bitwise
-// repeatable. Starts and ends with every thread past a __syncthreads.
+// Thread t takes row j = t % JT of Ws and slice c = t / JT of K: the pieces of four values at
+// k = 4 * (c + i * kThreads / JT), interleaved so that the slices of one warp read adjacent 16-byte
+// pieces (distinct banks; lanes that share c read the same Xs address: a broadcast). It holds four
+// Ws values at a time in registers against up to kGroup rows of Xs. The slices are summed with
+// shuffles inside a warp, then through `red` across warps. Fixed order throughout, so results are
+// bitwise repeatable. Every thread must call it; it ends past a __syncthreads.
 template <int JT, typename SW, typename SX>
 __device__ void block_gemm(const Plan& q, const SW* Ws, const SX* Xs, int n, float* red, float* Y) {
   static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
-  constexpr int CH = kThreads / JT;
-  const int j = threadIdx.x % JT, c = threadIdx.x / JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int KC = q.Kp / CH, k0 = c * KC;
-  const SW* w = Ws + (size_t)j * q.Kw + k0;
+  const int k0 = 4 * (threadIdx.x / JT);
+  const SW* w = Ws + (size_t)(threadIdx.x % JT) * q.Kw + k0;
   for (int r0 = 0; r0 < n; r0 += kGroup) {
     const int nr = min(kGroup, n - r0);
     const SX* x = Xs + (size_t)r0 * q.Kp + k0;
-    float acc[kGroup];
-#pragma unroll
-    for (int r = 0; r < kGroup; ++r) acc[r] = 0.f;
-    for (int kk = 0; kk < KC; kk += 4) {
-      float wv[4];
-      load4(w + kk, wv);
-#pragma unroll
-      for (int r = 0; r < kGroup; ++r) {
-        if (r < nr) {
-          float xv[4];
-          load4(x + (size_t)r * q.Kp + kk, xv);
-          acc[r] = fmaf(wv[0], xv[0], acc[r]);
-          acc[r] = fmaf(wv[1], xv[1], acc[r]);
-          acc[r] = fmaf(wv[2], xv[2], acc[r]);
-          acc[r] = fmaf(wv[3], xv[3], acc[r]);
-        }
-      }
+    if (nr > 8) {
+      gemm_group<16, JT>(q, w, x, nr, r0, red, Y);
+    } else if (nr > 4) {
+      gemm_group<8, JT>(q, w, x, nr, r0, red, Y);
+    } else if (nr > 2) {
+      gemm_group<4, JT>(q, w, x, nr, r0, red, Y);
+    } else {
+      gemm_group<2, JT>(q, w, x, nr, r0, red, Y);
     }
-#pragma unroll
-    for (int o = JT; o < 32; o <<= 1) {  // lanes of the same j inside the warp
-#pragma unroll
-      for (int r = 0; r < kGroup; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-    }
-    if (lane < JT) {
-#pragma unroll
-      for (int r = 0; r < kGroup; ++r) red[(warp * JT + j) * kGroup + r] = acc[r];
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < JT * kGroup; e += kThreads) {
-      const int jj = e / kGroup, r = e % kGroup;
-      if (r >= nr) continue;
-      float v = 0.f;
-      for (int wi = 0; wi < kWarps; ++wi) v += red[(wi * JT + jj) * kGroup + r];
-      Y[jj * q.NC + r0 + r] = v;
-    }
-    __syncthreads();
   }
 }
 
@@ -256,6 +275,27 @@ __device__ __forceinline__ void copy16_async(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
 }
 __device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Stage np rows of K values into Xs (row stride Kp); row r starts at src_row(r) in global memory,
+// written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
+// 16-byte aligned) in 16-byte cp.async pieces, all in flight at once; else one value per load.
+// The caller __syncthreads before reading Xs.
+template <typename S, typename F>
+__device__ __forceinline__ void stage_rows(const Plan& q, S* Xs, int np, bool vec, F src_row) {
+  const int per = vec ? q.K * (int)sizeof(S) / 16 : q.K;  // pieces per row
+#pragma unroll 4
+  for (int e = threadIdx.x; e < np * per; e += kThreads) {
+    const int r = e / per, c = e % per;
+    const S* src = src_row(r);
+    if (vec) {
+      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * q.Kp) + c * 16,
+                   reinterpret_cast<const unsigned char*>(src) + c * 16);
+    } else {
+      Xs[r * q.Kp + c] = __ldcg(src + c);
+    }
+  }
+  wait_copies();
+}
 
 // Zero the padding columns [K, Kp) of all NC rows of Xs (never written afterwards).
 template <typename SX>
@@ -307,7 +347,6 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  q.barrier = env_is("PACKEDRNN_XCH", "barrier");
   q.timing = env_is("PACKEDRNN_TIMING", "1");
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.JT = pow2_at_least(rows_per_unit * Hb);

@@ -78,20 +78,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       }
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
-      // 32-bit index arithmetic: np * G is far below 2^31.
-      const int per = vec ? q.K * (int)sizeof(S) / 16 : q.K;  // pieces per row: 16 bytes or one value
-      for (int e = threadIdx.x; e < np * per; e += kThreads) {
-        const int r = e / per, c = e % per, len = sm.lens[r0 + r];
-        const int64_t t_next = d == 1 ? len - 2 - s : s + 1;
-        const S* src = dgh_all + (t_next * B + sm.order[r0 + r]) * G;
-        if (vec) {
-          copy16_async(reinterpret_cast<unsigned char*>(sm.Xs + r * q.Kp) + c * 16,
-                       reinterpret_cast<const unsigned char*>(src) + c * 16);
-        } else {
-          sm.Xs[r * q.Kp + c] = __ldcg(src + c);
-        }
-      }
-      wait_copies();
+      stage_rows(q, sm.Xs, np, vec, [&](int r) {
+        const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
+        return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
+      });
       __syncthreads();
       clock.mark(0);
       block_gemm<JT>(q, sm.Ws, sm.Xs, np, sm.red, sm.Y);

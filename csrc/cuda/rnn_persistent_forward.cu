@@ -1,7 +1,7 @@
 // Persistent forward recurrence: the kernel and its launch. Design and shared pieces: persistent.cuh.
 //
 // Shapes (legend in cells.h): Ws [JT][Kw] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
-// Xs [NC][Kp] float: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
+// Xs [NC][Kp] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
 // xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
 #include "persistent.cuh"
 
@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   constexpr bool lstm = NG == 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const Smem<S, float> sm(smem_raw, q, B);
+  const Smem<S, S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
@@ -53,6 +53,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const int64_t slot = p.D * B * P;  // distance between the two exchange slots
   const int64_t steps = sm.lens[0];
   const S* out_c = static_cast<const S*>(p.out);
+  const bool vec = (P * sizeof(S)) % 16 == 0;  // rows of h0 and out are 16-byte aligned
   cg::grid_group grid = cg::this_grid();
   PhaseClock clock(q.timing);
   int n = (int)B;
@@ -78,27 +79,16 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
         if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
       }
-      // Stage h_{t-1} of the chunk's rows: h0 at the first step, else the tagged words of step s-1.
-      const int total = nc * q.K;  // 32-bit index arithmetic: nc * P is far below 2^31
-      constexpr int U = 16;         // loads in flight per thread
-      if (s == 0 || q.barrier) {    // h0, or the previous step's output (ordered by the barrier)
-        for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
-          A v[U];
-#pragma unroll
-          for (int k = 0; k < U; ++k) {
-            const int e = e0 + k * kThreads, r = e / q.K, kk = e % q.K;
-            if (e >= total) continue;
-            const int64_t b = sm.order[r0 + r], len = sm.lens[r0 + r];
-            const int64_t t_prev = d == 1 ? len - s : s - 1;
-            v[k] = to_acc(__ldcg(s == 0 ? h0 + b * P + kk : out_c + (t_prev * B + b) * DP + d * P + kk));
-          }
-#pragma unroll
-          for (int k = 0; k < U; ++k) {
-            const int e = e0 + k * kThreads;
-            if (e < total) sm.Xs[(e / q.K) * q.Kp + e % q.K] = v[k];
-          }
-        }
-      } else {  // tagged words: wait for tag s, re-asking for all late words at once
+      // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
+      // (barrier) or the tagged words of step s-1.
+      if (s == 0 || q.barrier) {
+        stage_rows(q, sm.Xs, nc, vec, [&](int r) {
+          const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
+          return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
+        });
+      } else {  // wait for tag s, asking again for all late words at once
+        constexpr int U = 16;  // loads in flight per thread
+        const int total = nc * q.K;
         for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
           unsigned long long v[U];
           const unsigned long long* src[U];
@@ -114,7 +104,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
             for (int k = 0; k < U; ++k) {
               if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
                 const int e = e0 + k * kThreads;
-                sm.Xs[(e / q.K) * q.Kp + e % q.K] = __uint_as_float((unsigned)v[k]);
+                put(sm.Xs + (e / q.K) * q.Kp + e % q.K, __uint_as_float((unsigned)v[k]));  // exact
                 pending &= ~(1u << k);
               }
             }
@@ -137,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const int64_t u = u0 + m.uu;
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
-        const A hp = sm.Xs[(int64_t)m.r * q.Kp + u];
+        const A hp = to_acc(sm.Xs[(int64_t)m.r * q.Kp + u]);
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
         if (sv) put(sv + L.h_prev + u, hp);
         A h;
@@ -176,13 +166,20 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   clock.report(q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
 }
 
+constexpr int64_t kTaggedMax = 8192;
+
 template <typename S, int NG>
 cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
-    if (p.xch == nullptr) return cudaErrorNotSupported;
-    const Plan q = plan_for<S, float>(p, NG, p.P);
+    Plan q = plan_for<S, S>(p, NG, p.P);
+    // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
+    // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
+    // bytes cost more than the barrier saves (measured on an H200, RESULTS.md).
+    const char* x = std::getenv("PACKEDRNN_XCH");
+    q.barrier = x != nullptr ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax;
+    if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
     return with_width<4, 8, 16, 32>(q.Hb ? q.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
       return cooperative(persistent_forward<S, NG, J>, p, q, stream);
