@@ -47,7 +47,7 @@ namespace persistent {
 namespace cg = cooperative_groups;
 
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
-constexpr int kGroup = 16;     // rows per pass of block_gemm (its accumulators per thread)
+constexpr int kTile = 16;      // rows of Xs per tensor-core tile (the m of mma.m16n8k*)
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
 constexpr int kMaxUnits = 8;   // units per block
 
@@ -55,8 +55,9 @@ constexpr int kMaxUnits = 8;   // units per block
 struct Plan {
   int Hb = 0, blocks = 0;  // units per block (0: the call does not fit), blocks in the grid
   int JT = 0;              // rows of Ws (power of two >= NG*Hb forward, >= Hb backward)
-  int K = 0, Kp = 0;       // reduction length, and padded to a multiple of 4 * (kThreads / JT)
-  int Kw = 0;              // row stride of Ws: Kp rounded to 64, + 4 (spreads rows over banks)
+  int K = 0, Kp = 0;       // reduction length, and padded to a multiple of 128 (zeros)
+  int ld = 0;              // row stride of Ws and Xs: Kp + 16 bytes, so that the 8 rows a
+                           // fragment load touches fall in distinct shared-memory banks
   int NC = 0;              // rows per chunk
   size_t smem = 0;         // dynamic shared memory
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
@@ -99,33 +100,38 @@ struct PhaseClock {
 };
 
 // Shared-memory carve-up, in the order of the fields (all offsets multiples of 16 bytes).
-template <typename SW, typename SX>
+template <typename S>
 struct Smem {
-  SW* Ws;      // [JT][Kw]
-  SX* Xs;      // [NC][Kp]
+  S* Ws;       // [JT][ld]
+  S* Xs;       // [NC][ld]
   float* Y;    // [JT][NC]
-  float* red;  // [kWarps][JT][kGroup]  partial sums of block_gemm
+  float* red;  // [kWarps][max(JT, 8) * 16]  partial products of block_gemm
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
+  __host__ __device__ static size_t sizes(const Plan& q, int64_t B, size_t (&n)[5]) {
+    auto up = [](size_t v) { return (v + 15) / 16 * 16; };
+    n[0] = up((size_t)q.JT * q.ld * sizeof(S));
+    n[1] = up((size_t)q.NC * q.ld * sizeof(S));
+    n[2] = up((size_t)q.JT * q.NC * 4);
+    n[3] = (size_t)kWarps * (q.JT > 8 ? q.JT : 8) * 16 * 4;
+    n[4] = up((size_t)B * 4);
+    return n[0] + n[1] + n[2] + n[3] + 3 * n[4];
+  }
   static size_t bytes(const Plan& q, int64_t B) {
-    auto up = [](size_t n) { return (n + 15) / 16 * 16; };
-    return up((size_t)q.JT * q.Kw * sizeof(SW)) + up((size_t)q.NC * q.Kp * sizeof(SX)) +
-           up((size_t)q.JT * q.NC * 4) + (size_t)kWarps * q.JT * kGroup * 4 + 3 * up((size_t)B * 4);
+    size_t n[5];
+    return sizes(q, B, n);
   }
   __device__ Smem(unsigned char* base, const Plan& q, int64_t B) {
-    auto up = [](size_t n) { return (n + 15) / 16 * 16; };
-    Ws = reinterpret_cast<SW*>(base);
-    base += up((size_t)q.JT * q.Kw * sizeof(SW));
-    Xs = reinterpret_cast<SX*>(base);
-    base += up((size_t)q.NC * q.Kp * sizeof(SX));
-    Y = reinterpret_cast<float*>(base);
-    base += up((size_t)q.JT * q.NC * 4);
-    red = reinterpret_cast<float*>(base);
-    base += (size_t)kWarps * q.JT * kGroup * 4;
-    order = reinterpret_cast<int*>(base);
-    lens = order + up((size_t)B * 4) / 4;
-    tmp = lens + up((size_t)B * 4) / 4;
+    size_t n[5];
+    sizes(q, B, n);
+    Ws = reinterpret_cast<S*>(base);
+    Xs = reinterpret_cast<S*>(base += n[0]);
+    Y = reinterpret_cast<float*>(base += n[1]);
+    red = reinterpret_cast<float*>(base += n[2]);
+    order = reinterpret_cast<int*>(base += n[3]);
+    lens = order + n[4] / 4;
+    tmp = lens + n[4] / 4;
   }
 };
 
@@ -163,96 +169,125 @@ __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
 }
 __device__ __forceinline__ int count_above(const int* lens, int B, int64_t s) { return active_after(lens, B, s); }
 
-// Four consecutive values at p (aligned to 4 elements) as floats.
-__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
-  const float4 x = *reinterpret_cast<const float4*>(p);
-  v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+// Tensor-core products, one warp: D(16x8, fp32) += A(16xk) B(kx8), A rows of Xs, B columns = rows
+// of Ws. Fragment layouts of mma.m16n8k16 / m16n8k8 (PTX ISA), with g = lane / 4, q = lane % 4:
+//   A   16-bit: {A[g][2q..2q+1], A[g+8][2q..], A[g][2q+8..], A[g+8][2q+8..]}   (k = 16)
+//       tf32:   {A[g][q], A[g+8][q], A[g][q+4], A[g+8][q+4]}                       (k = 8)
+//   B   16-bit: {B[2q..2q+1][g], B[2q+8..][g]};  tf32: {B[q][g], B[q+4][g]}
+//   D   {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]}
+// fp32 keeps fp32 accuracy with 3xTF32 (as CUTLASS does): x = big + small, both TF32, and
+// a*b ~ big_a*big_b + big_a*small_b + small_a*big_b (TF32 alone misses the 1e-5 tolerance).
+template <typename S> struct MmaK { static constexpr int value = 16; };
+template <> struct MmaK<float> { static constexpr int value = 8; };
+
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __nv_bfloat16) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
-__device__ __forceinline__ void load4(const __nv_bfloat16* p, float (&v)[4]) {
-  const uint2 x = *reinterpret_cast<const uint2*>(p);
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x.y));
-  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __half) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
-__device__ __forceinline__ void load4(const __half* p, float (&v)[4]) {
-  const uint2 x = *reinterpret_cast<const uint2*>(p);
-  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&x.x));
-  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&x.y));
-  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], float) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// One group of nr <= NR rows of block_gemm: Y[j][r0 + r] = sum_k Ws[j][k] * Xs[r0 + r][k].
-// Branch-free inner loop (rows past nr re-read row nr - 1, and their sums are dropped), so the NR
-// shared-memory loads of a step issue back to back: with 8 warps per SM this loop is bound by
-// load latency unless each warp keeps many loads in flight.
-template <int NR, int JT, typename SW, typename SX>
-__device__ __forceinline__ void gemm_group(const Plan& q, const SW* w, const SX* x, int nr, int r0,
-                                           float* red, float* Y) {
-  constexpr int stride = 4 * (kThreads / JT);  // between a thread's pieces of K
-  const int j = threadIdx.x % JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int off[NR];
+// x as big + small, both TF32 (round to nearest).
+__device__ __forceinline__ void split_tf32(float x, unsigned& big, unsigned& small) {
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(big) : "f"(x));
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(small) : "f"(x - __uint_as_float(big)));
+}
+
+// d[t] += A B_t over k in [k0, k0 + MmaK) for NT column tiles: A rows from x0 (row g) and x8
+// (row g + 8), B_t columns from w[t] (row t*8 + g of Ws).
+template <int NT>
+__device__ __forceinline__ void mma_step(float (&d)[NT][4], const float* x0, const float* x8,
+                                         const float* const (&w)[NT], int k, int q4) {
+  unsigned ab[4], as[4];
+  split_tf32(x0[k + q4], ab[0], as[0]);
+  split_tf32(x8[k + q4], ab[1], as[1]);
+  split_tf32(x0[k + q4 + 4], ab[2], as[2]);
+  split_tf32(x8[k + q4 + 4], ab[3], as[3]);
 #pragma unroll
-  for (int r = 0; r < NR; ++r) off[r] = min(r, nr - 1) * q.Kp;
-  float acc[NR];
+  for (int t = 0; t < NT; ++t) {
+    unsigned bb[2], bs[2];
+    split_tf32(w[t][k + q4], bb[0], bs[0]);
+    split_tf32(w[t][k + q4 + 4], bb[1], bs[1]);
+    mma(d[t], as, bb, 0.f);  // small terms first
+    mma(d[t], ab, bs, 0.f);
+    mma(d[t], ab, bb, 0.f);
+  }
+}
+template <int NT, typename S>
+__device__ __forceinline__ void mma_step(float (&d)[NT][4], const S* x0, const S* x8,
+                                         const S* const (&w)[NT], int k, int q4) {
+  const int c = k + 2 * q4;  // two 16-bit values per 32-bit register
+  const unsigned a[4] = {*reinterpret_cast<const unsigned*>(x0 + c), *reinterpret_cast<const unsigned*>(x8 + c),
+                         *reinterpret_cast<const unsigned*>(x0 + c + 8),
+                         *reinterpret_cast<const unsigned*>(x8 + c + 8)};
 #pragma unroll
-  for (int r = 0; r < NR; ++r) acc[r] = 0.f;
+  for (int t = 0; t < NT; ++t) {
+    const unsigned b[2] = {*reinterpret_cast<const unsigned*>(w[t] + c),
+                           *reinterpret_cast<const unsigned*>(w[t] + c + 8)};
+    mma(d[t], a, b, S());
+  }
+}
+
+// Y[j][r] = sum_k Ws[j][k] * Xs[r][k] for j < JT, r < n (<= NC), on tensor cores, with every
+// thread of the block. The rows of Xs go in tiles of 16 (the m of the mma), all JT rows of Ws at
+// once (NT tiles of 8: the n), so each Xs fragment is loaded once. With fewer tiles than warps, the
+// warps of a tile split K and add their parts through `red`. Rows past n and Ws rows past JT read
+// the last valid row and are dropped. Fixed order throughout: bitwise repeatable. Every thread
+// must call it; it ends past a __syncthreads.
+template <int JT, typename S>
+__device__ void block_gemm(const Plan& q, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+  constexpr int NT = JT >= 8 ? JT / 8 : 1, MK = MmaK<S>::value;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
+  const int tiles = (n + kTile - 1) / kTile;
+  int split = 1;  // warps per tile
+  while (split < kWarps && tiles * split * 2 <= kWarps) split *= 2;
+  const int part = warp % split, span = q.Kp / split;  // Kp is a multiple of 128 = 8 * 16
+  const S* w[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) w[t] = Ws + (size_t)min(t * 8 + g, JT - 1) * q.ld;
+  for (int m = warp / split; m < tiles; m += kWarps / split) {
+    const int m0 = m * kTile;
+    const S* x0 = Xs + (size_t)min(m0 + g, n - 1) * q.ld;
+    const S* x8 = Xs + (size_t)min(m0 + g + 8, n - 1) * q.ld;
+    float d[NT][4];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) d[t][0] = d[t][1] = d[t][2] = d[t][3] = 0.f;
 #pragma unroll 2
-  for (int kk = 0; kk < q.Kp; kk += stride) {
-    float wv[4], xv[NR][4];
-    load4(w + kk, wv);
+    for (int k = part * span; k < (part + 1) * span; k += MK) mma_step<NT>(d, x0, x8, w, k, q4);
 #pragma unroll
-    for (int r = 0; r < NR; ++r) load4(x + off[r] + kk, xv[r]);
+    for (int t = 0; t < NT; ++t) {
 #pragma unroll
-    for (int r = 0; r < NR; ++r) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[r] = fmaf(wv[i], xv[r][i], acc[r]);
+      for (int i = 0; i < 4; ++i) {
+        if (split > 1) {
+          red[(warp * NT + t) * 128 + lane * 4 + i] = d[t][i];
+        } else {
+          const int r = m0 + g + 8 * (i / 2), j = t * 8 + 2 * q4 + i % 2;
+          if (r < n && j < JT) Y[j * q.NC + r] = d[t][i];
+        }
+      }
     }
   }
-#pragma unroll
-  for (int o = JT; o < 32; o <<= 1) {  // the slices of the same j inside the warp
-#pragma unroll
-    for (int r = 0; r < NR; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-  }
-  if (lane < JT) {
-#pragma unroll
-    for (int r = 0; r < NR; ++r) red[(warp * JT + j) * kGroup + r] = acc[r];
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < JT * nr; e += kThreads) {  // then across the warps
-    const int jj = e / nr, r = e % nr;
-    float v = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) v += red[(wi * JT + jj) * kGroup + r];
-    Y[jj * q.NC + r0 + r] = v;
-  }
-  __syncthreads();
-}
-
-// Y[j][r] = sum_k Ws[j][k] * Xs[r][k] for j < JT, r < n (<= NC), with every thread of the block.
-// Thread t takes row j = t % JT of Ws and slice c = t / JT of K: the pieces of four values at
-// k = 4 * (c + i * kThreads / JT), interleaved so that the slices of one warp read adjacent 16-byte
-// pieces (distinct banks; lanes that share c read the same Xs address: a broadcast). It holds four
-// Ws values at a time in registers against up to kGroup rows of Xs. The slices are summed with
-// shuffles inside a warp, then through `red` across warps. Fixed order throughout, so results are
-// bitwise repeatable. Every thread must call it; it ends past a __syncthreads.
-template <int JT, typename SW, typename SX>
-__device__ void block_gemm(const Plan& q, const SW* Ws, const SX* Xs, int n, float* red, float* Y) {
-  static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
-  const int k0 = 4 * (threadIdx.x / JT);
-  const SW* w = Ws + (size_t)(threadIdx.x % JT) * q.Kw + k0;
-  for (int r0 = 0; r0 < n; r0 += kGroup) {
-    const int nr = min(kGroup, n - r0);
-    const SX* x = Xs + (size_t)r0 * q.Kp + k0;
-    if (nr > 8) {
-      gemm_group<16, JT>(q, w, x, nr, r0, red, Y);
-    } else if (nr > 4) {
-      gemm_group<8, JT>(q, w, x, nr, r0, red, Y);
-    } else if (nr > 2) {
-      gemm_group<4, JT>(q, w, x, nr, r0, red, Y);
-    } else {
-      gemm_group<2, JT>(q, w, x, nr, r0, red, Y);
+  if (split > 1) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < tiles * NT * 128; e += kThreads) {
+      const int m = e / (NT * 128), t = e / 128 % NT, l = e % 128 / 4, i = e % 4;
+      const int r = m * kTile + l / 4 + 8 * (i / 2), j = t * 8 + 2 * (l % 4) + i % 2;
+      if (r >= n || j >= JT) continue;
+      float v = 0.f;
+      for (int p = 0; p < split; ++p) v += red[((m * split + p) * NT + t) * 128 + l * 4 + i];
+      Y[j * q.NC + r] = v;
     }
   }
+  __syncthreads();
 }
 
 // 64-bit loads and stores that are single-copy atomic and coherent across SMs (the L1 is bypassed).
@@ -288,21 +323,21 @@ __device__ __forceinline__ void stage_rows(const Plan& q, S* Xs, int np, bool ve
     const int r = e / per, c = e % per;
     const S* src = src_row(r);
     if (vec) {
-      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * q.Kp) + c * 16,
+      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * q.ld) + c * 16,
                    reinterpret_cast<const unsigned char*>(src) + c * 16);
     } else {
-      Xs[r * q.Kp + c] = __ldcg(src + c);
+      Xs[r * q.ld + c] = __ldcg(src + c);
     }
   }
   wait_copies();
 }
 
-// Zero the padding columns [K, Kp) of all NC rows of Xs (never written afterwards).
-template <typename SX>
-__device__ void zero_padding(const Plan& q, SX* Xs) {
-  const int pad = q.Kp - q.K;
+// Zero the padding columns [K, ld) of all NC rows of Xs (never written afterwards).
+template <typename S>
+__device__ void zero_padding(const Plan& q, S* Xs) {
+  const int pad = q.ld - q.K;
   for (int i = threadIdx.x; i < q.NC * pad; i += kThreads) {
-    put(Xs + (size_t)(i / pad) * q.Kp + q.K + i % pad, 0.f);
+    put(Xs + (size_t)(i / pad) * q.ld + q.K + i % pad, 0.f);
   }
 }
 
@@ -335,7 +370,7 @@ inline int pow2_at_least(int64_t n) {
 // D * ceil(H / Hb) blocks fit one per SM), JT rows of Ws of K values each, and the largest chunk
 // of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take the call (a
 // projection, an empty batch, more than kMaxUnits units per block, or no room for one row).
-template <typename SW, typename SX, typename Params>
+template <typename S, typename Params>
 Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   Plan q;
   int dev = 0, sms = 0, optin = 0;
@@ -351,12 +386,11 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.JT = pow2_at_least(rows_per_unit * Hb);
   q.K = (int)K;
-  const int step = 4 * (kThreads / q.JT);
-  q.Kp = (int)((K + step - 1) / step * step);
-  q.Kw = (q.Kp + 63) / 64 * 64 + 4;
+  q.Kp = (int)((K + 127) / 128 * 128);
+  q.ld = q.Kp + 16 / (int)sizeof(S);
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
-    q.NC = nc >= kGroup ? nc / kGroup * kGroup : nc;
-    q.smem = Smem<SW, SX>::bytes(q, p.B);
+    q.NC = nc >= kTile ? nc / kTile * kTile : nc;
+    q.smem = Smem<S>::bytes(q, p.B);
     if (q.smem <= (size_t)optin) return q;
     nc = q.NC;
   }

@@ -1,6 +1,6 @@
 // Persistent backward recurrence: the kernel and its launch. Design and shared pieces: persistent.cuh.
 //
-// Shapes (legend in cells.h): Ws [JT][Kw] S, Ws[kk][j] = W_hh[j][u0 + kk], K = G; Xs [NC][Kp] S: the
+// Shapes (legend in cells.h): Ws [JT][ld] S, Ws[kk][j] = W_hh[j][u0 + kk], K = G; Xs [NC][ld] S: the
 // gate gradients dgh of the chunk's rows at their next step; Y [JT][NC] float: dgh W_hh[:, units].
 #include "persistent.cuh"
 
@@ -24,14 +24,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   extern __shared__ __align__(16) unsigned char smem_raw[];
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const Smem<S, S> sm(smem_raw, q, B);
+  const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
   const SavedLayout L(p.cell, H, P, false);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  for (int i = threadIdx.x; i < JT * q.Kw; i += kThreads) {
-    const int kk = i / q.Kw, j = i % q.Kw;
+  for (int i = threadIdx.x; i < JT * q.ld; i += kThreads) {
+    const int kk = i / q.ld, j = i % q.ld;
     const int64_t u = u0 + kk;
     if (kk < Hb && u < H && j < G) {
       sm.Ws[i] = w[j * P + u];
@@ -126,7 +126,7 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
     return cudaErrorNotSupported;  // fp64: the per-step kernels
   } else {
     if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
-    const Plan q = plan_for<S, S>(p, 1, NG * p.H);
+    const Plan q = plan_for<S>(p, 1, NG * p.H);
     return with_width<1, 2, 4, 8>(q.Hb ? q.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
       return cooperative(persistent_backward<S, NG, J>, p, q, stream);

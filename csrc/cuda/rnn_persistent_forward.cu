@@ -1,7 +1,7 @@
 // Persistent forward recurrence: the kernel and its launch. Design and shared pieces: persistent.cuh.
 //
-// Shapes (legend in cells.h): Ws [JT][Kw] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
-// Xs [NC][Kp] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
+// Shapes (legend in cells.h): Ws [JT][ld] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
+// Xs [NC][ld] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
 // xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
 #include "persistent.cuh"
 
@@ -25,14 +25,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   constexpr bool lstm = NG == 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
-  const Smem<S, S> sm(smem_raw, q, B);
+  const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
   const SavedLayout L(p.cell, H, P, false);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  for (int i = threadIdx.x; i < JT * q.Kw; i += kThreads) {
-    const int j = i / q.Kw, k = i % q.Kw, g = j / Hb;
+  for (int i = threadIdx.x; i < JT * q.ld; i += kThreads) {
+    const int j = i / q.ld, k = i % q.ld, g = j / Hb;
     const int64_t u = u0 + j % Hb;
     if (g < NG && u < H && k < P) {
       sm.Ws[i] = w[(g * H + u) * P + k];
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
             for (int k = 0; k < U; ++k) {
               if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
                 const int e = e0 + k * kThreads;
-                put(sm.Xs + (e / q.K) * q.Kp + e % q.K, __uint_as_float((unsigned)v[k]));  // exact
+                put(sm.Xs + (e / q.K) * q.ld + e % q.K, __uint_as_float((unsigned)v[k]));  // exact
                 pending &= ~(1u << k);
               }
             }
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const int64_t u = u0 + m.uu;
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
-        const A hp = to_acc(sm.Xs[(int64_t)m.r * q.Kp + u]);
+        const A hp = to_acc(sm.Xs[(int64_t)m.r * q.ld + u]);
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
         if (sv) put(sv + L.h_prev + u, hp);
         A h;
@@ -173,7 +173,7 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
-    Plan q = plan_for<S, S>(p, NG, p.P);
+    Plan q = plan_for<S>(p, NG, p.P);
     // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
     // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
     // bytes cost more than the barrier saves (measured on an H200, RESULTS.md).
