@@ -5,28 +5,31 @@
 //
 // Block b of the grid owns direction d and hidden units [u0, u0 + Hb) and keeps on chip, for the
 // whole sequence, the part of W_hh it needs, as JT rows of K values:
-//   forward   the NG*Hb gate rows of its units            Ws [JT][Kw]  K = P
-//   backward  the Hb columns of its units (all G rows)     Ws [JT][Kw]  K = G
+//   forward   the NG*Hb gate rows of its units            Ws [JT][ld]  K = P
+//   backward  the Hb columns of its units (all G rows)     Ws [JT][ld]  K = G
 // so W_hh is read from memory once per launch instead of once per step. Per step, the block works
 // through the active rows in chunks of NC: it stages their recurrent operand X (forward: h_{t-1},
-// backward: the next step's gate gradients) in shared memory, forms Y = Ws X^T with every thread
-// (block_gemm), then updates the cell of each (row, unit) pair.
+// backward: the next step's gate gradients) in shared memory, Xs [NC][ld], forms Y = Ws X^T with
+// every thread (block_gemm: FFMA for fp32, tensor cores for bf16/fp16), then updates the cell of
+// each (row, unit) pair.
 //
 // Rows are taken longest first (`order`, sorted once per launch on the device), so the active rows
 // of step s are the first n_s = #{b : lengths[b] > s}: finished rows cost nothing. The loop bound is
 // max(lengths), also found on the device.
 //
 // How steps are ordered across blocks:
-//   forward   no grid barrier: h_t travels through `xch` as 64-bit words {h as float, tag = t + 1}
-//             written with one store, so a reader that sees the tag it waits for also sees the value
-//             (the low-latency protocol of NCCL's LL transport). Two slots, by step parity, suffice:
-//             a block writes slot s&1 at step s+2 only after it has read every block's h_{s+1},
-//             which each block wrote after reading slot s&1 at step s+1.
-//   backward  one grid barrier per step (the gate gradients are 4x the size of h, too much to
-//             double in tagged words); rows are staged with cp.async.
-// Cooperative launch guarantees that all blocks are resident, which both schemes rely on. A call
-// that does not fit (projection, more than 8 units per block, shared memory, co-residency) returns
-// cudaErrorNotSupported and the caller runs the per-step kernels of rnn_kernels.cu instead.
+//   forward   small B*P: no grid barrier; h_t travels through `xch` as 64-bit words {h as float,
+//             tag = t + 1} written with one store, so a reader that sees the tag it waits for also
+//             sees the value (the low-latency protocol of NCCL's LL transport). Two slots, by step
+//             parity, suffice: a block writes slot s&1 at step s+2 only after it has read every
+//             block's h_{s+1}, which each block wrote after reading slot s&1 at step s+1.
+//             Larger B*P: h is read back from `out` after one grid barrier per step (the tagged
+//             words carry 2-4x the bytes of h, and every block reads all of h).
+//   backward  one grid barrier per step (the gate gradients are 4x the size of h).
+// Staging from memory written before a barrier uses cp.async. Cooperative launch guarantees that
+// all blocks are resident, which both schemes rely on. A call that does not fit (projection, more
+// than 8 units per block, shared memory, co-residency) returns cudaErrorNotSupported and the
+// caller runs the per-step kernels of rnn_kernels.cu instead.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -55,7 +58,7 @@ constexpr int kMaxUnits = 8;   // units per block
 struct Plan {
   int Hb = 0, blocks = 0;  // units per block (0: the call does not fit), blocks in the grid
   int JT = 0;              // rows of Ws (power of two >= NG*Hb forward, >= Hb backward)
-  int K = 0, Kp = 0;       // reduction length, and padded to a multiple of 128 (zeros)
+  int K = 0, Kp = 0;       // reduction length, and padded with zeros (plan_for)
   int ld = 0;              // row stride of Ws and Xs: Kp + 16 bytes, so that the 8 rows a
                            // fragment load touches fall in distinct shared-memory banks
   int NC = 0;              // rows per chunk
@@ -105,7 +108,7 @@ struct Smem {
   S* Ws;       // [JT][ld]
   S* Xs;       // [NC][ld]
   float* Y;    // [JT][NC]
-  float* red;  // [kWarps][max(JT, 8) * 16]  partial products of block_gemm
+  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
@@ -169,16 +172,94 @@ __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
 }
 __device__ __forceinline__ int count_above(const int* lens, int B, int64_t s) { return active_after(lens, B, s); }
 
-// Tensor-core products, one warp: D(16x8, fp32) += A(16xk) B(kx8), A rows of Xs, B columns = rows
-// of Ws. Fragment layouts of mma.m16n8k16 / m16n8k8 (PTX ISA), with g = lane / 4, q = lane % 4:
-//   A   16-bit: {A[g][2q..2q+1], A[g+8][2q..], A[g][2q+8..], A[g+8][2q+8..]}   (k = 16)
-//       tf32:   {A[g][q], A[g+8][q], A[g][q+4], A[g+8][q+4]}                       (k = 8)
-//   B   16-bit: {B[2q..2q+1][g], B[2q+8..][g]};  tf32: {B[q][g], B[q+4][g]}
-//   D   {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]}
-// fp32 keeps fp32 accuracy with 3xTF32 (as CUTLASS does): x = big + small, both TF32, and
-// a*b ~ big_a*big_b + big_a*small_b + small_a*big_b (TF32 alone misses the 1e-5 tolerance).
-template <typename S> struct MmaK { static constexpr int value = 16; };
-template <> struct MmaK<float> { static constexpr int value = 8; };
+// The products Y[j][r] = sum_k Ws[j][k] * Xs[r][k] (j < JT rows of Ws, r < n <= NC rows of Xs),
+// with every thread of the block: block_gemm. fp32 runs on the CUDA cores (FFMA, exact fp32
+// products); bf16 and fp16 run on the tensor cores (mma.sync, fp32 accumulation). fp32 through
+// 3xTF32 tensor-core products was built and measured slower than FFMA here (RESULTS.md).
+
+// --- fp32: FFMA -------------------------------------------------------------------------------
+
+__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
+  const float4 x = *reinterpret_cast<const float4*>(p);
+  v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+}
+
+// One group of nr <= NR rows: Y[j][r0 + r]. Branch-free inner loop (rows past nr re-read row
+// nr - 1, and their sums are dropped), so the NR shared-memory loads of a step issue back to back:
+// with 8 warps per SM the loop is bound by load latency unless each warp keeps many in flight.
+template <int NR, int JT>
+__device__ __forceinline__ void gemm_group(const Plan& q, const float* w, const float* x, int nr, int r0,
+                                           float* red, float* Y) {
+  constexpr int stride = 4 * (kThreads / JT);  // between a thread's pieces of K
+  const int j = threadIdx.x % JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int off[NR];
+#pragma unroll
+  for (int r = 0; r < NR; ++r) off[r] = min(r, nr - 1) * q.ld;
+  float acc[NR];
+#pragma unroll
+  for (int r = 0; r < NR; ++r) acc[r] = 0.f;
+#pragma unroll 2
+  for (int kk = 0; kk < q.Kp; kk += stride) {
+    float wv[4], xv[NR][4];
+    load4(w + kk, wv);
+#pragma unroll
+    for (int r = 0; r < NR; ++r) load4(x + off[r] + kk, xv[r]);
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[r] = fmaf(wv[i], xv[r][i], acc[r]);
+    }
+  }
+#pragma unroll
+  for (int o = JT; o < 32; o <<= 1) {  // the slices of the same j inside the warp
+#pragma unroll
+    for (int r = 0; r < NR; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+  }
+  if (lane < JT) {
+#pragma unroll
+    for (int r = 0; r < NR; ++r) red[(warp * JT + j) * kTile + r] = acc[r];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < JT * nr; e += kThreads) {  // then across the warps
+    const int jj = e / nr, r = e % nr;
+    float v = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) v += red[(wi * JT + jj) * kTile + r];
+    Y[jj * q.NC + r0 + r] = v;
+  }
+  __syncthreads();
+}
+
+// Thread t takes row j = t % JT of Ws and slice c = t / JT of K: the pieces of four values at
+// k = 4 * (c + i * kThreads / JT), interleaved so that the slices of one warp read adjacent 16-byte
+// pieces (distinct banks; lanes that share c read the same Xs address: a broadcast). It holds four
+// Ws values at a time in registers against up to kTile rows of Xs. The slices are summed with
+// shuffles inside a warp, then through `red` across warps.
+template <int JT>
+__device__ void block_gemm_ffma(const Plan& q, const float* Ws, const float* Xs, int n, float* red, float* Y) {
+  static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
+  const int k0 = 4 * (threadIdx.x / JT);
+  const float* w = Ws + (size_t)(threadIdx.x % JT) * q.ld + k0;
+  for (int r0 = 0; r0 < n; r0 += kTile) {
+    const int nr = min(kTile, n - r0);
+    const float* x = Xs + (size_t)r0 * q.ld + k0;
+    if (nr > 8) {
+      gemm_group<16, JT>(q, w, x, nr, r0, red, Y);
+    } else if (nr > 4) {
+      gemm_group<8, JT>(q, w, x, nr, r0, red, Y);
+    } else if (nr > 2) {
+      gemm_group<4, JT>(q, w, x, nr, r0, red, Y);
+    } else {
+      gemm_group<2, JT>(q, w, x, nr, r0, red, Y);
+    }
+  }
+}
+
+// --- bf16 and fp16: tensor cores ----------------------------------------------------------------
+// One warp: D(16x8, fp32) += A(16x16) B(16x8), A rows of Xs, B columns = rows of Ws. Fragment
+// layouts of mma.m16n8k16 (PTX ISA), g = lane / 4, q = lane % 4, two 16-bit values per register:
+//   A {A[g][2q..2q+1], A[g+8][2q..], A[g][2q+8..], A[g+8][2q+8..]}   B {B[2q..2q+1][g], B[2q+8..][g]}
+//   D {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]}
 
 __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __nv_bfloat16) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -190,42 +271,13 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], float) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
-// x as big + small, both TF32 (round to nearest).
-__device__ __forceinline__ void split_tf32(float x, unsigned& big, unsigned& small) {
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(big) : "f"(x));
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(small) : "f"(x - __uint_as_float(big)));
-}
-
-// d[t] += A B_t over k in [k0, k0 + MmaK) for NT column tiles: A rows from x0 (row g) and x8
-// (row g + 8), B_t columns from w[t] (row t*8 + g of Ws).
-template <int NT>
-__device__ __forceinline__ void mma_step(float (&d)[NT][4], const float* x0, const float* x8,
-                                         const float* const (&w)[NT], int k, int q4) {
-  unsigned ab[4], as[4];
-  split_tf32(x0[k + q4], ab[0], as[0]);
-  split_tf32(x8[k + q4], ab[1], as[1]);
-  split_tf32(x0[k + q4 + 4], ab[2], as[2]);
-  split_tf32(x8[k + q4 + 4], ab[3], as[3]);
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    unsigned bb[2], bs[2];
-    split_tf32(w[t][k + q4], bb[0], bs[0]);
-    split_tf32(w[t][k + q4 + 4], bb[1], bs[1]);
-    mma(d[t], as, bb, 0.f);  // small terms first
-    mma(d[t], ab, bs, 0.f);
-    mma(d[t], ab, bb, 0.f);
-  }
-}
+// d[t] += A B_t over k in [k, k + 16) for NT column tiles: A rows from x0 (row g) and x8 (row
+// g + 8), B_t from w[t] (row t*8 + g of Ws).
 template <int NT, typename S>
 __device__ __forceinline__ void mma_step(float (&d)[NT][4], const S* x0, const S* x8,
                                          const S* const (&w)[NT], int k, int q4) {
-  const int c = k + 2 * q4;  // two 16-bit values per 32-bit register
+  const int c = k + 2 * q4;
   const unsigned a[4] = {*reinterpret_cast<const unsigned*>(x0 + c), *reinterpret_cast<const unsigned*>(x8 + c),
                          *reinterpret_cast<const unsigned*>(x0 + c + 8),
                          *reinterpret_cast<const unsigned*>(x8 + c + 8)};
@@ -237,15 +289,13 @@ __device__ __forceinline__ void mma_step(float (&d)[NT][4], const S* x0, const S
   }
 }
 
-// Y[j][r] = sum_k Ws[j][k] * Xs[r][k] for j < JT, r < n (<= NC), on tensor cores, with every
-// thread of the block. The rows of Xs go in tiles of 16 (the m of the mma), all JT rows of Ws at
-// once (NT tiles of 8: the n), so each Xs fragment is loaded once. With fewer tiles than warps, the
-// warps of a tile split K and add their parts through `red`. Rows past n and Ws rows past JT read
-// the last valid row and are dropped. Fixed order throughout: bitwise repeatable. Every thread
-// must call it; it ends past a __syncthreads.
+// The rows of Xs go in tiles of 16 (the m of the mma), all JT rows of Ws at once (NT tiles of 8:
+// the n), so each Xs fragment is loaded once. With fewer tiles than warps, the warps of a tile
+// split K and add their parts through `red`. Rows past n and Ws rows past JT read the last valid
+// row and are dropped.
 template <int JT, typename S>
-__device__ void block_gemm(const Plan& q, const S* Ws, const S* Xs, int n, float* red, float* Y) {
-  constexpr int NT = JT >= 8 ? JT / 8 : 1, MK = MmaK<S>::value;
+__device__ void block_gemm_mma(const Plan& q, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+  constexpr int NT = JT >= 8 ? JT / 8 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   const int tiles = (n + kTile - 1) / kTile;
   int split = 1;  // warps per tile
@@ -262,7 +312,7 @@ __device__ void block_gemm(const Plan& q, const S* Ws, const S* Xs, int n, float
 #pragma unroll
     for (int t = 0; t < NT; ++t) d[t][0] = d[t][1] = d[t][2] = d[t][3] = 0.f;
 #pragma unroll 2
-    for (int k = part * span; k < (part + 1) * span; k += MK) mma_step<NT>(d, x0, x8, w, k, q4);
+    for (int k = part * span; k < (part + 1) * span; k += 16) mma_step<NT>(d, x0, x8, w, k, q4);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
 #pragma unroll
@@ -288,6 +338,17 @@ __device__ void block_gemm(const Plan& q, const S* Ws, const S* Xs, int n, float
     }
   }
   __syncthreads();
+}
+
+// Fixed order throughout, so results are bitwise repeatable. Every thread of the block must call
+// it; it ends past a __syncthreads.
+template <int JT, typename S>
+__device__ void block_gemm(const Plan& q, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+  if constexpr (std::is_same<S, float>::value) {
+    block_gemm_ffma<JT>(q, Ws, Xs, n, red, Y);
+  } else {
+    block_gemm_mma<JT>(q, Ws, Xs, n, red, Y);
+  }
 }
 
 // 64-bit loads and stores that are single-copy atomic and coherent across SMs (the L1 is bypassed).
@@ -386,7 +447,9 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.JT = pow2_at_least(rows_per_unit * Hb);
   q.K = (int)K;
-  q.Kp = (int)((K + 127) / 128 * 128);
+  // 128: 8 warps x k16 (mma); 4 * kThreads / JT: whole rounds of the FFMA slices.
+  const int round = 4 * kThreads / q.JT > 128 ? 4 * kThreads / q.JT : 128;
+  q.Kp = (int)((K + round - 1) / round * round);
   q.ld = q.Kp + 16 / (int)sizeof(S);
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
     q.NC = nc >= kTile ? nc / kTile * kTile : nc;
