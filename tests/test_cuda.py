@@ -174,3 +174,27 @@ def test_persistent_sizes(cell, I, H, B, T, bi, xch, monkeypatch):
     for i, (a, b) in enumerate(zip(r1, r2)):
         rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
+
+
+@pytest.mark.parametrize("cell,I,H,B,T,bi", SIZES[:4], ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
+def test_persistent_sizes_half(cell, I, H, B, T, bi, dtype, tol, monkeypatch):
+    """bf16/fp16 (tensor-core products) at the same sizes: the persistent kernels, forced, against
+    the per-step kernels on the same inputs, relative to the largest value of each result (the two
+    round at different places, so they agree to the dtype's precision, not bitwise)."""
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    torch.manual_seed(3)
+    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True)
+    g = torch.Generator().manual_seed(B)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[0] = T
+    x, hx = random_inputs(ours, lengths, T, with_hx=True)
+    results = []
+    for mode in ("force", "0"):
+        monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
+        out, states = run_ours(ours, x, hx, lengths)
+        results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
+    for i, (a, b) in enumerate(zip(*results)):
+        a, b = a.float(), b.float()
+        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
+        assert rel <= tol, f"result {i}: relative error {rel:.3g}"
