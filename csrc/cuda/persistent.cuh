@@ -50,7 +50,7 @@ namespace persistent {
 namespace cg = cooperative_groups;
 
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
-constexpr int kTile = 16;      // rows of Xs per tensor-core tile (the m of mma.m16n8k*)
+constexpr int kTile = 16;      // rows of Xs per pass of block_gemm (the m of mma.m16n8k16)
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
 constexpr int kMaxUnits = 8;   // units per block
 
