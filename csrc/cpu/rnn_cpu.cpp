@@ -71,6 +71,81 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
   return order;
 }
 
+// The cell updates of one row, as plain loops over its units so that the compiler vectorizes them
+// (the exp of cells.h is branch-free arithmetic here), built for AVX-512, AVX2 and the x86-64
+// baseline and picked when the library loads (GCC target_clones; elsewhere one build). Pointers
+// are __restrict__: every array is a distinct buffer or a disjoint part of one saved row.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define PRNN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PRNN_CPU_CLONES
+#endif
+
+// LSTM forward: c (in c_prev, out c) and m = o*tanh(c); with `act` (the saved row), also the
+// activations at act[g*H + u] and c_prev at cp_out[u].
+template <typename S>
+PRNN_CPU_CLONES void lstm_cells(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
+                                S* __restrict__ c, S* __restrict__ m, S* __restrict__ act,
+                                S* __restrict__ cp_out) {
+  if (act == nullptr) {
+    for (int64_t u = 0; u < H; ++u) {
+      const auto r = lstm_forward<S>(gx[u] + gh[u], gx[H + u] + gh[H + u], gx[2 * H + u] + gh[2 * H + u],
+                                     gx[3 * H + u] + gh[3 * H + u], c[u]);
+      c[u] = r.c, m[u] = r.m;
+    }
+    return;
+  }
+  for (int64_t u = 0; u < H; ++u) {
+    const S cp = c[u];
+    const auto r = lstm_forward<S>(gx[u] + gh[u], gx[H + u] + gh[H + u], gx[2 * H + u] + gh[2 * H + u],
+                                   gx[3 * H + u] + gh[3 * H + u], cp);
+    act[u] = r.i, act[H + u] = r.f, act[2 * H + u] = r.g, act[3 * H + u] = r.o;
+    cp_out[u] = cp, c[u] = r.c, m[u] = r.m;
+  }
+}
+
+// GRU forward: h (in h_{t-1}, out h_t); gh already holds b_hh. With `act`: r, z, n, hn.
+template <typename S>
+PRNN_CPU_CLONES void gru_cells(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
+                               S* __restrict__ h, S* __restrict__ act) {
+  if (act == nullptr) {
+    for (int64_t u = 0; u < H; ++u) {
+      h[u] = gru_forward<S>(gx[u], gx[H + u], gx[2 * H + u], gh[u], gh[H + u], gh[2 * H + u], h[u]).h;
+    }
+    return;
+  }
+  for (int64_t u = 0; u < H; ++u) {
+    const auto r = gru_forward<S>(gx[u], gx[H + u], gx[2 * H + u], gh[u], gh[H + u], gh[2 * H + u], h[u]);
+    act[u] = r.r, act[H + u] = r.z, act[2 * H + u] = r.n, act[3 * H + u] = gh[2 * H + u];
+    h[u] = r.h;
+  }
+}
+
+// LSTM backward: gate gradients dg[g*H + u] and dc (in from t+1, out to t-1), from dm = dL/dm.
+template <typename S>
+PRNN_CPU_CLONES void lstm_cells_backward(int64_t H, const S* __restrict__ act, const S* __restrict__ c_prev,
+                                         const S* __restrict__ dm, S* __restrict__ dc, S* __restrict__ dg) {
+  for (int64_t u = 0; u < H; ++u) {
+    const auto g = lstm_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u], c_prev[u], dm[u], dc[u]);
+    dg[u] = g.di, dg[H + u] = g.df, dg[2 * H + u] = g.dg, dg[3 * H + u] = g.do_;
+    dc[u] = g.dc_prev;
+  }
+}
+
+// GRU backward: dx = dL/d(x projection) (r, z, n), dg = dL/d(h projection) (r, z, hn), and the
+// direct part of dL/dh_{t-1}, dh * z, into dh_prev.
+template <typename S>
+PRNN_CPU_CLONES void gru_cells_backward(int64_t H, const S* __restrict__ act, const S* __restrict__ h_prev,
+                                        const S* __restrict__ dh, S* __restrict__ dx, S* __restrict__ dg,
+                                        S* __restrict__ dh_prev) {
+  for (int64_t u = 0; u < H; ++u) {
+    const auto g = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u], h_prev[u], dh[u]);
+    dx[u] = g.dr, dx[H + u] = g.dz, dx[2 * H + u] = g.dn;
+    dg[u] = g.dr, dg[H + u] = g.dz, dg[2 * H + u] = g.dhn;
+    dh_prev[u] = g.dh_prev;
+  }
+}
+
 // Rows per parallel chunk: about 2048 cell updates (~15 ns each), enough to amortise a task.
 // The valid positions: row[t*B + b] is the token row of (t, b), -1 for padding; index lists the
 // flat positions t*B + b of rows 0..N-1 (time-major, so gathers read x in order).
@@ -130,35 +205,16 @@ void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len
         S* o = out + (t * B + b) * DP + dir.d * P;
         S* sv = saved ? saved + r * L.K : nullptr;
         if (sv) std::copy_n(hj, P, sv + L.h_prev);
-        for (int64_t u = 0; u < H; ++u) {
-          if (lstm) {
-            const S cp = c[j * H + u];
-            const auto r = lstm_forward<S>(gxr[u] + ghr[u], gxr[H + u] + ghr[H + u],
-                                           gxr[2 * H + u] + ghr[2 * H + u], gxr[3 * H + u] + ghr[3 * H + u], cp);
-            c[j * H + u] = r.c;
-            if (sv) {
-              S* act = sv + L.act + u;
-              act[0] = r.i, act[H] = r.f, act[2 * H] = r.g, act[3 * H] = r.o;
-              sv[L.c_prev + u] = cp;
-              if (a.proj) sv[L.m + u] = r.m;
-            }
-            if (a.proj) {
-              m[j * H + u] = r.m;
-            } else {
-              hj[u] = o[u] = r.m;
-            }
-          } else {
-            const S* bh = dir.b_hh;
-            const auto r = gru_forward<S>(gxr[u], gxr[H + u], gxr[2 * H + u], ghr[u] + (bh ? bh[u] : S(0)),
-                                          ghr[H + u] + (bh ? bh[H + u] : S(0)),
-                                          ghr[2 * H + u] + (bh ? bh[2 * H + u] : S(0)), hj[u]);
-            if (sv) {
-              S* act = sv + L.act + u;
-              act[0] = r.r, act[H] = r.z, act[2 * H] = r.n;
-              act[3 * H] = ghr[2 * H + u] + (bh ? bh[2 * H + u] : S(0));
-            }
-            hj[u] = o[u] = r.h;
-          }
+        if (lstm) {
+          S* mj = a.proj ? &m[j * H] : hj;  // with a projection, h = m W_hr^T after the loop
+          lstm_cells<S>(H, gxr, ghr, &c[j * H], mj, sv ? sv + L.act : nullptr, sv ? sv + L.c_prev : nullptr);
+          if (!a.proj) std::copy_n(hj, H, o);
+          if (a.proj && sv) std::copy_n(mj, H, sv + L.m);
+        } else {
+          S* gb = &gh[j * G];  // add b_hh in place: the cell needs W_h h + b_hh (and saves hn)
+          if (dir.b_hh) for (int64_t k = 0; k < G; ++k) gb[k] += dir.b_hh[k];
+          gru_cells<S>(H, gxr, gb, hj, sv ? sv + L.act : nullptr);
+          std::copy_n(hj, H, o);
         }
       }
     });
@@ -214,21 +270,10 @@ void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* le
         const S* sv = saved + r * L.K;
         const S* act = sv + L.act;
         S* dgr = &dgc[j * G];
-        for (int64_t u = 0; u < H; ++u) {
-          if (lstm) {
-            const S dmv = a.proj ? dm[j * H + u] : dht[j * P + u];
-            const auto g = lstm_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
-                                            sv[L.c_prev + u], dmv, dc[j * H + u]);
-            dgr[u] = g.di, dgr[H + u] = g.df, dgr[2 * H + u] = g.dg, dgr[3 * H + u] = g.do_;
-            dc[j * H + u] = g.dc_prev;
-          } else {
-            const auto g = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u],
-                                           sv[L.h_prev + u], dht[j * P + u]);
-            S* dx = dgx + r * G;
-            dx[u] = g.dr, dx[H + u] = g.dz, dx[2 * H + u] = g.dn;
-            dgr[u] = g.dr, dgr[H + u] = g.dz, dgr[2 * H + u] = g.dhn;
-            dh[j * P + u] = g.dh_prev;
-          }
+        if (lstm) {
+          lstm_cells_backward<S>(H, act, sv + L.c_prev, a.proj ? &dm[j * H] : &dht[j * P], &dc[j * H], dgr);
+        } else {
+          gru_cells_backward<S>(H, act, sv + L.h_prev, &dht[j * P], dgx + r * G, dgr, &dh[j * P]);
         }
         std::copy_n(dgr, G, dgh + r * G);  // for LSTM dgh is dgx
       }
