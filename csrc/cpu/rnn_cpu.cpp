@@ -146,7 +146,6 @@ PRNN_CPU_CLONES void gru_cells_backward(int64_t H, const S* __restrict__ act, co
   }
 }
 
-// Rows per parallel chunk: about 2048 cell updates (~15 ns each), enough to amortise a task.
 // The valid positions: row[t*B + b] is the token row of (t, b), -1 for padding; index lists the
 // flat positions t*B + b of rows 0..N-1 (time-major, so gathers read x in order).
 struct Tokens {
@@ -165,7 +164,9 @@ struct Tokens {
   }
 };
 
-int64_t grain(int64_t units_per_row) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(1, units_per_row)); }
+// Rows per parallel chunk: about 8192 cell updates (1-2 ns each vectorized; measured on 2 cores,
+// 2048 per chunk spent more on task hand-off than it saved), enough to amortise a task.
+int64_t grain(int64_t units_per_row) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, units_per_row)); }
 
 // Pointers of one direction, all contiguous. Shapes as in ops.cpp, with d fixed.
 template <typename S>
