@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import grads, make_pair, random_inputs, run_ours
+from helpers import grads, make_pair, random_inputs, run_ours, run_torch
 
 CASES = [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {})]
 
@@ -57,3 +57,21 @@ def test_zero_length_rows(cell, kw, bidirectional, device):
         assert torch.equal(g0[:, 1:], torch.zeros_like(g0[:, 1:]))
     for gw in g[1 + len(h0s):]:
         assert gw is None or torch.equal(gw, torch.zeros_like(gw))
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nan_in_valid_input_propagates_like_nn(cell, kw, dtype, device):
+    """A NaN at a valid position spoils what nn.LSTM/GRU spoils (that row's later outputs and its
+    final state), and nothing else: padding is ignored, a bad value inside a sequence is not."""
+    ours, theirs = make_pair(cell, 3, 4, dtype=dtype, batch_first=True, device=device, **kw)
+    lengths = [5, 3, 4]
+    x, _ = random_inputs(ours, lengths, 5, with_hx=False, pad_value=0.0)
+    x = x.detach().clone()
+    x[1, 1, 0] = float("nan")
+    o1, s1 = run_ours(ours, x, None, lengths)
+    o2, s2 = run_torch(theirs, x, None, lengths)
+    assert torch.equal(torch.isnan(o1), torch.isnan(o2))
+    for a, b in zip(s1, s2):
+        assert torch.equal(torch.isnan(a), torch.isnan(b))
+    assert torch.isnan(o1[1, 1:3]).all() and not torch.isnan(o1[[0, 2]]).any()
