@@ -75,7 +75,7 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
 // (the exp of cells.h is branch-free arithmetic here), built for AVX-512, AVX2 and the x86-64
 // baseline and picked when the library loads (GCC target_clones; elsewhere one build). Pointers
 // are __restrict__: every array is a distinct buffer or a disjoint part of one saved row.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)  // ifunc
 #define PRNN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PRNN_CPU_CLONES
