@@ -53,5 +53,7 @@ if want sanitize && command -v compute-sanitizer > /dev/null; then
     stage "sanitizer_$tool" env PYTHONPATH="$PWD" timeout 75 compute-sanitizer --tool $tool \
       --error-exitcode 3 python3 "$CASE"
   done
+elif want sanitize; then
+  echo "compute-sanitizer not found: skipped" | tee -a "$LOG"
 fi
 cat "$STATUS"

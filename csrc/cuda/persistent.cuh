@@ -67,12 +67,6 @@ struct Plan {
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
 };
 
-// Developer switches, read on the host: PACKEDRNN_XCH=barrier|tagged, PACKEDRNN_TIMING=1.
-inline bool env_is(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::strcmp(v, value) == 0;
-}
-
 // Time in nanoseconds, for PACKEDRNN_TIMING.
 __device__ __forceinline__ unsigned long long now_ns() {
   unsigned long long t;
@@ -164,13 +158,12 @@ __device__ inline void sort_rows(const int64_t* lengths, int64_t B, int64_t T, i
   __syncthreads();
 }
 
-// Number of ranks with length > s, from a previous count n (lengths sorted descending, s rising)
-// or from B when s falls. The same in every thread.
+// Number of ranks among the first n with length > s (lengths sorted descending). The same in
+// every thread; the forward carries n from step to step, the backward starts from B.
 __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
   while (n > 0 && lens[n - 1] <= s) --n;
   return n;
 }
-__device__ __forceinline__ int count_above(const int* lens, int B, int64_t s) { return active_after(lens, B, s); }
 
 // The products Y[j][r] = sum_k Ws[j][k] * Xs[r][k] (j < JT rows of Ws, r < n <= NC rows of Xs),
 // with every thread of the block: block_gemm. fp32 runs on the CUDA cores (FFMA, exact fp32
@@ -443,7 +436,8 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  q.timing = env_is("PACKEDRNN_TIMING", "1");
+  const char* timing = std::getenv("PACKEDRNN_TIMING");  // a developer switch (PhaseClock)
+  q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.JT = pow2_at_least(rows_per_unit * Hb);
   q.K = (int)K;

@@ -81,8 +81,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   // Zeroed: the weight-gradient GEMMs read every row, padded ones included.
   at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, L.K}, opt) : at::empty({0}, opt);
 
-  // The persistent kernel's exchange of h between blocks; zeroed, so no stale tag matches.
-  at::Tensor xch = persistent_allowed() ? at::zeros({2, a.D, a.B, a.P}, opt.dtype(at::kLong)) : at::Tensor();
+  // The persistent kernel's exchange of h between blocks (it takes no projection and no fp64);
+  // zeroed, so no stale tag matches.
+  const bool may_persist = persistent_allowed() && !a.proj && x.scalar_type() != at::kDouble;
+  at::Tensor xch = may_persist ? at::zeros({2, a.D, a.B, a.P}, opt.dtype(at::kLong)) : at::Tensor();
 
   ForwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
                   gx.data_ptr(), h0.data_ptr(), w_hh.data_ptr(),

@@ -51,8 +51,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   PhaseClock clock(q.timing);
   // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
-    const int n_here = count_above(sm.lens, (int)B, s);       // rows active at step s
-    const int n_next = count_above(sm.lens, n_here, s + 1);   // of those, rows with a step s+1
+    const int n_here = active_after(sm.lens, (int)B, s);       // rows active at step s
+    const int n_next = active_after(sm.lens, n_here, s + 1);   // of those, rows with a step s+1
     const int n = s >= 0 ? n_here : n_next;
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
