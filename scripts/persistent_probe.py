@@ -21,10 +21,10 @@ torch.backends.cudnn.allow_tf32 = False
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build(cell, I, H, bi, dtype):
+def build(cell, I, H, bi, dtype, **kw):
     cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
     torch.manual_seed(0)
-    return cls(I, H, bidirectional=bi, batch_first=True, device="cuda", dtype=dtype)
+    return cls(I, H, bidirectional=bi, batch_first=True, device="cuda", dtype=dtype, **kw)
 
 
 def inputs(m, B, T, lo=0.0, seed=0):
@@ -46,21 +46,25 @@ def results(m, x, lengths, mode):
 
 
 def agreement():
-    cases = [  # cell, I, H, B, T, bidirectional, dtype
-        ("LSTM", 8, 16, 5, 7, False, "fp32"),
-        ("GRU", 8, 16, 5, 7, True, "fp32"),
-        ("LSTM", 64, 512, 8, 40, False, "fp32"),
-        ("LSTM", 32, 500, 150, 12, True, "fp32"),
-        ("GRU", 40, 300, 40, 15, False, "fp32"),
-        ("GRU", 24, 250, 70, 9, True, "fp32"),
-        ("LSTM", 16, 130, 33, 20, False, "fp32"),
-        ("LSTM", 64, 512, 64, 20, True, "bf16"),
-        ("GRU", 64, 256, 33, 20, False, "fp16"),
-        ("LSTM", 128, 1024, 256, 6, False, "fp32"),
+    cases = [  # cell, I, H, B, T, bidirectional, dtype, proj_size
+        ("LSTM", 8, 16, 5, 7, False, "fp32", 0),
+        ("GRU", 8, 16, 5, 7, True, "fp32", 0),
+        ("LSTM", 8, 16, 5, 7, True, "fp32", 6),
+        ("LSTM", 64, 512, 8, 40, False, "fp32", 0),
+        ("LSTM", 32, 500, 150, 12, True, "fp32", 0),
+        ("LSTM", 32, 500, 70, 12, True, "fp32", 250),
+        ("GRU", 40, 300, 40, 15, False, "fp32", 0),
+        ("GRU", 24, 250, 70, 9, True, "fp32", 0),
+        ("LSTM", 16, 130, 33, 20, False, "fp32", 0),
+        ("LSTM", 16, 130, 33, 20, False, "fp32", 20),
+        ("LSTM", 64, 512, 64, 20, True, "bf16", 0),
+        ("LSTM", 64, 512, 64, 20, True, "bf16", 128),
+        ("GRU", 64, 256, 33, 20, False, "fp16", 0),
+        ("LSTM", 128, 1024, 256, 6, False, "fp32", 0),
     ]
     worst = 0.0
-    for cell, I, H, B, T, bi, dt in cases:
-        m = build(cell, I, H, bi, DT[dt])
+    for cell, I, H, B, T, bi, dt, proj in cases:
+        m = build(cell, I, H, bi, DT[dt], **({"proj_size": proj} if proj else {}))
         x, lengths = inputs(m, B, T)
         lengths[-1] = 0
         a = results(m, x, lengths, "force")
@@ -69,7 +73,7 @@ def agreement():
                for p, q in zip(a, b)]
         torch.cuda.synchronize()
         worst = max(worst, max(rel)) if dt == "fp32" else worst
-        print(f"agree {cell} I={I} H={H} B={B} T={T} bi={bi} {dt}: max rel {max(rel):.2e} "
+        print(f"agree {cell} I={I} H={H} P={proj or H} B={B} T={T} bi={bi} {dt}: max rel {max(rel):.2e} "
               f"(out {rel[0]:.1e}, grads {max(rel[len(a) - len(list(m.parameters())) - 1:]):.1e})", flush=True)
     return worst
 
@@ -117,6 +121,28 @@ def latency(configs):
 
 CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
     [("LSTM", 512, "bf16", False, 64), ("LSTM", 1024, "fp32", False, 256), ("GRU", 512, "fp32", True, 64)]
+PROJ_CONFIGS = [(1024, 256, B) for B in (8, 64)]  # LSTM H, proj_size, B: persistent vs per-step
+
+
+def projection_latency():
+    """us per step of one LSTM layer with a projection, fp32, all rows T long: the persistent
+    kernels (forced) against the per-step kernels."""
+    T = 300
+    for H, P, B in PROJ_CONFIGS:
+        m = build("LSTM", H, H, False, torch.float32, proj_size=P)
+        x, lengths = inputs(m, B, T, lo=1.0)
+        line = []
+        for mode in ("force", "0"):
+            os.environ["PACKEDRNN_PERSISTENT"] = mode
+
+            def train():
+                out, _ = m(x, lengths=lengths)
+                out.sum().backward()
+            with torch.no_grad():
+                f = time_ms(lambda: m(x, lengths=lengths))
+            line.append(f"{'persistent' if mode == 'force' else 'per-step'} fwd {f * 1e3 / T:.2f} "
+                        f"fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
+        print(f"latency LSTM H={H} P={P} fp32 B={B} T={T} us/step: " + ", ".join(line), flush=True)
 
 
 if __name__ == "__main__":
@@ -124,4 +150,5 @@ if __name__ == "__main__":
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
+        projection_latency()
     sys.exit(0 if w < 1e-4 else 1)

@@ -23,7 +23,7 @@ def _packed_run(module, x, lengths):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("persistent", ["1", "0"])
+@pytest.mark.parametrize("persistent", ["force", "0"])
 def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     """Error against fp64 at most 2x (+1e-6) the error nn.LSTM makes in the same dtype."""
@@ -53,7 +53,7 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-@pytest.mark.parametrize("persistent", ["1", "0"])
+@pytest.mark.parametrize("persistent", ["force", "0"])
 def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
@@ -71,7 +71,7 @@ def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda"])
-@pytest.mark.parametrize("persistent", ["1", "0"])
+@pytest.mark.parametrize("persistent", ["force", "0"])
 def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
@@ -141,28 +141,34 @@ def test_backend_report():
 
 
 # Sizes that put several units in a block (Hb = 2..8), several chunks of rows per step, rows of
-# every length 1..T, and reductions whose rows are not 16-byte multiples (GRU H=250: G*4 = 3000).
-SIZES = [  # cell, I, H, B, T, bidirectional
-    ("LSTM", 64, 512, 8, 30, False),
-    ("LSTM", 32, 500, 150, 12, True),
-    ("GRU", 40, 300, 40, 15, False),
-    ("GRU", 24, 250, 70, 9, True),
-    ("LSTM", 16, 130, 33, 20, False),
+# every length 1..T, and reductions whose rows are not 16-byte multiples (GRU H=250: G*4 = 3000;
+# proj_size 250: P*4 = 1000). With a projection, blocks past unit P own no projection output.
+SIZES = [  # cell, I, H, B, T, bidirectional, module keywords
+    ("LSTM", 64, 512, 8, 30, False, {}),
+    ("LSTM", 32, 500, 150, 12, True, {}),
+    ("GRU", 40, 300, 40, 15, False, {}),
+    ("GRU", 24, 250, 70, 9, True, {}),
+    ("LSTM", 16, 130, 33, 20, False, {}),
+    ("LSTM", 32, 300, 40, 15, False, {"proj_size": 100}),
+    ("LSTM", 24, 500, 70, 9, True, {"proj_size": 250}),
+    ("LSTM", 16, 130, 33, 20, False, {"proj_size": 20}),
 ]
+HALF_SIZES = SIZES[:4] + SIZES[6:7]
 
 
-@pytest.mark.parametrize("cell,I,H,B,T,bi", SIZES, ids=lambda v: str(v))
+@pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("xch", ["tagged", "barrier"])
-def test_persistent_sizes(cell, I, H, B, T, bi, xch, monkeypatch):
+def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
-    kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides)."""
+    kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
+    always takes the barrier)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
-                             batch_first=True)
+                             batch_first=True, **kw)
     g = torch.Generator().manual_seed(B)
     lengths = torch.randint(1, T + 1, (B,), generator=g).tolist()  # torch's packing refuses 0
     lengths[0], lengths[-1] = T, 1
@@ -176,15 +182,15 @@ def test_persistent_sizes(cell, I, H, B, T, bi, xch, monkeypatch):
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
 
 
-@pytest.mark.parametrize("cell,I,H,B,T,bi", SIZES[:4], ids=lambda v: str(v))
+@pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-def test_persistent_sizes_half(cell, I, H, B, T, bi, dtype, tol, monkeypatch):
+def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch):
     """bf16/fp16 (tensor-core products) at the same sizes: the persistent kernels, forced, against
     the per-step kernels on the same inputs, relative to the largest value of each result (the two
     round at different places, so they agree to the dtype's precision, not bitwise)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     torch.manual_seed(3)
-    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True)
+    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True, **kw)
     g = torch.Generator().manual_seed(B)
     lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
     lengths[0] = T

@@ -7,7 +7,10 @@
 // whole sequence, the part of W_hh it needs, as JT rows of K values:
 //   forward   the NG*Hb gate rows of its units            Ws [JT][ld]  K = P
 //   backward  the Hb columns of its units (all G rows)     Ws [JT][ld]  K = G
-// so W_hh is read from memory once per launch instead of once per step. Per step, the block works
+// so W_hh is read from memory once per launch instead of once per step. LSTM with a projection
+// (proj_size, P < H) also keeps the part of W_hr that its units touch, Wr, and runs a second
+// product per step (forward h_t = m_t W_hr^T, backward dL/dm = dL/dh W_hr) after a second grid
+// barrier; the units u < P of a block own the projection's outputs u. Per step, the block works
 // through the active rows in chunks of NC: it stages their recurrent operand X (forward: h_{t-1},
 // backward: the next step's gate gradients) in shared memory, Xs [NC][ld], forms Y = Ws X^T with
 // every thread (block_gemm: FFMA for fp32, tensor cores for bf16/fp16), then updates the cell of
@@ -27,8 +30,8 @@
 //             words carry 2-4x the bytes of h, and every block reads all of h).
 //   backward  one grid barrier per step (the gate gradients are 4x the size of h).
 // Staging from memory written before a barrier uses cp.async. Cooperative launch guarantees that
-// all blocks are resident, which both schemes rely on. A call that does not fit (projection, more
-// than 8 units per block, shared memory, co-residency) returns cudaErrorNotSupported and the
+// all blocks are resident, which both schemes rely on. A call that does not fit (more than 8 units
+// per block, shared memory, co-residency) returns cudaErrorNotSupported and the
 // caller runs the per-step kernels of rnn_kernels.cu instead.
 #pragma once
 
@@ -54,13 +57,19 @@ constexpr int kTile = 16;      // rows of Xs per pass of block_gemm (the m of mm
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
 constexpr int kMaxUnits = 8;   // units per block
 
+// One product of a step, Y = Ws X^T (block_gemm).
+struct Gemm {
+  int JT = 0;         // rows of Ws (power of two; 0: no such product)
+  int K = 0, Kp = 0;  // reduction length, and padded with zeros (gemm_for)
+  int ld = 0;         // row stride of Ws and of the rows of Xs staged for it: Kp + 16 bytes, so
+                      // that the 8 rows a fragment load touches fall in distinct shared-memory banks
+};
+
 // Sizes of one launch, fixed on the host (plan_for) and passed by value.
 struct Plan {
   int Hb = 0, blocks = 0;  // units per block (0: the call does not fit), blocks in the grid
-  int JT = 0;              // rows of Ws (power of two >= NG*Hb forward, >= Hb backward)
-  int K = 0, Kp = 0;       // reduction length, and padded with zeros (plan_for)
-  int ld = 0;              // row stride of Ws and Xs: Kp + 16 bytes, so that the 8 rows a
-                           // fragment load touches fall in distinct shared-memory banks
+  Gemm rec;                // the recurrent product: JT >= NG*Hb forward, >= Hb backward
+  Gemm proj;               // the projection's (forward K = H, backward K = P; JT >= Hb)
   int NC = 0;              // rows per chunk
   size_t smem = 0;         // dynamic shared memory
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
@@ -97,38 +106,44 @@ struct PhaseClock {
 };
 
 // Shared-memory carve-up, in the order of the fields (all offsets multiples of 16 bytes).
+// JT, ld: the larger of the two products'.
 template <typename S>
 struct Smem {
-  S* Ws;       // [JT][ld]
+  S* Ws;       // [rec.JT][rec.ld]
+  S* Wr;       // [proj.JT][proj.ld]  (projection only)
   S* Xs;       // [NC][ld]
   float* Y;    // [JT][NC]
   float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
-  __host__ __device__ static size_t sizes(const Plan& q, int64_t B, size_t (&n)[5]) {
+  __host__ __device__ static size_t sizes(const Plan& q, int64_t B, size_t (&n)[6]) {
     auto up = [](size_t v) { return (v + 15) / 16 * 16; };
-    n[0] = up((size_t)q.JT * q.ld * sizeof(S));
-    n[1] = up((size_t)q.NC * q.ld * sizeof(S));
-    n[2] = up((size_t)q.JT * q.NC * 4);
-    n[3] = (size_t)kWarps * (q.JT > 8 ? q.JT : 8) * 16 * 4;
-    n[4] = up((size_t)B * 4);
-    return n[0] + n[1] + n[2] + n[3] + 3 * n[4];
+    const size_t JT = q.rec.JT > q.proj.JT ? q.rec.JT : q.proj.JT;
+    const size_t ld = q.rec.ld > q.proj.ld ? q.rec.ld : q.proj.ld;
+    n[0] = up((size_t)q.rec.JT * q.rec.ld * sizeof(S));
+    n[1] = up((size_t)q.proj.JT * q.proj.ld * sizeof(S));
+    n[2] = up((size_t)q.NC * ld * sizeof(S));
+    n[3] = up(JT * q.NC * 4);
+    n[4] = (size_t)kWarps * (JT > 8 ? JT : 8) * 16 * 4;
+    n[5] = up((size_t)B * 4);
+    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5];
   }
   static size_t bytes(const Plan& q, int64_t B) {
-    size_t n[5];
+    size_t n[6];
     return sizes(q, B, n);
   }
   __device__ Smem(unsigned char* base, const Plan& q, int64_t B) {
-    size_t n[5];
+    size_t n[6];
     sizes(q, B, n);
     Ws = reinterpret_cast<S*>(base);
-    Xs = reinterpret_cast<S*>(base += n[0]);
-    Y = reinterpret_cast<float*>(base += n[1]);
-    red = reinterpret_cast<float*>(base += n[2]);
-    order = reinterpret_cast<int*>(base += n[3]);
-    lens = order + n[4] / 4;
-    tmp = lens + n[4] / 4;
+    Wr = reinterpret_cast<S*>(base += n[0]);
+    Xs = reinterpret_cast<S*>(base += n[1]);
+    Y = reinterpret_cast<float*>(base += n[2]);
+    red = reinterpret_cast<float*>(base += n[3]);
+    order = reinterpret_cast<int*>(base += n[4]);
+    lens = order + n[5] / 4;
+    tmp = lens + n[5] / 4;
   }
 };
 
@@ -181,18 +196,18 @@ __device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
 // nr - 1, and their sums are dropped), so the NR shared-memory loads of a step issue back to back:
 // with 8 warps per SM the loop is bound by load latency unless each warp keeps many in flight.
 template <int NR, int JT>
-__device__ __forceinline__ void gemm_group(const Plan& q, const float* w, const float* x, int nr, int r0,
+__device__ __forceinline__ void gemm_group(const Gemm& gm, int NC, const float* w, const float* x, int nr, int r0,
                                            float* red, float* Y) {
   constexpr int stride = 4 * (kThreads / JT);  // between a thread's pieces of K
   const int j = threadIdx.x % JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int off[NR];
 #pragma unroll
-  for (int r = 0; r < NR; ++r) off[r] = min(r, nr - 1) * q.ld;
+  for (int r = 0; r < NR; ++r) off[r] = min(r, nr - 1) * gm.ld;
   float acc[NR];
 #pragma unroll
   for (int r = 0; r < NR; ++r) acc[r] = 0.f;
 #pragma unroll 2
-  for (int kk = 0; kk < q.Kp; kk += stride) {
+  for (int kk = 0; kk < gm.Kp; kk += stride) {
     float wv[4], xv[NR][4];
     load4(w + kk, wv);
 #pragma unroll
@@ -218,7 +233,7 @@ __device__ __forceinline__ void gemm_group(const Plan& q, const float* w, const 
     float v = 0.f;
 #pragma unroll
     for (int wi = 0; wi < kWarps; ++wi) v += red[(wi * JT + jj) * kTile + r];
-    Y[jj * q.NC + r0 + r] = v;
+    Y[jj * NC + r0 + r] = v;
   }
   __syncthreads();
 }
@@ -229,21 +244,21 @@ __device__ __forceinline__ void gemm_group(const Plan& q, const float* w, const 
 // Ws values at a time in registers against up to kTile rows of Xs. The slices are summed with
 // shuffles inside a warp, then through `red` across warps.
 template <int JT>
-__device__ void block_gemm_ffma(const Plan& q, const float* Ws, const float* Xs, int n, float* red, float* Y) {
+__device__ void block_gemm_ffma(const Gemm& gm, int NC, const float* Ws, const float* Xs, int n, float* red, float* Y) {
   static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
   const int k0 = 4 * (threadIdx.x / JT);
-  const float* w = Ws + (size_t)(threadIdx.x % JT) * q.ld + k0;
+  const float* w = Ws + (size_t)(threadIdx.x % JT) * gm.ld + k0;
   for (int r0 = 0; r0 < n; r0 += kTile) {
     const int nr = min(kTile, n - r0);
-    const float* x = Xs + (size_t)r0 * q.ld + k0;
+    const float* x = Xs + (size_t)r0 * gm.ld + k0;
     if (nr > 8) {
-      gemm_group<16, JT>(q, w, x, nr, r0, red, Y);
+      gemm_group<16, JT>(gm, NC, w, x, nr, r0, red, Y);
     } else if (nr > 4) {
-      gemm_group<8, JT>(q, w, x, nr, r0, red, Y);
+      gemm_group<8, JT>(gm, NC, w, x, nr, r0, red, Y);
     } else if (nr > 2) {
-      gemm_group<4, JT>(q, w, x, nr, r0, red, Y);
+      gemm_group<4, JT>(gm, NC, w, x, nr, r0, red, Y);
     } else {
-      gemm_group<2, JT>(q, w, x, nr, r0, red, Y);
+      gemm_group<2, JT>(gm, NC, w, x, nr, r0, red, Y);
     }
   }
 }
@@ -287,20 +302,20 @@ __device__ __forceinline__ void mma_step(float (&d)[NT][4], const S* x0, const S
 // split K and add their parts through `red`. Rows past n and Ws rows past JT read the last valid
 // row and are dropped.
 template <int JT, typename S>
-__device__ void block_gemm_mma(const Plan& q, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+__device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, float* red, float* Y) {
   constexpr int NT = JT >= 8 ? JT / 8 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   const int tiles = (n + kTile - 1) / kTile;
   int split = 1;  // warps per tile
   while (split < kWarps && tiles * split * 2 <= kWarps) split *= 2;
-  const int part = warp % split, span = q.Kp / split;  // Kp is a multiple of 128 = 8 * 16
+  const int part = warp % split, span = gm.Kp / split;  // Kp is a multiple of 128 = 8 * 16
   const S* w[NT];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) w[t] = Ws + (size_t)min(t * 8 + g, JT - 1) * q.ld;
+  for (int t = 0; t < NT; ++t) w[t] = Ws + (size_t)min(t * 8 + g, JT - 1) * gm.ld;
   for (int m = warp / split; m < tiles; m += kWarps / split) {
     const int m0 = m * kTile;
-    const S* x0 = Xs + (size_t)min(m0 + g, n - 1) * q.ld;
-    const S* x8 = Xs + (size_t)min(m0 + g + 8, n - 1) * q.ld;
+    const S* x0 = Xs + (size_t)min(m0 + g, n - 1) * gm.ld;
+    const S* x8 = Xs + (size_t)min(m0 + g + 8, n - 1) * gm.ld;
     float d[NT][4];
 #pragma unroll
     for (int t = 0; t < NT; ++t) d[t][0] = d[t][1] = d[t][2] = d[t][3] = 0.f;
@@ -314,7 +329,7 @@ __device__ void block_gemm_mma(const Plan& q, const S* Ws, const S* Xs, int n, f
           red[(warp * NT + t) * 128 + lane * 4 + i] = d[t][i];
         } else {
           const int r = m0 + g + 8 * (i / 2), j = t * 8 + 2 * q4 + i % 2;
-          if (r < n && j < JT) Y[j * q.NC + r] = d[t][i];
+          if (r < n && j < JT) Y[j * NC + r] = d[t][i];
         }
       }
     }
@@ -327,7 +342,7 @@ __device__ void block_gemm_mma(const Plan& q, const S* Ws, const S* Xs, int n, f
       if (r >= n || j >= JT) continue;
       float v = 0.f;
       for (int p = 0; p < split; ++p) v += red[((m * split + p) * NT + t) * 128 + l * 4 + i];
-      Y[j * q.NC + r] = v;
+      Y[j * NC + r] = v;
     }
   }
   __syncthreads();
@@ -336,11 +351,11 @@ __device__ void block_gemm_mma(const Plan& q, const S* Ws, const S* Xs, int n, f
 // Fixed order throughout, so results are bitwise repeatable. Every thread of the block must call
 // it; it ends past a __syncthreads.
 template <int JT, typename S>
-__device__ void block_gemm(const Plan& q, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+__device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, float* red, float* Y) {
   if constexpr (std::is_same<S, float>::value) {
-    block_gemm_ffma<JT>(q, Ws, Xs, n, red, Y);
+    block_gemm_ffma<JT>(gm, NC, Ws, Xs, n, red, Y);
   } else {
-    block_gemm_mma<JT>(q, Ws, Xs, n, red, Y);
+    block_gemm_mma<JT>(gm, NC, Ws, Xs, n, red, Y);
   }
 }
 
@@ -370,28 +385,43 @@ __device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_all;
 // 16-byte aligned) in 16-byte cp.async pieces, all in flight at once; else one value per load.
 // The caller __syncthreads before reading Xs.
 template <typename S, typename F>
-__device__ __forceinline__ void stage_rows(const Plan& q, S* Xs, int np, bool vec, F src_row) {
-  const int per = vec ? q.K * (int)sizeof(S) / 16 : q.K;  // pieces per row
+__device__ __forceinline__ void stage_rows(const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
+  const int per = vec ? gm.K * (int)sizeof(S) / 16 : gm.K;  // pieces per row
 #pragma unroll 4
   for (int e = threadIdx.x; e < np * per; e += kThreads) {
     const int r = e / per, c = e % per;
     const S* src = src_row(r);
     if (vec) {
-      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * q.ld) + c * 16,
+      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * gm.ld) + c * 16,
                    reinterpret_cast<const unsigned char*>(src) + c * 16);
     } else {
-      Xs[r * q.ld + c] = __ldcg(src + c);
+      Xs[r * gm.ld + c] = __ldcg(src + c);
     }
   }
   wait_copies();
 }
 
-// Zero the padding columns [K, ld) of all NC rows of Xs (never written afterwards).
+// Zero the padding columns [K, ld) of the first n rows of Xs, which block_gemm reads against the
+// zeros of Ws: a stale NaN there would spread to other rows. Staging never writes them, so one call
+// per launch suffices unless the launch stages rows of two widths (a projection).
 template <typename S>
-__device__ void zero_padding(const Plan& q, S* Xs) {
-  const int pad = q.ld - q.K;
-  for (int i = threadIdx.x; i < q.NC * pad; i += kThreads) {
-    put(Xs + (size_t)(i / pad) * q.ld + q.K + i % pad, 0.f);
+__device__ void zero_padding(const Gemm& gm, int n, S* Xs) {
+  const int pad = gm.ld - gm.K;
+  for (int i = threadIdx.x; i < n * pad; i += kThreads) {
+    put(Xs + (size_t)(i / pad) * gm.ld + gm.K + i % pad, 0.f);
+  }
+}
+
+// Fill Ws [JT][ld] with *at(j, k), or zero where at returns null (padding included).
+template <typename S, typename F>
+__device__ void fill_weights(const Gemm& gm, S* Ws, F at) {
+  for (int i = threadIdx.x; i < gm.JT * gm.ld; i += kThreads) {
+    const S* v = at(i / gm.ld, i % gm.ld);
+    if (v != nullptr) {
+      Ws[i] = *v;
+    } else {
+      put(Ws + i, 0.f);
+    }
   }
 }
 
@@ -420,15 +450,29 @@ inline int pow2_at_least(int64_t n) {
   return v;
 }
 
+// The product of JT >= rows rows of Ws with K values each, K padded so that the slices of
+// block_gemm cover it in whole rounds: 128 = 8 warps x k16 (mma), 4 * kThreads / JT (FFMA).
+template <typename S>
+Gemm gemm_for(int64_t rows, int64_t K) {
+  Gemm gm;
+  gm.JT = pow2_at_least(rows);
+  gm.K = (int)K;
+  const int round = 4 * kThreads / gm.JT > 128 ? 4 * kThreads / gm.JT : 128;
+  gm.Kp = (int)((K + round - 1) / round * round);
+  gm.ld = gm.Kp + 16 / (int)sizeof(S);
+  return gm;
+}
+
 // How a call maps onto the grid: Hb units per block (the smallest power of two that lets
-// D * ceil(H / Hb) blocks fit one per SM), JT rows of Ws of K values each, and the largest chunk
-// of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take the call (a
-// projection, an empty batch, more than kMaxUnits units per block, or no room for one row).
+// D * ceil(H / Hb) blocks fit one per SM), the recurrent product (rows_per_unit * Hb rows of K
+// values), the projection's (Hb rows of proj_K values; proj_K = 0 without a projection), and the
+// largest chunk of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take
+// the call (an empty batch, more than kMaxUnits units per block, or no room for one row).
 template <typename S, typename Params>
-Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
+Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K) {
   Plan q;
   int dev = 0, sms = 0, optin = 0;
-  if (p.proj || p.B == 0 || cudaGetDevice(&dev) != cudaSuccess ||
+  if (p.B == 0 || cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
     return {};
@@ -439,12 +483,8 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K) {
   const char* timing = std::getenv("PACKEDRNN_TIMING");  // a developer switch (PhaseClock)
   q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
-  q.JT = pow2_at_least(rows_per_unit * Hb);
-  q.K = (int)K;
-  // 128: 8 warps x k16 (mma); 4 * kThreads / JT: whole rounds of the FFMA slices.
-  const int round = 4 * kThreads / q.JT > 128 ? 4 * kThreads / q.JT : 128;
-  q.Kp = (int)((K + round - 1) / round * round);
-  q.ld = q.Kp + 16 / (int)sizeof(S);
+  q.rec = gemm_for<S>(rows_per_unit * Hb, K);
+  if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
     q.NC = nc >= kTile ? nc / kTile * kTile : nc;
     q.smem = Smem<S>::bytes(q, p.B);

@@ -28,7 +28,7 @@ struct ForwardParams {
   const void* b_hh;        // [D, G]       S  GRU only (LSTM folds it into gx); may be null
   const void* w_hr;        // [D, P, H]    S  or null
   void* c;                 // [D, B, H]    A  in: c0, out: c_n (LSTM; null for GRU)
-  void* m;                 // [D, B, H]    S  scratch for o*tanh(c) (projection only)
+  void* m;                 // [D, B, H]    S  scratch for m = o*tanh(c) (projection only)
   void* out;               // [T, B, D*P]  S  zeroed by the caller; written at valid steps
   void* h_n;               // [D, B, P]    S
   void* saved;             // [D, T*B, K]  S  zeroed by the caller, or null (no backward)
@@ -59,8 +59,8 @@ cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t
 
 // Persistent kernels (rnn_persistent_forward.cu, rnn_persistent_backward.cu, persistent.cuh): one
 // cooperative launch for all steps, W_hh on chip. Return cudaErrorNotSupported, having launched
-// nothing, when the call does not fit: fp64, a projection, more than 8 units per block
-// (H > 8 * SMs / D), shared memory, or co-residency. Forward writes out, h_n, c (c_n) and saved
+// nothing, when the call does not fit: fp64, more than 8 units per block (H > 8 * SMs / D),
+// shared memory, or co-residency. Forward writes out, h_n, c (c_n) and saved
 // like rnn_forward_cuda and needs `xch`; backward needs `direct` for GRU.
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);

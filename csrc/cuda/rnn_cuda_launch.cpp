@@ -43,12 +43,15 @@ std::string persistent_mode() {
 }
 bool persistent_allowed() { return persistent_mode() != "0"; }
 
-// The persistent kernel where it fits, else the per-step kernels.
+// The persistent kernel where it fits, else the per-step kernels. The persistent kernels' path for
+// a projection (LSTM with proj_size) has not run on a GPU yet: until it has, only
+// PACKEDRNN_PERSISTENT=force takes it.
 template <typename Params>
 void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
          cudaError_t (*per_step)(const Params&, DType, cudaStream_t)) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cudaError_t e = persistent_allowed() ? persistent(p, dtype, stream) : cudaErrorNotSupported;
+  const bool try_persistent = persistent_allowed() && (!p.proj || persistent_mode() == "force");
+  cudaError_t e = try_persistent ? persistent(p, dtype, stream) : cudaErrorNotSupported;
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
     TORCH_CHECK(persistent_mode() != "force", "packedrnn: the persistent kernel refused this call "
@@ -81,8 +84,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   // Zeroed: the weight-gradient GEMMs read every row, padded ones included.
   at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, L.K}, opt) : at::empty({0}, opt);
 
-  // The persistent kernel's exchange of h between blocks (it takes no projection and no fp64);
-  // zeroed, so no stale tag matches.
+  // The persistent kernel's exchange of h between blocks (not for fp64, which it does not take,
+  // nor for a projection, which exchanges through `out` and grid barriers); zeroed, so no stale
+  // tag matches.
   const bool may_persist = persistent_allowed() && !a.proj && x.scalar_type() != at::kDouble;
   at::Tensor xch = may_persist ? at::zeros({2, a.D, a.B, a.P}, opt.dtype(at::kLong)) : at::Tensor();
 

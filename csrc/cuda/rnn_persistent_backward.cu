@@ -2,6 +2,9 @@
 //
 // Shapes (legend in cells.h): Ws [JT][ld] S, Ws[kk][j] = W_hh[j][u0 + kk], K = G; Xs [NC][ld] S: the
 // gate gradients dgh of the chunk's rows at their next step; Y [JT][NC] float: dgh W_hh[:, units].
+// Projection (LSTM, P < H): the units u < P of the block give dL/dh_t[u] (into dH [D][T*B][P] S,
+// which the weight gradient of W_hr reads too); after a grid barrier, Wr [JT][ld] S,
+// Wr[kk][k] = W_hr[k][u0 + kk], K = P, turns the staged dH rows into dL/dm of its units.
 #include "persistent.cuh"
 
 namespace packedrnn {
@@ -28,34 +31,48 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
-  const SavedLayout L(p.cell, H, P, false);
+  const bool proj = lstm && p.proj;
+  const SavedLayout L(p.cell, H, P, proj);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  for (int i = threadIdx.x; i < JT * q.ld; i += kThreads) {
-    const int kk = i / q.ld, j = i % q.ld;
-    const int64_t u = u0 + kk;
-    if (kk < Hb && u < H && j < G) {
-      sm.Ws[i] = w[j * P + u];
-    } else {
-      put(sm.Ws + i, 0.f);
-    }
+  fill_weights(q.rec, sm.Ws, [&](int kk, int j) {
+    return kk < Hb && u0 + kk < P && j < G ? w + j * P + u0 + kk : nullptr;
+  });
+  if (proj) {
+    const S* wr = static_cast<const S*>(p.w_hr) + d * P * H;
+    fill_weights(q.proj, sm.Wr, [&](int kk, int k) {
+      return kk < Hb && u0 + kk < H && k < P ? wr + k * H + u0 + kk : nullptr;
+    });
   }
-  zero_padding(q, sm.Xs);
+  zero_padding(q.rec, q.NC, sm.Xs);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
   const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
   A* dc = static_cast<A*>(p.dc) + d * B * H;          // LSTM: in grad c_n, out grad c0
   A* direct = static_cast<A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
   // cp.async needs 16-byte rows; other sizes stage through registers.
-  const bool vec = (G * sizeof(S)) % 16 == 0;
+  const bool vec = (G * sizeof(S)) % 16 == 0, vec_p = (P * sizeof(S)) % 16 == 0;
+  S* dH = proj ? static_cast<S*>(p.dH) + d * TB * P : nullptr;
   const int64_t steps = sm.lens[0];
-  PhaseClock clock(q.timing);
-  // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
-  for (int64_t s = steps - 1; s >= -1; --s) {
-    const int n_here = active_after(sm.lens, (int)B, s);       // rows active at step s
-    const int n_next = active_after(sm.lens, n_here, s + 1);   // of those, rows with a step s+1
-    const int n = s >= 0 ? n_here : n_next;
+  // The saved values of a (row, unit) pair that its cell needs, and its update given dL/dm (the
+  // cell's output gradient).
+  auto load_cell = [&](Item<A>& m, int64_t u) {
+    const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
+#pragma unroll
+    for (int g = 0; g < 4; ++g) m.v[g] = to_acc(sv[g * H + u]);
+    m.v[4] = to_acc(sv[(lstm ? L.c_prev : L.h_prev) + u]);
+    if (lstm) m.v[6] = dc[m.b * H + u];
+  };
+  auto lstm_cell = [&](const Item<A>& m, int64_t u, A dm) {
+    const auto g = lstm_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dm, m.v[6]);
+    dc[m.b * H + u] = g.dc_prev;
+    S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
+    put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+  };
+  // Projection, after the barrier that follows dH: dL/dm = dH W_hr for the block's units, then
+  // their cells, for the n active rows of step s; a grid barrier, so the next step sees dgh.
+  auto project_cells = [&](int64_t s, int n) {
     for (int r0 = 0; r0 < n; r0 += q.NC) {
-      const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
+      const int nc = min(q.NC, n - r0);
       Item<A> it[kItems];
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -64,27 +81,60 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         m.r = i / Hb, m.kk = i % Hb;
         m.on = m.r < nc && u0 + m.kk < H;
         if (!m.on) continue;
-        const int64_t u = u0 + m.kk, len = sm.lens[r0 + m.r];
+        m.b = sm.order[r0 + m.r];
+        m.row = (d == 1 ? sm.lens[r0 + m.r] - 1 - s : s) * B + m.b;
+        load_cell(m, u0 + m.kk);
+      }
+      zero_padding(q.proj, nc, sm.Xs);
+      stage_rows(q.proj, sm.Xs, nc, vec_p, [&](int r) {
+        const int64_t t = d == 1 ? sm.lens[r0 + r] - 1 - s : s;
+        return dH + (t * B + sm.order[r0 + r]) * P;
+      });
+      __syncthreads();
+      block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, sm.red, sm.Y);
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        if (it[k].on) lstm_cell(it[k], u0 + it[k].kk, sm.Y[it[k].kk * q.NC + it[k].r]);
+      }
+      __syncthreads();  // Xs and Y are reused by the next chunk
+    }
+    grid.sync();
+  };
+  PhaseClock clock(q.timing);
+  // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
+  for (int64_t s = steps - 1; s >= -1; --s) {
+    const int n_here = active_after(sm.lens, (int)B, s);       // rows active at step s
+    const int n_next = active_after(sm.lens, n_here, s + 1);   // of those, rows with a step s+1
+    const int n = s >= 0 ? n_here : n_next;
+    for (int r0 = 0; r0 < n; r0 += q.NC) {
+      const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
+      // With a projection this pass gives dL/dh of the units u < P only; the cell comes later.
+      Item<A> it[kItems];
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        const int i = threadIdx.x + k * kThreads;
+        Item<A>& m = it[k];
+        m.r = i / Hb, m.kk = i % Hb;
+        m.on = m.r < nc && u0 + m.kk < P;
+        if (!m.on) continue;
+        const int64_t u = u0 + m.kk;
         m.b = sm.order[r0 + m.r];
         if (!lstm) m.v[6] = direct[m.b * H + u];
         if (s < 0) continue;
-        m.row = (d == 1 ? len - 1 - s : s) * B + m.b;
-        const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
-#pragma unroll
-        for (int g = 0; g < 4; ++g) m.v[g] = to_acc(sv[g * H + u]);
-        m.v[4] = to_acc(sv[(lstm ? L.c_prev : L.h_prev) + u]);
+        m.row = (d == 1 ? sm.lens[r0 + m.r] - 1 - s : s) * B + m.b;
         m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + u]);
-        if (lstm) m.v[6] = dc[m.b * H + u];
+        if (!proj) load_cell(m, u);
       }
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
-      stage_rows(q, sm.Xs, np, vec, [&](int r) {
+      if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower
+      stage_rows(q.rec, sm.Xs, np, vec, [&](int r) {
         const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
         return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
       });
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q, sm.Ws, sm.Xs, np, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, np, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -98,12 +148,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
           continue;
         }
         const A dht = m.v[5] + carry;
-        S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
+        if (proj) {
+          put(dH + m.row * P + u, dht);
+          continue;
+        }
         if constexpr (lstm) {
-          const auto g = lstm_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dht, m.v[6]);
-          dc[m.b * H + u] = g.dc_prev;
-          put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+          lstm_cell(m, u, dht);
         } else {
+          S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
           const auto g = gru_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dht);
           S* dgh = static_cast<S*>(p.dgh) + (d * TB + m.row) * G;
           put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
@@ -115,6 +167,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       clock.mark(2);
     }
     if (s >= 0) grid.sync();
+    if (proj && s >= 0) project_cells(s, n_here);
     clock.mark(3);
   }
   clock.report("backward", steps + 1);
@@ -126,8 +179,8 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
     return cudaErrorNotSupported;  // fp64: the per-step kernels
   } else {
     if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
-    const Plan q = plan_for<S>(p, 1, NG * p.H);
-    return with_width<1, 2, 4, 8>(q.Hb ? q.JT : 0, [&](auto jt) {
+    const Plan q = plan_for<S>(p, 1, NG * p.H, NG == 4 && p.proj ? p.P : 0);
+    return with_width<1, 2, 4, 8>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
       return cooperative(persistent_backward<S, NG, J>, p, q, stream);
     });

@@ -3,6 +3,8 @@
 // Shapes (legend in cells.h): Ws [JT][ld] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
 // Xs [NC][ld] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
 // xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
+// Projection (LSTM, P < H): Wr [JT/4][ld] S, row uu = W_hr[u0 + uu], K = H; Xs then holds m_t of
+// the chunk's rows, from the scratch m [D][B][H] S, and Y their outputs h_t.
 #include "persistent.cuh"
 
 namespace packedrnn {
@@ -19,6 +21,34 @@ struct Item {
   A gx[4], c = A(0);
 };
 
+// h_t = m_t W_hr^T for the n active rows of step s, after a grid barrier that makes every
+// block's m_t visible; the block's units u < P produce outputs u. Ends past a __syncthreads.
+template <typename S, int JT>
+__device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm, int64_t d, int64_t u0,
+                        int64_t s, int n, const S* m_all, bool vec_m, cg::grid_group& grid) {
+  const int64_t B = p.B, P = p.P, DP = p.D * P;
+  grid.sync();
+  for (int r0 = 0; r0 < n; r0 += q.NC) {
+    const int nc = min(q.NC, n - r0);
+    zero_padding(q.proj, nc, sm.Xs);
+    stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
+    __syncthreads();
+    block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, sm.red, sm.Y);
+    for (int i = threadIdx.x; i < nc * q.Hb; i += kThreads) {
+      const int r = i / q.Hb, uu = i % q.Hb;
+      const int64_t u = u0 + uu;
+      if (u >= P) continue;
+      const int64_t b = sm.order[r0 + r], len = sm.lens[r0 + r];
+      const int64_t t = d == 1 ? len - 1 - s : s;
+      S h;
+      put(&h, sm.Y[uu * q.NC + r]);
+      static_cast<S*>(p.out)[(t * B + b) * DP + d * P + u] = h;
+      if (s + 1 == len) static_cast<S*>(p.h_n)[(d * B + b) * P + u] = h;
+    }
+    __syncthreads();  // Xs and Y are reused by the next chunk
+  }
+}
+
 template <typename S, int NG, int JT>
 __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams p, Plan q) {
   using A = float;
@@ -29,31 +59,36 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
-  const SavedLayout L(p.cell, H, P, false);
+  const bool proj = lstm && p.proj;
+  const SavedLayout L(p.cell, H, P, proj);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  for (int i = threadIdx.x; i < JT * q.ld; i += kThreads) {
-    const int j = i / q.ld, k = i % q.ld, g = j / Hb;
+  fill_weights(q.rec, sm.Ws, [&](int j, int k) {
+    const int g = j / Hb;
     const int64_t u = u0 + j % Hb;
-    if (g < NG && u < H && k < P) {
-      sm.Ws[i] = w[(g * H + u) * P + k];
-    } else {
-      put(sm.Ws + i, 0.f);
-    }
+    return g < NG && u < H && k < P ? w + (g * H + u) * P + k : nullptr;
+  });
+  if (proj) {
+    const S* wr = static_cast<const S*>(p.w_hr) + d * P * H;
+    fill_weights(q.proj, sm.Wr, [&](int uu, int k) {
+      return uu < Hb && u0 + uu < P && k < H ? wr + (u0 + uu) * H + k : nullptr;
+    });
   }
-  zero_padding(q, sm.Xs);
+  zero_padding(q.rec, q.NC, sm.Xs);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
   S* h_n = static_cast<S*>(p.h_n) + d * B * P;
   for (int64_t i = threadIdx.x; i < B * Hb; i += kThreads) {  // rows of length 0: h_n = h0
     const int64_t b = i / Hb, u = u0 + i % Hb;
-    if (u < H && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
+    if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
   }
+  S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
   const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
   unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
   const int64_t slot = p.D * B * P;  // distance between the two exchange slots
   const int64_t steps = sm.lens[0];
   const S* out_c = static_cast<const S*>(p.out);
   const bool vec = (P * sizeof(S)) % 16 == 0;  // rows of h0 and out are 16-byte aligned
+  const bool vec_m = (H * sizeof(S)) % 16 == 0;  // and rows of m
   cg::grid_group grid = cg::this_grid();
   PhaseClock clock(q.timing);
   int n = (int)B;
@@ -81,21 +116,22 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
       // (barrier) or the tagged words of step s-1.
+      if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
       if (s == 0 || q.barrier) {
-        stage_rows(q, sm.Xs, nc, vec, [&](int r) {
+        stage_rows(q.rec, sm.Xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
       } else {  // wait for tag s, asking again for all late words at once
         constexpr int U = 16;  // loads in flight per thread
-        const int total = nc * q.K;
+        const int total = nc * q.rec.K;
         for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
           unsigned long long v[U];
           const unsigned long long* src[U];
           unsigned pending = 0;
 #pragma unroll
           for (int k = 0; k < U; ++k) {
-            const int e = e0 + k * kThreads, r = e / q.K, kk = e % q.K;
+            const int e = e0 + k * kThreads, r = e / q.rec.K, kk = e % q.rec.K;
             src[k] = xin + (int64_t)sm.order[r0 + (e < total ? r : 0)] * P + kk;
             if (e < total) v[k] = load_relaxed(src[k]), pending |= 1u << k;
           }
@@ -104,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
             for (int k = 0; k < U; ++k) {
               if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
                 const int e = e0 + k * kThreads;
-                put(sm.Xs + (e / q.K) * q.ld + e % q.K, __uint_as_float((unsigned)v[k]));  // exact
+                put(sm.Xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
                 pending &= ~(1u << k);
               }
             }
@@ -118,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q, sm.Ws, sm.Xs, nc, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, nc, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -127,9 +163,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const int64_t u = u0 + m.uu;
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
-        const A hp = to_acc(sm.Xs[(int64_t)m.r * q.ld + u]);
+        const A hp = u < P ? to_acc(sm.Xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
-        if (sv) put(sv + L.h_prev + u, hp);
+        if (sv && u < P) put(sv + L.h_prev + u, hp);
         A h;
         if constexpr (lstm) {
           const auto o = lstm_forward<A>(m.gx[0] + y[0], m.gx[1] + y[gs], m.gx[2] + y[2 * gs],
@@ -138,6 +174,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
           if (sv) {
             put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
             put(sv + L.c_prev + u, m.c);
+            if (proj) put(sv + L.m + u, o.m);
+          }
+          if (proj) {  // h_t comes from the projection below
+            put(m_all + m.b * H + u, o.m);
+            continue;
           }
           h = o.m;
         } else {
@@ -160,6 +201,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       __syncthreads();  // Xs and Y are reused by the next chunk
       clock.mark(2);
     }
+    if constexpr (lstm) {
+      if (proj) project<S, JT / 4>(p, q, sm, d, u0, s, n, m_all, vec_m, grid);
+    }
     if (q.barrier) grid.sync();
     clock.mark(3);
   }
@@ -173,14 +217,16 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
-    Plan q = plan_for<S>(p, NG, p.P);
+    const bool proj = NG == 4 && p.proj;
+    Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);
     // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
     // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
-    // bytes cost more than the barrier saves (measured on an H200, RESULTS.md).
+    // bytes cost more than the barrier saves (measured on an H200, RESULTS.md). A projection
+    // needs a barrier between its two products anyway: it always takes the barrier.
     const char* x = std::getenv("PACKEDRNN_XCH");
-    q.barrier = x != nullptr ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax;
+    q.barrier = proj || (x != nullptr ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
-    return with_width<4, 8, 16, 32>(q.Hb ? q.JT : 0, [&](auto jt) {
+    return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
       return cooperative(persistent_forward<S, NG, J>, p, q, stream);
     });
