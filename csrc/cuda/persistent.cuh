@@ -45,6 +45,11 @@
 
 #include "cells.h"
 #include "dtypes.cuh"
+#ifdef PACKEDRNN_EMULATE
+#include "hardware_emu.h"  // tests/cuda_emu: the kernels on the CPU
+#else
+#include "hardware.cuh"
+#endif
 #include "rnn_cuda.h"
 
 namespace packedrnn {
@@ -75,13 +80,6 @@ struct Plan {
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
 };
-
-// Time in nanoseconds, for PACKEDRNN_TIMING.
-__device__ __forceinline__ unsigned long long now_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
 // so its clock is the block's).
@@ -269,17 +267,6 @@ __device__ void block_gemm_ffma(const Gemm& gm, int NC, const float* Ws, const f
 //   A {A[g][2q..2q+1], A[g+8][2q..], A[g][2q+8..], A[g+8][2q+8..]}   B {B[2q..2q+1][g], B[2q+8..][g]}
 //   D {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]}
 
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __nv_bfloat16) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __half) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 // d[t] += A B_t over k in [k, k + 16) for NT column tiles: A rows from x0 (row g) and x8 (row
 // g + 8), B_t from w[t] (row t*8 + g of Ws).
 template <int NT, typename S>
@@ -359,26 +346,10 @@ __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int
   }
 }
 
-// 64-bit loads and stores that are single-copy atomic and coherent across SMs (the L1 is bypassed).
-__device__ __forceinline__ unsigned long long load_relaxed(const unsigned long long* p) {
-  unsigned long long v;
-  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void store_relaxed(unsigned long long* p, unsigned long long v) {
-  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
+// The 64-bit word of the forward's exchange: h as float, and its step tag.
 __device__ __forceinline__ unsigned long long tagged(float v, int64_t tag) {
   return ((unsigned long long)(unsigned)tag << 32) | __float_as_uint(v);
 }
-
-// 16-byte asynchronous copy global -> shared (L2 only: data written by other SMs before a grid
-// barrier), and the wait for all of a thread's copies.
-__device__ __forceinline__ void copy16_async(void* dst, const void* src) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-}
-__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 // Stage np rows of K values into Xs (row stride Kp); row r starts at src_row(r) in global memory,
 // written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
@@ -438,10 +409,7 @@ cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStrea
   if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, q.smem);
   if (e != cudaSuccess) return e;
   if (per_sm * sms < q.blocks) return cudaErrorNotSupported;
-  Params pc = p;
-  Plan qc = q;
-  void* args[] = {(void*)&pc, (void*)&qc};
-  return cudaLaunchCooperativeKernel((const void*)kernel, dim3(q.blocks), dim3(kThreads), args, q.smem, stream);
+  return launch_cooperative(kernel, q.blocks, kThreads, q.smem, stream, p, q);
 }
 
 inline int pow2_at_least(int64_t n) {

@@ -43,15 +43,12 @@ std::string persistent_mode() {
 }
 bool persistent_allowed() { return persistent_mode() != "0"; }
 
-// The persistent kernel where it fits, else the per-step kernels. The persistent kernels' path for
-// a projection (LSTM with proj_size) has not run on a GPU yet: until it has, only
-// PACKEDRNN_PERSISTENT=force takes it.
+// The persistent kernel where it fits, else the per-step kernels.
 template <typename Params>
 void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
          cudaError_t (*per_step)(const Params&, DType, cudaStream_t)) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const bool try_persistent = persistent_allowed() && (!p.proj || persistent_mode() == "force");
-  cudaError_t e = try_persistent ? persistent(p, dtype, stream) : cudaErrorNotSupported;
+  cudaError_t e = persistent_allowed() ? persistent(p, dtype, stream) : cudaErrorNotSupported;
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
     TORCH_CHECK(persistent_mode() != "force", "packedrnn: the persistent kernel refused this call "

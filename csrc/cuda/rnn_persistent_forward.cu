@@ -53,7 +53,7 @@ template <typename S, int NG, int JT>
 __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams p, Plan q) {
   using A = float;
   constexpr bool lstm = NG == 4;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  PACKEDRNN_SHARED_BYTES(smem_raw);
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
   const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);

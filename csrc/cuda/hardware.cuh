@@ -1,0 +1,63 @@
+// What the persistent kernels (persistent.cuh) take from the hardware beyond plain C++: inline
+// PTX, the block's dynamic shared memory, and the cooperative launch. tests/cuda_emu/hardware_emu.h
+// defines the same names for the CPU emulator that runs the kernels' source in the tests.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace packedrnn {
+namespace persistent {
+
+// The block's dynamic shared memory, 16-byte aligned, as `unsigned char name[]`.
+#define PACKEDRNN_SHARED_BYTES(name) extern __shared__ __align__(16) unsigned char name[]
+
+// Launch kernel(args...) on `blocks` blocks of `threads` threads, all resident at once.
+template <typename Kernel, typename... Args>
+cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream,
+                               Args... args) {
+  void* ptrs[] = {(void*)&args...};
+  return cudaLaunchCooperativeKernel((const void*)kernel, dim3(blocks), dim3(threads), ptrs, smem, stream);
+}
+
+// Time in nanoseconds, for PACKEDRNN_TIMING.
+__device__ __forceinline__ unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// d += A B for one warp, mma.sync.m16n8k16 with fp32 accumulation; fragment layouts in
+// persistent.cuh (block_gemm_mma). The last argument picks the input type.
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __nv_bfloat16) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __half) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// 64-bit loads and stores that are single-copy atomic and coherent across SMs (the L1 is bypassed).
+__device__ __forceinline__ unsigned long long load_relaxed(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void store_relaxed(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+// 16-byte asynchronous copy global -> shared (L2 only: data written by other SMs before a grid
+// barrier), and the wait for all of a thread's copies.
+__device__ __forceinline__ void copy16_async(void* dst, const void* src) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+}  // namespace persistent
+}  // namespace packedrnn

@@ -1,0 +1,30 @@
+// C entry points of the emulated persistent kernels for tests/test_cuda_emulated.py (ctypes): the
+// kernels' parameter structs filled from flat arrays, in the field order of csrc/cuda/rnn_cuda.h.
+#include "hardware_emu.h"
+#include "rnn_cuda.h"
+
+using packedrnn::BackwardParams;
+using packedrnn::DType;
+using packedrnn::ForwardParams;
+
+extern "C" {
+
+void emu_configure(int sms, int optin, unsigned seed) { emu::configure(sms, optin, seed); }
+
+// n: cell, T, B, D, H, P, K, proj. ptr: lengths, gx, h0, w_hh, b_hh, w_hr, c, m, out, h_n, saved, xch.
+int emu_forward(const int64_t* n, void* const* ptr, int dtype) {
+  const ForwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
+                        static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
+                        ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11]};
+  return packedrnn::rnn_forward_persistent(p, static_cast<DType>(dtype), nullptr);
+}
+
+// ptr: lengths, w_hh, w_hr, saved, grad_out, dh, dc, dm, dgx, dgh, dH, direct.
+int emu_backward(const int64_t* n, void* const* ptr, int dtype) {
+  const BackwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
+                         static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
+                         ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11]};
+  return packedrnn::rnn_backward_persistent(p, static_cast<DType>(dtype), nullptr);
+}
+
+}  // extern "C"

@@ -1,0 +1,192 @@
+// CPU emulator of a cooperative CUDA launch (tests/cuda_emu/README.md): every CUDA thread is a
+// fiber (ucontext) on one OS thread. A fiber runs until it meets a barrier (__syncthreads, a
+// warp-wide operation, grid.sync) or polls; the next one to run is the longest waiting (seed 0) or
+// a random runnable one (a seeded generator: the same seed, the same interleaving), so code that
+// relies on an order no barrier enforces shows as wrong values under some seed.
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "hardware_emu.h"
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace emu {
+namespace {
+
+constexpr size_t kStack = 256 << 10;
+constexpr size_t kGuard = 256;  // bytes past each block's shared memory, checked after the launch
+constexpr unsigned char kGuardByte = 0xA5, kFreshByte = 0xFF;  // 0xFF..: NaN in every float type
+
+struct Fiber {
+  ucontext_t ctx;
+  unsigned tid = 0, bid = 0;
+  std::unique_ptr<char[]> stack;
+};
+
+struct Barrier {
+  int expected = 0, arrived = 0;
+  unsigned gen = 0;
+  std::vector<Fiber*> waiting;
+};
+
+struct Warp {
+  Barrier bar;
+  unsigned char box[2][32][32];  // warp_exchange, by parity of the barrier's generation
+};
+
+struct Block {
+  Barrier bar;
+  std::vector<Warp> warps;
+  unsigned char* smem = nullptr;
+};
+
+struct Grid {
+  std::vector<Fiber> fibers;
+  std::vector<Block> blocks;
+  Barrier bar;
+  std::vector<Fiber*> runq;
+  ucontext_t sched;
+  Fiber* cur = nullptr;
+  const std::function<void()>* body = nullptr;
+  size_t smem = 0;
+  int live = 0;
+  const char* failure = nullptr;
+  std::unique_ptr<unsigned char[]> smem_all;
+};
+
+Grid* G = nullptr;
+int g_sms = 132, g_optin = 232448;  // an H100/H200
+unsigned g_seed = 0;
+
+void switch_out() { swapcontext(&G->cur->ctx, &G->sched); }
+
+void arrive(Barrier& b) {
+  if (++b.arrived == b.expected) {
+    b.arrived = 0;
+    ++b.gen;
+    for (Fiber* f : b.waiting) G->runq.push_back(f);
+    b.waiting.clear();
+    return;
+  }
+  b.waiting.push_back(G->cur);
+  switch_out();
+}
+
+void fiber_main() {
+  (*G->body)();
+  --G->live;  // uc_link returns to the scheduler
+}
+
+}  // namespace
+
+int sm_count() { return g_sms; }
+int shared_memory_optin() { return g_optin; }
+void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin, g_seed = seed; }
+
+void block_barrier() { arrive(G->blocks[blockIdx.x].bar); }
+void grid_barrier() { arrive(G->bar); }
+void yield() {
+  G->runq.push_back(G->cur);
+  switch_out();
+}
+
+void warp_exchange(const void* mine, size_t bytes, void* all) {
+  Warp& w = G->blocks[blockIdx.x].warps[threadIdx.x / 32];
+  const unsigned par = w.bar.gen & 1;
+  std::memcpy(w.box[par][threadIdx.x % 32], mine, bytes);
+  arrive(w.bar);
+  for (int l = 0; l < 32; ++l) std::memcpy(static_cast<unsigned char*>(all) + l * bytes, w.box[par][l], bytes);
+}
+
+unsigned char* shared_memory() { return G->blocks[blockIdx.x].smem; }
+
+bool fail(const char* what) {
+  if (G->failure == nullptr) G->failure = what;
+  return false;
+}
+
+bool in_shared(const void* p, size_t bytes) {
+  const unsigned char* base = shared_memory();
+  const unsigned char* q = static_cast<const unsigned char*>(p);
+  return q >= base && q + bytes <= base + G->smem && reinterpret_cast<uintptr_t>(q) % bytes == 0;
+}
+
+int launch(int blocks, int threads, size_t smem, const std::function<void()>& body) {
+  if (threads % 32 != 0 || blocks > g_sms) {
+    std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
+    return 1;
+  }
+  Grid g;
+  G = &g;
+  g.body = &body;
+  g.smem = smem;
+  const size_t stride = (smem + kGuard + 63) / 64 * 64;
+  g.smem_all.reset(new unsigned char[stride * blocks + 64]);
+  unsigned char* base = g.smem_all.get() + (64 - reinterpret_cast<uintptr_t>(g.smem_all.get()) % 64);
+  g.blocks.resize(blocks);
+  for (int b = 0; b < blocks; ++b) {
+    Block& blk = g.blocks[b];
+    blk.bar.expected = threads;
+    blk.warps.resize(threads / 32);
+    for (Warp& w : blk.warps) w.bar.expected = 32;
+    blk.smem = base + b * stride;
+    std::memset(blk.smem, kFreshByte, smem);
+    std::memset(blk.smem + smem, kGuardByte, kGuard);
+  }
+  g.bar.expected = blocks * threads;
+  g.fibers.resize((size_t)blocks * threads);
+  g.live = blocks * threads;
+  for (size_t i = 0; i < g.fibers.size(); ++i) {
+    Fiber& f = g.fibers[i];
+    f.bid = (unsigned)(i / threads), f.tid = (unsigned)(i % threads);
+    f.stack.reset(new char[kStack]);
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = kStack;
+    f.ctx.uc_link = &g.sched;
+    makecontext(&f.ctx, fiber_main, 0);
+    g.runq.push_back(&f);
+  }
+  gridDim = dim3(blocks);
+  blockDim = dim3(threads);
+  std::mt19937 rng(g_seed);
+  size_t head = 0;  // FIFO: runq[head..] are waiting
+  while (head < g.runq.size()) {
+    if (g_seed != 0) std::swap(g.runq[head], g.runq[head + rng() % (g.runq.size() - head)]);
+    g.cur = g.runq[head++];
+    if (head > 4096 && 2 * head > g.runq.size()) g.runq.erase(g.runq.begin(), g.runq.begin() + head), head = 0;
+    threadIdx = {g.cur->tid, 0, 0};
+    blockIdx = {g.cur->bid, 0, 0};
+    swapcontext(&g.sched, &g.cur->ctx);
+  }
+  int rc = 0;
+  if (g.live != 0) {
+    std::fprintf(stderr, "emu: deadlock: %d of %d threads never finished (grid barrier %d/%d arrived)\n", g.live,
+                 blocks * threads, g.bar.arrived, g.bar.expected);
+    rc = 1;
+  }
+  for (int b = 0; b < blocks; ++b) {
+    const Block& blk = g.blocks[b];
+    if (blk.bar.arrived != 0) fail("__syncthreads not reached by every thread of a block");
+    for (size_t i = 0; i < kGuard; ++i) {
+      if (blk.smem[smem + i] != kGuardByte) {
+        fail("a write past the block's dynamic shared memory");
+        break;
+      }
+    }
+  }
+  if (g.failure != nullptr) {
+    std::fprintf(stderr, "emu: %s\n", g.failure);
+    rc = 1;
+  }
+  G = nullptr;
+  return rc;
+}
+
+}  // namespace emu

@@ -1,0 +1,81 @@
+// CPU emulator (tests/cuda_emu/README.md): the part of the CUDA runtime and of the CUDA C++
+// language that the persistent kernels use, for g++. Threads are fibers of emu.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__
+#define __align__(n) alignas(n)
+#define __launch_bounds__(...)
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorLaunchFailure = 719,
+  cudaErrorCooperativeLaunchTooLarge = 720,
+  cudaErrorNotSupported = 801,
+};
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+typedef struct CUstream_st* cudaStream_t;
+
+struct uint3 { unsigned x, y, z; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+
+// The running fiber's coordinates (emu.cpp sets them at every switch).
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+namespace emu {
+// The emulated device: its SM count and shared memory per block (emu_configure in driver.cpp).
+int sm_count();
+int shared_memory_optin();
+void block_barrier();
+void warp_exchange(const void* mine, size_t bytes, void* all);  // all: 32 * bytes, by lane
+}  // namespace emu
+
+inline cudaError_t cudaGetDevice(int* dev) { return *dev = 0, cudaSuccess; }
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrMultiProcessorCount ? emu::sm_count() : emu::shared_memory_optin();
+  return cudaSuccess;
+}
+template <typename F>
+cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
+template <typename F>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F, int, size_t smem) {
+  *n = smem <= (size_t)emu::shared_memory_optin() ? 1 : 0;  // __launch_bounds__(256, 1) kernels
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+
+inline void __syncthreads() { emu::block_barrier(); }
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
+  T all[32];
+  emu::warp_exchange(&v, sizeof(T), all);
+  return all[(threadIdx.x % 32) ^ mask];
+}
+inline unsigned __float_as_uint(float v) {
+  unsigned u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+template <typename T>
+T __ldcg(const T* p) { return *p; }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }

@@ -1,0 +1,213 @@
+"""The persistent CUDA kernels' own source, compiled with g++ against tests/cuda_emu (every CUDA
+thread a fiber on the CPU; warp and block barriers, mma and cp.async emulated), checked against the
+CPU op in float64 on the same inputs: outputs, states and every gradient. It
+runs without a GPU, so it guards the kernels' index logic (sorting, chunks, slices, the tagged
+exchange, fragment layouts, the projection's second product) in CI; timing, the memory model and
+register pressure still need a GPU (test_cuda.py, scripts/gpu_check.sh)."""
+import ctypes
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import packedrnn  # noqa: F401  (registers the CPU ops used as the reference)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMU = os.path.join(ROOT, "tests", "cuda_emu")
+SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward.cu"),
+           os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
+DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
+LSTM, GRU = 0, 1
+
+pytestmark = pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("g++")),
+    reason="the emulator needs g++ on x86-64 Linux (ucontext fibers, _Float16)")
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cuda_emu")
+    flags = ["g++", "-std=c++17", "-O1", "-fPIC", "-DPACKEDRNN_EMULATE", "-I" + os.path.join(EMU, "include"),
+             "-I" + EMU, "-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "csrc", "cuda"),
+             "-Wall", "-Wno-unknown-pragmas", "-Werror"]
+    objs, procs = [], []
+    for src in SOURCES:
+        objs.append(str(out / (os.path.basename(src) + ".o")))
+        procs.append(subprocess.Popen(flags + ["-x", "c++", "-c", src, "-o", objs[-1]],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        log = p.communicate()[0]
+        assert p.returncode == 0, log
+    lib = str(out / "libpackedrnn_emu.so")
+    subprocess.run(["g++", "-shared", "-o", lib] + objs, check=True)
+    emu = ctypes.CDLL(lib)
+    for fn in (emu.emu_forward, emu.emu_backward):
+        fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+        fn.restype = ctypes.c_int
+    emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
+    return emu
+
+
+def _call(fn, sizes, tensors, dtype):
+    n = (ctypes.c_int64 * len(sizes))(*sizes)
+    ptrs = (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+    return fn(n, ptrs, DTYPE_CODE[dtype])
+
+
+def _rel(a, b):
+    """Largest difference relative to the largest value of b; NaN must sit where b has NaN."""
+    a, b = a.double(), b.double()
+    nan = b.isnan()
+    if not torch.equal(a.isnan(), nan):
+        return math.inf
+    a, b = a[~nan], b[~nan]
+    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
+
+
+def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=()):
+    """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
+    as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
+    nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there."""
+    g = torch.Generator().manual_seed(seed)
+    lstm, proj = cell == LSTM, P != H
+    G = (4 if lstm else 3) * H
+
+    def rand(*shape, scale=1.0):  # values the dtype holds exactly, so both sides start equal
+        return (torch.randn(*shape, generator=g) * scale).to(dtype).double()
+    w_ih, w_hh = rand(D, G, I, scale=I ** -0.5), rand(D, G, P, scale=P ** -0.5)
+    b_ih, b_hh = rand(D, G, scale=0.1), rand(D, G, scale=0.1)
+    w_hr = rand(D, P, H, scale=H ** -0.5) if proj else None
+    x, h0, c0 = rand(T, B, I), rand(D, B, P), rand(D, B, H) if lstm else None
+    lens = torch.tensor(lengths, dtype=torch.int64)
+    valid = torch.arange(T)[:, None] < lens[None, :]  # [T, B]
+    x[~valid] = 0  # as packedrnn.functional leaves the padding
+    x[0, list(nan_rows), 0] = float("nan")
+    ops = torch.ops.packedrnn
+    out_r, hn_r, cn_r, saved_r = ops.rnn_layer(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, True)
+
+    S = lambda t: None if t is None else t.to(dtype).contiguous()  # noqa: E731
+    gx = torch.stack([x.view(T * B, I) @ w_ih[d].T + b_ih[d] + (b_hh[d] if lstm else 0) for d in range(D)])
+    gx = S(gx)
+    gx[:, ~valid.reshape(-1)] = float("nan")  # padded rows are never read
+    K = saved_r.shape[-1]
+    out = torch.zeros(T, B, D * P, dtype=dtype)
+    h_n = torch.empty(D, B, P, dtype=dtype)
+    c = c0.float().clone() if lstm else None
+    m = torch.empty(D, B, H, dtype=dtype) if proj else None
+    saved = torch.zeros(D, T, B, K, dtype=dtype)
+    xch = torch.zeros(2, D, B, P, dtype=torch.int64)
+    w_hh_s, w_hr_s = S(w_hh), S(w_hr)
+    rc = _call(emu.emu_forward, [cell, T, B, D, H, P, K, int(proj)],
+               [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch], dtype)
+    assert rc == 0, f"forward: CUDA error {rc}"
+    # (`saved` itself is not compared: the CPU op orders its rows by rank. The weight gradients
+    # below read the kernel's own `saved`.)
+    results = [("out", out, out_r), ("h_n", h_n, hn_r)]
+    if lstm:
+        results.append(("c_n", c, cn_r))
+
+    grad_out = rand(T, B, D * P)
+    grad_out[~valid] = 0
+    grad_hn, grad_cn = rand(D, B, P), rand(D, B, H) if lstm else torch.empty(0, dtype=torch.double)
+    ref = ops.rnn_layer_backward(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved_r, grad_out,
+                                 grad_hn, grad_cn)
+    go = S(grad_out)
+    go[~valid] = float("nan")  # padded gradients are never read
+    dh = grad_hn.float().clone()
+    dc = grad_cn.float().clone() if lstm else None
+    dgx = torch.zeros(D, T * B, G, dtype=dtype)
+    dgh = dgx if lstm else torch.zeros_like(dgx)
+    dH = torch.zeros(D, T * B, P, dtype=dtype) if proj else None
+    direct = None if lstm else torch.empty(D, B, H)
+    rc = _call(emu.emu_backward, [cell, T, B, D, H, P, K, int(proj)],
+               [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct], dtype)
+    assert rc == 0, f"backward: CUDA error {rc}"
+    # The products around the recurrence, as layer_gemms.h forms them.
+    rows = saved.double().view(D, T * B, K)
+    h_prev = 6 * H if lstm and proj else (5 * H if lstm else 4 * H)
+    dgx64, dgh64, x2 = dgx.double(), dgh.double(), x.view(T * B, I)
+    mine = {
+        "dx": sum(dgx64[d] @ w_ih[d] for d in range(D)).view(T, B, I), "dh0": dh, "dc0": dc,
+        "dw_ih": torch.stack([dgx64[d].T @ x2 for d in range(D)]),
+        "dw_hh": torch.stack([dgh64[d].T @ rows[d, :, h_prev:h_prev + P] for d in range(D)]),
+        "db_ih": dgx64.sum(1), "db_hh": dgh64.sum(1),
+        "dw_hr": torch.stack([dH[d].double().T @ rows[d, :, 5 * H:6 * H] for d in range(D)]) if proj else None,
+    }
+    for name, theirs in zip(["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr"], ref):
+        if mine[name] is not None:
+            results.append((name, mine[name], theirs))
+    errors = {name: _rel(a, b) for name, a, b in results}
+    bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= tol}  # NaN fails too
+    assert not bad, f"relative errors above {tol}: {bad}"
+    return errors
+
+
+# Sizes for an emulated device of `sms` SMs: units per block Hb = 1..8 (a partial last block),
+# several chunks of rows per step (B past 512 / Hb, or little shared memory), rows that are not
+# 16-byte multiples (staged through registers), a projection whose blocks past unit P own no
+# output and whose rows are wider than the recurrent ones, both forward exchanges.
+CASES = [  # cell, I, H, P, B, T, D, dtype, SMs, shared memory per block, PACKEDRNN_XCH
+    (LSTM, 5, 20, 20, 70, 6, 2, torch.float32, 8, 232448, "tagged"),
+    (LSTM, 5, 20, 20, 70, 6, 2, torch.float32, 8, 232448, "barrier"),
+    (GRU, 5, 12, 12, 9, 7, 1, torch.float32, 8, 232448, "tagged"),
+    (GRU, 5, 12, 12, 9, 7, 1, torch.float32, 8, 232448, "barrier"),
+    (LSTM, 3, 5, 5, 5, 4, 1, torch.float32, 8, 232448, ""),
+    (GRU, 4, 13, 13, 20, 5, 2, torch.float32, 8, 232448, ""),
+    (LSTM, 4, 24, 10, 20, 5, 2, torch.float32, 8, 232448, ""),
+    (LSTM, 3, 20, 6, 40, 6, 1, torch.float32, 8, 24000, ""),
+    (LSTM, 3, 40, 33, 12, 4, 1, torch.float32, 8, 232448, ""),
+    (LSTM, 8, 136, 24, 10, 4, 1, torch.float32, 24, 232448, ""),
+    (LSTM, 5, 20, 20, 33, 5, 2, torch.bfloat16, 8, 232448, ""),
+    (GRU, 5, 12, 12, 17, 6, 2, torch.float16, 8, 232448, "barrier"),
+    (LSTM, 4, 24, 16, 20, 5, 2, torch.bfloat16, 8, 232448, ""),
+    (LSTM, 4, 13, 13, 9, 5, 1, torch.float16, 8, 232448, ""),
+]
+TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:], c[10] or "auto"))
+def test_persistent_kernels_emulated(emu, case, seed, monkeypatch):
+    """Seed 0 runs the threads in a fixed order, seeds 1-2 in random orders (races show there).
+    Lengths include zeros, ties and T, unsorted; gate inputs and output gradients are NaN at
+    padded positions."""
+    cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
+    monkeypatch.setenv("PACKEDRNN_XCH", xch)
+    emu.emu_configure(sms, optin, seed)
+    g = torch.Generator().manual_seed(B + T)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[1] = T
+    lengths[-1] = 0
+    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
+
+
+@pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
+def test_nan_stays_in_its_row(emu, H, P, sms):
+    """A NaN inside two rows' sequences (ranks 3 and 7): their results and the weight gradients are
+    NaN, every other row's are exact. With a projection, the rows staged for one product leave
+    values where the other's rows (wider or narrower) have their zero padding; it is zeroed again
+    (at these sizes the NaN rows' values land there, forward and backward)."""
+    emu.emu_configure(sms, 232448, 1)
+    run_case(emu, LSTM, 3, H, P, 12, 5, 1, torch.float32, [5, 5, 5, 5, 5, 5, 5, 5, 3, 2, 0, 1],
+             TOL[torch.float32], nan_rows=[3, 7])
+
+
+def test_all_rows_full_length(emu):
+    emu.emu_configure(8, 232448, 1)
+    run_case(emu, LSTM, 4, 20, 20, 7, 5, 2, torch.float32, [5] * 7, TOL[torch.float32])
+
+
+def test_a_refused_launch_is_reported(emu):
+    """More units per block than the kernels take (Hb > 8): cudaErrorNotSupported, nothing run."""
+    emu.emu_configure(2, 232448, 0)
+    lens = torch.tensor([3, 2], dtype=torch.int64)
+    dummy = torch.zeros(1)
+    rc = _call(emu.emu_forward, [LSTM, 3, 2, 1, 40, 40, 240, 0], [lens] + [dummy] * 11, torch.float32)
+    assert rc == 801
