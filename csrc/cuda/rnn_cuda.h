@@ -58,10 +58,11 @@ cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t s
 cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream);
 
 // Persistent kernels (rnn_persistent_forward.cu, rnn_persistent_backward.cu, persistent.cuh): one
-// cooperative launch for all steps, W_hh on chip. Return cudaErrorNotSupported, having launched
-// nothing, when the call does not fit: fp64, more than 8 units per block (H > 8 * SMs / D),
-// shared memory, or co-residency. Forward writes out, h_n, c (c_n) and saved
-// like rnn_forward_cuda and needs `xch`; backward needs `direct` for GRU.
+// cooperative launch for all steps, W_hh (and W_hr) on chip. Return cudaErrorNotSupported, having
+// launched nothing, when the call does not fit: fp64, more than 8 units per block
+// (H > 8 * SMs / D), shared memory, or co-residency. Forward writes out, h_n, c (c_n) and saved
+// like rnn_forward_cuda, and needs `xch` unless it has a projection (which uses `m`); backward
+// needs `direct` for GRU and `dH` for a projection (not `dm`).
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
 
