@@ -1,7 +1,7 @@
 """Developer probe of the persistent CUDA kernels (scripts/gpu_check.sh runs it first, under a
 timeout, so a hang shows up as the last case printed):
   1. agreement: the persistent kernels, forced (PACKEDRNN_PERSISTENT=force), against the per-step
-     kernels on the same inputs, forward and backward, for sizes that cover 1..8 units per block,
+     kernels on the same inputs, forward and backward, for sizes that cover 1..16 units per block,
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
@@ -59,6 +59,7 @@ def agreement():
         ("LSTM", 16, 130, 33, 20, False, "fp32", 20),
         ("LSTM", 64, 512, 64, 20, True, "bf16", 0),
         ("LSTM", 64, 512, 64, 20, True, "bf16", 128),
+        ("LSTM", 32, 1024, 40, 8, True, "bf16", 0),  # 16 units per block
         ("GRU", 64, 256, 33, 20, False, "fp16", 0),
         ("LSTM", 128, 1024, 256, 6, False, "fp32", 0),
     ]

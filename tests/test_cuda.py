@@ -140,7 +140,7 @@ def test_backend_report():
     assert packedrnn.backend("cuda") == "cuda"
 
 
-# Sizes that put several units in a block (Hb = 2..8), several chunks of rows per step, rows of
+# Sizes that put several units in a block (Hb = 2..16), several chunks of rows per step, rows of
 # every length 1..T, and reductions whose rows are not 16-byte multiples (GRU H=250: G*4 = 3000;
 # proj_size 250: P*4 = 1000). With a projection, blocks past unit P own no projection output.
 SIZES = [  # cell, I, H, B, T, bidirectional, module keywords
@@ -153,7 +153,7 @@ SIZES = [  # cell, I, H, B, T, bidirectional, module keywords
     ("LSTM", 24, 500, 70, 9, True, {"proj_size": 250}),
     ("LSTM", 16, 130, 33, 20, False, {"proj_size": 20}),
 ]
-HALF_SIZES = SIZES[:4] + SIZES[6:7]
+HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 16 units per block
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))

@@ -167,6 +167,9 @@ CASES = [  # cell, I, H, P, B, T, D, dtype, SMs, shared memory per block, PACKED
     (GRU, 5, 12, 12, 17, 6, 2, torch.float16, 8, 232448, "barrier"),
     (LSTM, 4, 24, 16, 20, 5, 2, torch.bfloat16, 8, 232448, ""),
     (LSTM, 4, 13, 13, 9, 5, 1, torch.float16, 8, 232448, ""),
+    (LSTM, 6, 40, 40, 40, 5, 2, torch.bfloat16, 6, 232448, ""),  # 16 units per block
+    (GRU, 6, 40, 40, 20, 5, 2, torch.float16, 6, 232448, "barrier"),
+    (LSTM, 6, 40, 24, 20, 4, 2, torch.bfloat16, 6, 232448, ""),
 ]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
@@ -204,10 +207,15 @@ def test_all_rows_full_length(emu):
     run_case(emu, LSTM, 4, 20, 20, 7, 5, 2, torch.float32, [5] * 7, TOL[torch.float32])
 
 
-def test_a_refused_launch_is_reported(emu):
-    """More units per block than the kernels take (Hb > 8): cudaErrorNotSupported, nothing run."""
-    emu.emu_configure(2, 232448, 0)
+@pytest.mark.parametrize("sms,dtype", [(2, torch.bfloat16), (6, torch.float32)])
+def test_a_refused_launch_is_reported(emu, sms, dtype):
+    """More units per block than the kernels take (H = 40, both directions, on 2 SMs: 64 units per
+    block; on 6: 16, which an fp32 forward does not take): cudaErrorNotSupported, and nothing ran
+    (the caller then runs the per-step kernels). The other buffers are too small to be touched."""
+    emu.emu_configure(sms, 232448, 0)
     lens = torch.tensor([3, 2], dtype=torch.int64)
-    dummy = torch.zeros(1)
-    rc = _call(emu.emu_forward, [LSTM, 3, 2, 1, 40, 40, 240, 0], [lens] + [dummy] * 11, torch.float32)
-    assert rc == 801
+    out = torch.zeros(3, 2, 80, dtype=dtype)
+    rest = [torch.zeros(1)] * 7
+    rc = _call(emu.emu_forward, [LSTM, 3, 2, 2, 40, 40, 240, 0], [lens] + rest + [out] + [torch.zeros(1)] * 3,
+               dtype)
+    assert rc == 801 and not out.any()

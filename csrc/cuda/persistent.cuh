@@ -30,8 +30,8 @@
 //             words carry 2-4x the bytes of h, and every block reads all of h).
 //   backward  one grid barrier per step (the gate gradients are 4x the size of h).
 // Staging from memory written before a barrier uses cp.async. Cooperative launch guarantees that
-// all blocks are resident, which both schemes rely on. A call that does not fit (more than 8 units
-// per block, shared memory, co-residency) returns cudaErrorNotSupported and the
+// all blocks are resident, which both schemes rely on. A call that does not fit (more than 16
+// units per block, or 8 for an fp32 forward; shared memory; co-residency) returns cudaErrorNotSupported and the
 // caller runs the per-step kernels of rnn_kernels.cu instead.
 #pragma once
 
@@ -60,7 +60,7 @@ namespace cg = cooperative_groups;
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr int kTile = 16;      // rows of Xs per pass of block_gemm (the m of mma.m16n8k16)
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
-constexpr int kMaxUnits = 8;   // units per block
+constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
 
 // One product of a step, Y = Ws X^T (block_gemm).
 struct Gemm {

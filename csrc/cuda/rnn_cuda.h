@@ -59,10 +59,10 @@ cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t
 
 // Persistent kernels (rnn_persistent_forward.cu, rnn_persistent_backward.cu, persistent.cuh): one
 // cooperative launch for all steps, W_hh (and W_hr) on chip. Return cudaErrorNotSupported, having
-// launched nothing, when the call does not fit: fp64, more than 8 units per block
-// (H > 8 * SMs / D), shared memory, or co-residency. Forward writes out, h_n, c (c_n) and saved
-// like rnn_forward_cuda, and needs `xch` unless it has a projection (which uses `m`); backward
-// needs `direct` for GRU and `dH` for a projection (not `dm`).
+// launched nothing, when the call does not fit: fp64, more than 16 units per block
+// (H > 16 * SMs / D; 8 for an fp32 forward), shared memory, or co-residency. Forward writes out,
+// h_n, c (c_n) and saved like rnn_forward_cuda, and needs `xch` unless it has a projection (which
+// uses `m`); backward needs `direct` for GRU and `dH` for a projection (not `dm`).
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
 

@@ -180,7 +180,7 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
   } else {
     if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
     const Plan q = plan_for<S>(p, 1, NG * p.H, NG == 4 && p.proj ? p.P : 0);
-    return with_width<1, 2, 4, 8>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
+    return with_width<1, 2, 4, 8, 16>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
       return cooperative(persistent_backward<S, NG, J>, p, q, stream);
     });

@@ -226,10 +226,17 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     const char* x = std::getenv("PACKEDRNN_XCH");
     q.barrier = proj || (x != nullptr ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
-    return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
+    auto launch = [&](auto jt) {
       constexpr int J = decltype(jt)::value;
       return cooperative(persistent_forward<S, NG, J>, p, q, stream);
-    });
+    };
+    // 64 gate rows (16 units per block) only on tensor cores: block_gemm_ffma takes at most 32, so
+    // an fp32 forward that needs 16 units per block runs the per-step kernels.
+    if constexpr (std::is_same<S, float>::value) {
+      return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
+    } else {
+      return with_width<4, 8, 16, 32, 64>(q.Hb ? q.rec.JT : 0, launch);
+    }
   }
 }
 

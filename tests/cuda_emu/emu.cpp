@@ -56,6 +56,7 @@ struct Grid {
   const std::function<void()>* body = nullptr;
   size_t smem = 0;
   int live = 0;
+  long long idle_polls = 0;  // polls since a barrier last opened or a thread finished
   const char* failure = nullptr;
   std::unique_ptr<unsigned char[]> smem_all;
 };
@@ -68,6 +69,7 @@ void switch_out() { swapcontext(&G->cur->ctx, &G->sched); }
 
 void arrive(Barrier& b) {
   if (++b.arrived == b.expected) {
+    G->idle_polls = 0;
     b.arrived = 0;
     ++b.gen;
     for (Fiber* f : b.waiting) G->runq.push_back(f);
@@ -81,6 +83,7 @@ void arrive(Barrier& b) {
 void fiber_main() {
   (*G->body)();
   --G->live;  // uc_link returns to the scheduler
+  G->idle_polls = 0;
 }
 
 }  // namespace
@@ -92,6 +95,7 @@ void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin
 void block_barrier() { arrive(G->blocks[blockIdx.x].bar); }
 void grid_barrier() { arrive(G->bar); }
 void yield() {
+  ++G->idle_polls;
   G->runq.push_back(G->cur);
   switch_out();
 }
@@ -157,7 +161,9 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
   blockDim = dim3(threads);
   std::mt19937 rng(g_seed);
   size_t head = 0;  // FIFO: runq[head..] are waiting
-  while (head < g.runq.size()) {
+  // Every thread polling, round after round, while no barrier opens: a word that never arrives.
+  const long long livelock = 1000LL * blocks * threads;
+  while (head < g.runq.size() && g.idle_polls < livelock) {
     if (g_seed != 0) std::swap(g.runq[head], g.runq[head + rng() % (g.runq.size() - head)]);
     g.cur = g.runq[head++];
     if (head > 4096 && 2 * head > g.runq.size()) g.runq.erase(g.runq.begin(), g.runq.begin() + head), head = 0;
@@ -166,7 +172,10 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
     swapcontext(&g.sched, &g.cur->ctx);
   }
   int rc = 0;
-  if (g.live != 0) {
+  if (g.idle_polls >= livelock) {
+    std::fprintf(stderr, "emu: livelock: threads poll for words that no thread writes\n");
+    rc = 1;
+  } else if (g.live != 0) {
     std::fprintf(stderr, "emu: deadlock: %d of %d threads never finished (grid barrier %d/%d arrived)\n", g.live,
                  blocks * threads, g.bar.arrived, g.bar.expected);
     rc = 1;
