@@ -52,12 +52,25 @@ __device__ __forceinline__ void store_relaxed(unsigned long long* p, unsigned lo
 }
 
 // 16-byte asynchronous copy global -> shared (L2 only: data written by other SMs before a grid
-// barrier), and the wait for all of a thread's copies.
+// barrier); the end of a group of a thread's copies; the wait until at most `pending` (0..7) of
+// its groups are still in flight.
 __device__ __forceinline__ void copy16_async(void* dst, const void* src) {
   const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
 }
-__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void wait_copies(int pending) {
+  switch (pending) {  // the count is an immediate operand
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 7;" ::: "memory"); break;
+  }
+}
 
 }  // namespace persistent
 }  // namespace packedrnn

@@ -60,6 +60,7 @@ namespace cg = cooperative_groups;
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr int kTile = 16;      // rows of Xs per pass of block_gemm (the m of mma.m16n8k16)
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
+constexpr int kGroups = 8;     // cp.async groups of a staging (wait_group takes 0..7 pending)
 constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
 
 // One product of a step, Y = Ws X^T (block_gemm).
@@ -82,7 +83,8 @@ struct Plan {
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
-// so its clock is the block's).
+// so its clock is the block's). Phases: stage (cp.async copies issued, or tagged words received),
+// product (block_gemm, including the wait for tiles still in flight), cell, barrier.
 struct PhaseClock {
   bool on;
   unsigned long long last = 0, total[4] = {0, 0, 0, 0};
@@ -178,6 +180,44 @@ __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
   return n;
 }
 
+// Stage np rows of K values into Xs (row stride ld); row r starts at src_row(r) in global memory,
+// written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
+// 16-byte aligned) in 16-byte cp.async pieces, one commit group per tile of kTile rows (the last
+// group also takes the tiles past kGroups), so that block_gemm starts on the first tile while the
+// others are in flight: it waits for each tile's group (tile_ready). Returns the number of groups
+// (0: staged synchronously through registers). The caller __syncthreads before block_gemm.
+template <typename S, typename F>
+__device__ __forceinline__ int stage_rows(const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
+  if (!vec) {
+    for (int e = threadIdx.x; e < np * gm.K; e += kThreads) {
+      const int r = e / gm.K, c = e % gm.K;
+      Xs[r * gm.ld + c] = __ldcg(src_row(r) + c);
+    }
+    return 0;
+  }
+  const int per = gm.K * (int)sizeof(S) / 16;  // pieces per row
+  const int groups = min((np + kTile - 1) / kTile, kGroups);
+  for (int g = 0; g < groups; ++g) {
+    const int end = (g == groups - 1 ? np : (g + 1) * kTile) * per;
+#pragma unroll 4
+    for (int e = g * kTile * per + threadIdx.x; e < end; e += kThreads) {
+      const int r = e / per, c = e % per;
+      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * gm.ld) + c * 16,
+                   reinterpret_cast<const unsigned char*>(src_row(r)) + c * 16);
+    }
+    commit_copies();
+  }
+  return groups;
+}
+
+// Before block_gemm reads tile t of Xs: each thread waits for its copies of tiles <= t, then a
+// barrier makes every thread's visible. Every thread of the block calls it.
+__device__ __forceinline__ void tile_ready(int groups, int t) {
+  if (groups == 0) return;
+  wait_copies(groups - 1 - min(t, groups - 1));
+  __syncthreads();
+}
+
 // The products Y[j][r] = sum_k Ws[j][k] * Xs[r][k] (j < JT rows of Ws, r < n <= NC rows of Xs),
 // with every thread of the block: block_gemm. fp32 runs on the CUDA cores (FFMA, exact fp32
 // products); bf16 and fp16 run on the tensor cores (mma.sync, fp32 accumulation). fp32 through
@@ -242,11 +282,13 @@ __device__ __forceinline__ void gemm_group(const Gemm& gm, int NC, const float* 
 // Ws values at a time in registers against up to kTile rows of Xs. The slices are summed with
 // shuffles inside a warp, then through `red` across warps.
 template <int JT>
-__device__ void block_gemm_ffma(const Gemm& gm, int NC, const float* Ws, const float* Xs, int n, float* red, float* Y) {
+__device__ void block_gemm_ffma(const Gemm& gm, int NC, const float* Ws, const float* Xs, int n, int groups,
+                                float* red, float* Y) {
   static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
   const int k0 = 4 * (threadIdx.x / JT);
   const float* w = Ws + (size_t)(threadIdx.x % JT) * gm.ld + k0;
   for (int r0 = 0; r0 < n; r0 += kTile) {
+    tile_ready(groups, r0 / kTile);
     const int nr = min(kTile, n - r0);
     const float* x = Xs + (size_t)r0 * gm.ld + k0;
     if (nr > 8) {
@@ -289,7 +331,8 @@ __device__ __forceinline__ void mma_step(float (&d)[NT][4], const S* x0, const S
 // split K and add their parts through `red`. Rows past n and Ws rows past JT read the last valid
 // row and are dropped.
 template <int JT, typename S>
-__device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+__device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
+                               float* Y) {
   constexpr int NT = JT >= 8 ? JT / 8 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   const int tiles = (n + kTile - 1) / kTile;
@@ -299,7 +342,11 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
   const S* w[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) w[t] = Ws + (size_t)min(t * 8 + g, JT - 1) * gm.ld;
-  for (int m = warp / split; m < tiles; m += kWarps / split) {
+  const int per_round = kWarps / split;  // tiles the warps take at once
+  for (int first = 0; first < tiles; first += per_round) {
+    tile_ready(groups, min(first + per_round, tiles) - 1);
+    const int m = first + warp / split;
+    if (m >= tiles) continue;
     const int m0 = m * kTile;
     const S* x0 = Xs + (size_t)min(m0 + g, n - 1) * gm.ld;
     const S* x8 = Xs + (size_t)min(m0 + g + 8, n - 1) * gm.ld;
@@ -335,41 +382,21 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
   __syncthreads();
 }
 
-// Fixed order throughout, so results are bitwise repeatable. Every thread of the block must call
-// it; it ends past a __syncthreads.
+// Fixed order throughout, so results are bitwise repeatable. `groups`: what stage_rows returned
+// for Xs. Every thread of the block must call it; it ends past a __syncthreads.
 template <int JT, typename S>
-__device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, float* red, float* Y) {
+__device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
+                           float* Y) {
   if constexpr (std::is_same<S, float>::value) {
-    block_gemm_ffma<JT>(gm, NC, Ws, Xs, n, red, Y);
+    block_gemm_ffma<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
   } else {
-    block_gemm_mma<JT>(gm, NC, Ws, Xs, n, red, Y);
+    block_gemm_mma<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
   }
 }
 
 // The 64-bit word of the forward's exchange: h as float, and its step tag.
 __device__ __forceinline__ unsigned long long tagged(float v, int64_t tag) {
   return ((unsigned long long)(unsigned)tag << 32) | __float_as_uint(v);
-}
-
-// Stage np rows of K values into Xs (row stride Kp); row r starts at src_row(r) in global memory,
-// written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
-// 16-byte aligned) in 16-byte cp.async pieces, all in flight at once; else one value per load.
-// The caller __syncthreads before reading Xs.
-template <typename S, typename F>
-__device__ __forceinline__ void stage_rows(const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
-  const int per = vec ? gm.K * (int)sizeof(S) / 16 : gm.K;  // pieces per row
-#pragma unroll 4
-  for (int e = threadIdx.x; e < np * per; e += kThreads) {
-    const int r = e / per, c = e % per;
-    const S* src = src_row(r);
-    if (vec) {
-      copy16_async(reinterpret_cast<unsigned char*>(Xs + r * gm.ld) + c * 16,
-                   reinterpret_cast<const unsigned char*>(src) + c * 16);
-    } else {
-      Xs[r * gm.ld + c] = __ldcg(src + c);
-    }
-  }
-  wait_copies();
 }
 
 // Zero the padding columns [K, ld) of the first n rows of Xs, which block_gemm reads against the

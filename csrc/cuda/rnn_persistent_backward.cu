@@ -86,12 +86,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         load_cell(m, u0 + m.kk);
       }
       zero_padding(q.proj, nc, sm.Xs);
-      stage_rows(q.proj, sm.Xs, nc, vec_p, [&](int r) {
+      const int groups = stage_rows(q.proj, sm.Xs, nc, vec_p, [&](int r) {
         const int64_t t = d == 1 ? sm.lens[r0 + r] - 1 - s : s;
         return dH + (t * B + sm.order[r0 + r]) * P;
       });
       __syncthreads();
-      block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, sm.red, sm.Y);
+      block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         if (it[k].on) lstm_cell(it[k], u0 + it[k].kk, sm.Y[it[k].kk * q.NC + it[k].r]);
@@ -128,13 +128,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
       if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower
-      stage_rows(q.rec, sm.Xs, np, vec, [&](int r) {
+      const int groups = stage_rows(q.rec, sm.Xs, np, vec, [&](int r) {
         const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
         return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
       });
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, np, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, np, groups, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {

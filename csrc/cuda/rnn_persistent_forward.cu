@@ -31,9 +31,9 @@ __device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm
   for (int r0 = 0; r0 < n; r0 += q.NC) {
     const int nc = min(q.NC, n - r0);
     zero_padding(q.proj, nc, sm.Xs);
-    stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
+    const int groups = stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
     __syncthreads();
-    block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, sm.red, sm.Y);
+    block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
     for (int i = threadIdx.x; i < nc * q.Hb; i += kThreads) {
       const int r = i / q.Hb, uu = i % q.Hb;
       const int64_t u = u0 + uu;
@@ -117,8 +117,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
       // (barrier) or the tagged words of step s-1.
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
+      int groups = 0;
       if (s == 0 || q.barrier) {
-        stage_rows(q.rec, sm.Xs, nc, vec, [&](int r) {
+        groups = stage_rows(q.rec, sm.Xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
@@ -154,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, nc, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, nc, groups, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {

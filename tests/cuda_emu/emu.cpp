@@ -23,10 +23,17 @@ constexpr size_t kStack = 256 << 10;
 constexpr size_t kGuard = 256;  // bytes past each block's shared memory, checked after the launch
 constexpr unsigned char kGuardByte = 0xA5, kFreshByte = 0xFF;  // 0xFF..: NaN in every float type
 
+struct Copy {
+  unsigned char* dst;
+  unsigned char data[16];
+};
+
 struct Fiber {
   ucontext_t ctx;
   unsigned tid = 0, bid = 0;
   std::unique_ptr<char[]> stack;
+  std::vector<Copy> open;                 // cp.async copies not yet committed
+  std::vector<std::vector<Copy>> groups;  // committed, oldest first
 };
 
 struct Barrier {
@@ -57,6 +64,7 @@ struct Grid {
   size_t smem = 0;
   int live = 0;
   long long idle_polls = 0;  // polls since a barrier last opened or a thread finished
+  std::mt19937 rng;
   const char* failure = nullptr;
   std::unique_ptr<unsigned char[]> smem_all;
 };
@@ -82,6 +90,7 @@ void arrive(Barrier& b) {
 
 void fiber_main() {
   (*G->body)();
+  if (!G->cur->open.empty() || !G->cur->groups.empty()) fail("cp.async copies never waited for");
   --G->live;  // uc_link returns to the scheduler
   G->idle_polls = 0;
 }
@@ -109,6 +118,30 @@ void warp_exchange(const void* mine, size_t bytes, void* all) {
 }
 
 unsigned char* shared_memory() { return G->blocks[blockIdx.x].smem; }
+
+void copy_async(void* dst, const void* src) {
+  if (g_seed != 0 && G->rng() % 2 == 0) {  // landed at once
+    std::memcpy(dst, src, 16);
+    return;
+  }
+  Copy c;
+  c.dst = static_cast<unsigned char*>(dst);
+  std::memcpy(c.data, src, 16);  // the source is not written while copies are in flight
+  G->cur->open.push_back(c);
+}
+
+void commit_copies() {
+  G->cur->groups.push_back(std::move(G->cur->open));
+  G->cur->open.clear();
+}
+
+void wait_copies(int pending) {
+  auto& groups = G->cur->groups;
+  while ((int)groups.size() > pending) {
+    for (const Copy& c : groups.front()) std::memcpy(c.dst, c.data, 16);
+    groups.erase(groups.begin());
+  }
+}
 
 bool fail(const char* what) {
   if (G->failure == nullptr) G->failure = what;
@@ -159,12 +192,12 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
   }
   gridDim = dim3(blocks);
   blockDim = dim3(threads);
-  std::mt19937 rng(g_seed);
+  g.rng.seed(g_seed);
   size_t head = 0;  // FIFO: runq[head..] are waiting
   // Every thread polling, round after round, while no barrier opens: a word that never arrives.
   const long long livelock = 1000LL * blocks * threads;
   while (head < g.runq.size() && g.idle_polls < livelock) {
-    if (g_seed != 0) std::swap(g.runq[head], g.runq[head + rng() % (g.runq.size() - head)]);
+    if (g_seed != 0) std::swap(g.runq[head], g.runq[head + g.rng() % (g.runq.size() - head)]);
     g.cur = g.runq[head++];
     if (head > 4096 && 2 * head > g.runq.size()) g.runq.erase(g.runq.begin(), g.runq.begin() + head), head = 0;
     threadIdx = {g.cur->tid, 0, 0};

@@ -1,6 +1,7 @@
 // CPU emulator: the names of csrc/cuda/hardware.cuh, for g++ (tests/cuda_emu/README.md). Warp-wide
 // operations (mma, shuffles) meet all 32 lanes of the warp, as the hardware does; cp.async is a
-// checked synchronous copy; loads that poll other blocks' words let the other threads run.
+// checked copy that lands only when waited for (or earlier, under random orders); loads that poll
+// other blocks' words let the other threads run.
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,11 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
 unsigned char* shared_memory();  // the running block's, `smem` bytes, 16-byte aligned
 void yield();                    // let the other threads run
 bool fail(const char* what);     // records the launch's first failure; returns false
+// cp.async: a 16-byte copy that lands when the thread waits for its group (seed 0), or at random
+// at issue or at the wait (other seeds); the end of a group; the wait for all but `pending`.
+void copy_async(void* dst, const void* src);
+void commit_copies();
+void wait_copies(int pending);
 // Whether [p, p + bytes) lies in the running block's shared memory, aligned to `bytes`.
 bool in_shared(const void* p, size_t bytes);
 }  // namespace emu
@@ -101,10 +107,11 @@ inline void copy16_async(void* dst, const void* src) {
   } else if (reinterpret_cast<uintptr_t>(src) % 16 != 0) {
     emu::fail("cp.async: source not 16-byte aligned");
   } else {
-    std::memcpy(dst, src, 16);
+    emu::copy_async(dst, src);
   }
 }
-inline void wait_copies() {}
+inline void commit_copies() { emu::commit_copies(); }
+inline void wait_copies(int pending) { emu::wait_copies(pending < 7 ? pending : 7); }
 
 }  // namespace persistent
 }  // namespace packedrnn
