@@ -51,6 +51,8 @@ def emu(tmp_path_factory):
         fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
         fn.restype = ctypes.c_int
     emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
+    emu.emu_dry_run.argtypes = [ctypes.c_int]
+    emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
     return emu
 
 
@@ -219,3 +221,42 @@ def test_a_refused_launch_is_reported(emu, sms, dtype):
     rc = _call(emu.emu_forward, [LSTM, 3, 2, 2, 40, 40, 240, 0], [lens] + rest + [out] + [torch.zeros(1)] * 3,
                dtype)
     assert rc == 801 and not out.any()
+
+
+# Where the persistent kernels take a layer on a 132-SM H100/H200 (227 KB of shared memory per
+# block), and where the per-step kernels do (README: the boundary): every layer of the GPU suite,
+# 16 units per block for bf16/fp16 only, and shared memory as the limit at H = 2048.
+BOUNDARY = [  # cell, H, P, D, B, dtype, forward taken, backward taken
+    (LSTM, 256, 256, 1, 64, torch.float32, True, True),
+    (LSTM, 512, 512, 2, 64, torch.float32, True, True),
+    (LSTM, 512, 512, 2, 64, torch.bfloat16, True, True),
+    (LSTM, 512, 512, 1, 8, torch.float32, True, True),
+    (LSTM, 1024, 1024, 1, 256, torch.float32, True, True),
+    (LSTM, 1024, 1024, 1, 256, torch.bfloat16, True, True),
+    (GRU, 512, 512, 2, 64, torch.float32, True, True),
+    (LSTM, 128, 128, 1, 32, torch.float32, True, True),
+    (LSTM, 1024, 1024, 2, 64, torch.bfloat16, True, True),   # 16 units per block
+    (GRU, 1024, 1024, 2, 64, torch.float16, True, True),
+    (LSTM, 1024, 1024, 2, 64, torch.float32, False, False),  # fp32 with 16 units: per-step
+    (LSTM, 1024, 256, 1, 64, torch.float32, True, True),     # projection
+    (LSTM, 1024, 256, 2, 64, torch.bfloat16, True, True),
+    (LSTM, 2048, 2048, 1, 64, torch.bfloat16, False, False),  # W_hh slice too large
+    (LSTM, 1100, 1100, 2, 64, torch.bfloat16, False, False),  # 32 units per block
+]
+
+
+@pytest.mark.parametrize("case", BOUNDARY, ids=lambda c: "{}-H{}-P{}-D{}-B{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[1], c[2], c[3], c[4], str(c[5])[6:]))
+def test_where_the_persistent_kernels_run(emu, case):
+    """The launch decision only (plan, shared memory, co-residency), nothing runs: the buffers are
+    never touched."""
+    cell, H, P, D, B, dtype, fwd, bwd = case
+    emu.emu_configure(132, 232448, 0)
+    emu.emu_dry_run(1)
+    try:
+        lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
+        sizes = [cell, 4, B, D, H, P, 1, int(P != H)]
+        got = [_call(fn, sizes, [lens] + [dummy] * 11, dtype) for fn in (emu.emu_forward, emu.emu_backward)]
+    finally:
+        emu.emu_dry_run(0)
+    assert got == [0 if fwd else 801, 0 if bwd else 801]

@@ -72,6 +72,9 @@ struct Grid {
 Grid* G = nullptr;
 int g_sms = 132, g_optin = 232448;  // an H100/H200
 unsigned g_seed = 0;
+bool g_dry_run = false;  // launches record their size and return without running
+int g_last_blocks = 0;
+size_t g_last_smem = 0;
 
 void switch_out() { swapcontext(&G->cur->ctx, &G->sched); }
 
@@ -100,6 +103,8 @@ void fiber_main() {
 int sm_count() { return g_sms; }
 int shared_memory_optin() { return g_optin; }
 void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin, g_seed = seed; }
+void dry_run(bool on) { g_dry_run = on; }
+void last_launch(int* blocks, size_t* smem) { *blocks = g_last_blocks, *smem = g_last_smem; }
 
 void block_barrier() { arrive(G->blocks[blockIdx.x].bar); }
 void grid_barrier() { arrive(G->bar); }
@@ -159,6 +164,8 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
     std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
     return 1;
   }
+  g_last_blocks = blocks, g_last_smem = smem;
+  if (g_dry_run) return 0;
   Grid g;
   G = &g;
   g.body = &body;

@@ -16,6 +16,8 @@
 namespace emu {
 // The emulated device (SMs, shared memory per block) and the scheduling seed (emu.cpp).
 void configure(int sms, int optin, unsigned seed);
+void dry_run(bool on);                         // launches only record their size:
+void last_launch(int* blocks, size_t* smem);   // the last one's
 // Runs body() on blocks x threads fibers; nonzero (and a message on stderr) when the threads
 // deadlock, a barrier is left unbalanced, or a block writes past its shared memory.
 int launch(int blocks, int threads, size_t smem, const std::function<void()>& body);
