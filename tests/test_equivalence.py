@@ -112,3 +112,18 @@ def test_unbatched_input(cell, device):
     for a, b in zip(s3, s4):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 50), ("GRU", 0)])
+def test_float32_at_sizes_the_grid_does_not_reach(cell, proj, device):
+    """fp32 at sizes the tiny grid does not reach (H = 150: products whose dimensions are not
+    multiples of the BLAS and CUDA tiles; 37 rows; about 600 tokens summed in the weight
+    gradients), two bidirectional layers, against nn + packing."""
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True, **({"proj_size": proj} if proj else {}))
+    torch.manual_seed(5)
+    ours, theirs = make_pair(cell, 70, 150, dtype=torch.float32, device=device, **kw)
+    g = torch.Generator().manual_seed(6)
+    lengths = torch.randint(1, 31, (37,), generator=g).tolist()
+    lengths[0] = 30
+    x, hx = random_inputs(ours, lengths, 30, with_hx=True)
+    compare(ours, theirs, x, hx, lengths, torch.float32)
