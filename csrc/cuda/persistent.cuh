@@ -173,6 +173,33 @@ __device__ inline void sort_rows(const int64_t* lengths, int64_t B, int64_t T, i
   __syncthreads();
 }
 
+// A chunk of nc active rows, ranks [r0, r0 + nc), at step s of direction d, and the (row, unit)
+// pairs of it that a thread handles: pair k (< kItems; kItems * kThreads >= NC * Hb) is rank
+// r0 + r, row b of length len, unit u = u0 + uu, token row `row` = t * B + b (t = s forward,
+// len - 1 - s reverse); `on` when it exists and u < units (H for cells, P for projection outputs).
+struct Pair {
+  bool on = false;
+  int r = 0, uu = 0;
+  int64_t u = 0, b = 0, len = 0, row = 0;
+};
+struct Chunk {
+  int r0, nc, Hb;
+  int64_t u0, d, s, B;
+  const int* order;
+  const int* lens;
+  __device__ Pair pair(int k, int64_t units) const {
+    Pair m;
+    const int i = threadIdx.x + k * kThreads;
+    m.r = i / Hb, m.uu = i % Hb, m.u = u0 + m.uu;
+    m.on = m.r < nc && m.u < units;
+    if (m.on) {
+      m.b = order[r0 + m.r], m.len = lens[r0 + m.r];
+      m.row = (d == 1 ? m.len - 1 - s : s) * B + m.b;
+    }
+    return m;
+  }
+};
+
 // Number of ranks among the first n with length > s (lengths sorted descending). The same in
 // every thread; the forward carries n from step to step, the backward starts from B.
 __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {

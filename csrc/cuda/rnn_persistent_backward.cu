@@ -13,10 +13,7 @@ namespace {
 
 // What one (row, unit) pair needs besides the product, loaded before the chunk is staged.
 template <typename A>
-struct Item {
-  bool on = false;
-  int r = 0, kk = 0;  // rank inside the chunk, unit inside the block
-  int64_t b = 0, row = 0;
+struct Item : Pair {
   A v[7];  // LSTM: i f g o c_prev grad_out dc; GRU: r z n hn h_prev grad_out direct
 };
 
@@ -55,14 +52,16 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   const int64_t steps = sm.lens[0];
   // The saved values of a (row, unit) pair that its cell needs, and its update given dL/dm (the
   // cell's output gradient).
-  auto load_cell = [&](Item<A>& m, int64_t u) {
+  auto load_cell = [&](Item<A>& m) {
+    const int64_t u = m.u;
     const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
 #pragma unroll
     for (int g = 0; g < 4; ++g) m.v[g] = to_acc(sv[g * H + u]);
     m.v[4] = to_acc(sv[(lstm ? L.c_prev : L.h_prev) + u]);
     if (lstm) m.v[6] = dc[m.b * H + u];
   };
-  auto lstm_cell = [&](const Item<A>& m, int64_t u, A dm) {
+  auto lstm_cell = [&](const Item<A>& m, A dm) {
+    const int64_t u = m.u;
     const auto g = lstm_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dm, m.v[6]);
     dc[m.b * H + u] = g.dc_prev;
     S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
@@ -73,17 +72,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   auto project_cells = [&](int64_t s, int n) {
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
+      const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
       Item<A> it[kItems];
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
-        const int i = threadIdx.x + k * kThreads;
-        Item<A>& m = it[k];
-        m.r = i / Hb, m.kk = i % Hb;
-        m.on = m.r < nc && u0 + m.kk < H;
-        if (!m.on) continue;
-        m.b = sm.order[r0 + m.r];
-        m.row = (d == 1 ? sm.lens[r0 + m.r] - 1 - s : s) * B + m.b;
-        load_cell(m, u0 + m.kk);
+        static_cast<Pair&>(it[k]) = ch.pair(k, H);
+        if (it[k].on) load_cell(it[k]);
       }
       zero_padding(q.proj, nc, sm.Xs);
       const int groups = stage_rows(q.proj, sm.Xs, nc, vec_p, [&](int r) {
@@ -94,7 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
-        if (it[k].on) lstm_cell(it[k], u0 + it[k].kk, sm.Y[it[k].kk * q.NC + it[k].r]);
+        if (it[k].on) lstm_cell(it[k], sm.Y[it[k].uu * q.NC + it[k].r]);
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
     }
@@ -109,21 +103,17 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
       // With a projection this pass gives dL/dh of the units u < P only; the cell comes later.
+      const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
       Item<A> it[kItems];
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
-        const int i = threadIdx.x + k * kThreads;
         Item<A>& m = it[k];
-        m.r = i / Hb, m.kk = i % Hb;
-        m.on = m.r < nc && u0 + m.kk < P;
+        static_cast<Pair&>(m) = ch.pair(k, P);
         if (!m.on) continue;
-        const int64_t u = u0 + m.kk;
-        m.b = sm.order[r0 + m.r];
-        if (!lstm) m.v[6] = direct[m.b * H + u];
+        if (!lstm) m.v[6] = direct[m.b * H + m.u];
         if (s < 0) continue;
-        m.row = (d == 1 ? sm.lens[r0 + m.r] - 1 - s : s) * B + m.b;
-        m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + u]);
-        if (!proj) load_cell(m, u);
+        m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + m.u]);
+        if (!proj) load_cell(m);
       }
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
@@ -140,9 +130,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       for (int k = 0; k < kItems; ++k) {
         const Item<A>& m = it[k];
         if (!m.on) continue;
-        const int64_t u = u0 + m.kk;
+        const int64_t u = m.u;
         // dL/dh_t from the step after (rows that have one), else grad h_n.
-        const A carry = m.r < np ? sm.Y[m.kk * q.NC + m.r] + (lstm ? A(0) : m.v[6]) : dh[m.b * P + u];
+        const A carry = m.r < np ? sm.Y[m.uu * q.NC + m.r] + (lstm ? A(0) : m.v[6]) : dh[m.b * P + u];
         if (s < 0) {  // the extra pass: the carry is grad h0
           dh[m.b * P + u] = carry;
           continue;
@@ -153,7 +143,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
           continue;
         }
         if constexpr (lstm) {
-          lstm_cell(m, u, dht);
+          lstm_cell(m, dht);
         } else {
           S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
           const auto g = gru_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dht);

@@ -14,10 +14,7 @@ namespace {
 // What one (row, unit) pair of a chunk needs besides h_{t-1} W_hh^T, loaded before the wait for
 // h_{t-1} so that its latency hides behind it.
 template <typename A>
-struct Item {
-  bool on = false;
-  int r = 0, uu = 0;  // rank inside the chunk, unit inside the block
-  int64_t b = 0, len = 0, row = 0;
+struct Item : Pair {
   A gx[4], c = A(0);
 };
 
@@ -34,16 +31,15 @@ __device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm
     const int groups = stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
     __syncthreads();
     block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
-    for (int i = threadIdx.x; i < nc * q.Hb; i += kThreads) {
-      const int r = i / q.Hb, uu = i % q.Hb;
-      const int64_t u = u0 + uu;
-      if (u >= P) continue;
-      const int64_t b = sm.order[r0 + r], len = sm.lens[r0 + r];
-      const int64_t t = d == 1 ? len - 1 - s : s;
+    const Chunk ch{r0, nc, q.Hb, u0, d, s, B, sm.order, sm.lens};
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      const Pair m = ch.pair(k, P);
+      if (!m.on) continue;
       S h;
-      put(&h, sm.Y[uu * q.NC + r]);
-      static_cast<S*>(p.out)[(t * B + b) * DP + d * P + u] = h;
-      if (s + 1 == len) static_cast<S*>(p.h_n)[(d * B + b) * P + u] = h;
+      put(&h, sm.Y[m.uu * q.NC + m.r]);
+      static_cast<S*>(p.out)[m.row * DP + d * P + m.u] = h;
+      if (s + 1 == m.len) static_cast<S*>(p.h_n)[(d * B + m.b) * P + m.u] = h;
     }
     __syncthreads();  // Xs and Y are reused by the next chunk
   }
@@ -98,17 +94,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     unsigned long long* xout = xch + (s & 1) * slot;
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
+      const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
       Item<A> it[kItems];
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
-        const int i = threadIdx.x + k * kThreads;
         Item<A>& m = it[k];
-        m.r = i / Hb, m.uu = i % Hb;
-        m.on = m.r < nc && u0 + m.uu < H;
+        static_cast<Pair&>(m) = ch.pair(k, H);
         if (!m.on) continue;
-        const int64_t u = u0 + m.uu;
-        m.b = sm.order[r0 + m.r], m.len = sm.lens[r0 + m.r];
-        m.row = (d == 1 ? m.len - 1 - s : s) * B + m.b;
+        const int64_t u = m.u;
         const S* gx = gx_all + m.row * G + u;
 #pragma unroll
         for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
@@ -161,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       for (int k = 0; k < kItems; ++k) {
         const Item<A>& m = it[k];
         if (!m.on) continue;
-        const int64_t u = u0 + m.uu;
+        const int64_t u = m.u;
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
         const A hp = u < P ? to_acc(sm.Xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
