@@ -25,9 +25,16 @@ SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
 DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
 
+def _gcc_major():
+    try:
+        return int(subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout.split(".")[0])
+    except (OSError, ValueError):
+        return 0
+
+
 pytestmark = pytest.mark.skipif(
-    not (sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("g++")),
-    reason="the emulator needs g++ on x86-64 Linux (ucontext fibers, _Float16)")
+    not (sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("g++") and _gcc_major() >= 12),
+    reason="the emulator needs g++ 12 or later on x86-64 Linux (ucontext fibers, _Float16)")
 
 
 @pytest.fixture(scope="module")
