@@ -41,7 +41,7 @@ STAGES=${*:-build probe steps tests bench sanitize}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 want build && { stage build python3 setup.py -q build_ext --inplace || { tail -40 "$LOG"; exit 1; }; }
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
-want probe && stage probe env PYTHONPATH="$PWD" timeout 150 python3 scripts/persistent_probe.py --latency
+want probe && stage probe env PYTHONPATH="$PWD" timeout 200 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
 want tests && stage tests timeout 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \

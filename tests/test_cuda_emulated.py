@@ -216,6 +216,15 @@ def test_all_rows_full_length(emu):
     run_case(emu, LSTM, 4, 20, 20, 7, 5, 2, torch.float32, [5] * 7, TOL[torch.float32])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_staging_without_overlap(emu, dtype, monkeypatch):
+    """PACKEDRNN_PIPELINE=0 (one cp.async group per staging, the baseline the overlap is measured
+    against) gives the same results."""
+    monkeypatch.setenv("PACKEDRNN_PIPELINE", "0")
+    emu.emu_configure(8, 232448, 2)
+    run_case(emu, LSTM, 5, 20, 12, 70, 5, 2, dtype, [5, 0, 3] * 23 + [4], TOL[dtype])
+
+
 @pytest.mark.parametrize("sms,dtype", [(2, torch.bfloat16), (6, torch.float32)])
 def test_a_refused_launch_is_reported(emu, sms, dtype):
     """More units per block than the kernels take (H = 40, both directions, on 2 SMs: 64 units per

@@ -80,6 +80,7 @@ struct Plan {
   size_t smem = 0;         // dynamic shared memory
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
+  int groups = kGroups;    // cp.async groups per staging (1: no overlap; PACKEDRNN_PIPELINE=0)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -210,11 +211,11 @@ __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
 // Stage np rows of K values into Xs (row stride ld); row r starts at src_row(r) in global memory,
 // written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
 // 16-byte aligned) in 16-byte cp.async pieces, one commit group per tile of kTile rows (the last
-// group also takes the tiles past kGroups), so that block_gemm starts on the first tile while the
+// group also takes the tiles past max_groups), so that block_gemm starts on the first tile while the
 // others are in flight: it waits for each tile's group (tile_ready). Returns the number of groups
 // (0: staged synchronously through registers). The caller __syncthreads before block_gemm.
 template <typename S, typename F>
-__device__ __forceinline__ int stage_rows(const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
+__device__ __forceinline__ int stage_rows(const Gemm& gm, int max_groups, S* Xs, int np, bool vec, F src_row) {
   if (!vec) {
     for (int e = threadIdx.x; e < np * gm.K; e += kThreads) {
       const int r = e / gm.K, c = e % gm.K;
@@ -223,7 +224,7 @@ __device__ __forceinline__ int stage_rows(const Gemm& gm, S* Xs, int np, bool ve
     return 0;
   }
   const int per = gm.K * (int)sizeof(S) / 16;  // pieces per row
-  const int groups = min((np + kTile - 1) / kTile, kGroups);
+  const int groups = min((np + kTile - 1) / kTile, max_groups);
   for (int g = 0; g < groups; ++g) {
     const int end = (g == groups - 1 ? np : (g + 1) * kTile) * per;
 #pragma unroll 4
@@ -502,8 +503,11 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K) {
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  const char* timing = std::getenv("PACKEDRNN_TIMING");  // a developer switch (PhaseClock)
+  // Developer switches: the phase clock, and staging without overlap (to measure what it buys).
+  const char* timing = std::getenv("PACKEDRNN_TIMING");
   q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
+  const char* pipeline = std::getenv("PACKEDRNN_PIPELINE");
+  if (pipeline != nullptr && std::strcmp(pipeline, "0") == 0) q.groups = 1;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);

@@ -28,7 +28,8 @@ __device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm
   for (int r0 = 0; r0 < n; r0 += q.NC) {
     const int nc = min(q.NC, n - r0);
     zero_padding(q.proj, nc, sm.Xs);
-    const int groups = stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
+    const int groups =
+        stage_rows(q.proj, q.groups, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
     __syncthreads();
     block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
     const Chunk ch{r0, nc, q.Hb, u0, d, s, B, sm.order, sm.lens};
@@ -112,7 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
       int groups = 0;
       if (s == 0 || q.barrier) {
-        groups = stage_rows(q.rec, sm.Xs, nc, vec, [&](int r) {
+        groups = stage_rows(q.rec, q.groups, sm.Xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
