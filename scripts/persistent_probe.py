@@ -6,8 +6,8 @@ timeout, so a hang shows up as the last case printed):
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
      split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the staging overlapped with
-     the products against not (PACKEDRNN_PIPELINE=0), and the projection against the per-step
-     kernels.
+     the products against not (PACKEDRNN_PIPELINE=0), the backward's two forms (PACKEDRNN_BWD), and
+     the projection against the per-step kernels.
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -150,6 +150,27 @@ def pipeline_latency():
         print(f"latency {cell} H={H} fp32 B={B} T={T} us/step: " + ", ".join(line), flush=True)
 
 
+def backward_latency():
+    """us per step of forward + backward, fp32 and bf16, all rows T long, with the backward's staged
+    form (default) and its reduce form (PACKEDRNN_BWD=reduce), alternately."""
+    os.environ["PACKEDRNN_PERSISTENT"] = "force"
+    T = 300
+    for cell, H, B, dt in [("LSTM", 512, 8, "fp32"), ("LSTM", 512, 64, "fp32"), ("LSTM", 1024, 256, "fp32"),
+                           ("LSTM", 1024, 256, "bf16"), ("GRU", 512, 64, "fp32")]:
+        m = build(cell, H, H, False, DT[dt])
+        x, lengths = inputs(m, B, T, lo=1.0)
+
+        def train():
+            out, _ = m(x, lengths=lengths)
+            out.float().sum().backward()
+        line = []
+        for form in ("staged", "reduce"):
+            os.environ["PACKEDRNN_BWD"] = form
+            line.append(f"{form} {time_ms(train) * 1e3 / T:.2f}")
+        os.environ.pop("PACKEDRNN_BWD")
+        print(f"latency {cell} H={H} {dt} B={B} T={T} fwd+bwd us/step: " + ", ".join(line), flush=True)
+
+
 def projection_latency():
     """us per step of one LSTM layer with a projection, fp32, all rows T long: the persistent
     kernels (forced) against the per-step kernels."""
@@ -177,5 +198,6 @@ if __name__ == "__main__":
     if "--latency" in sys.argv:
         latency(CONFIGS)
         pipeline_latency()
+        backward_latency()
         projection_latency()
     sys.exit(0 if w < 1e-4 else 1)

@@ -1,6 +1,6 @@
 """A small forward + backward on CUDA for compute-sanitizer (scripts/gpu_check.sh): the persistent
-kernels (LSTM, GRU; both exchanges; a projection) and the per-step kernels (a projection), with zero
-and full lengths."""
+kernels (LSTM, GRU; both exchanges; both backward forms; a projection) and the per-step kernels (a
+projection), with zero and full lengths."""
 import os
 
 import torch
@@ -8,11 +8,13 @@ import torch
 import packedrnn
 
 os.environ["PACKEDRNN_BACKEND"] = "cuda"
-for cell, kw, xch, persistent in (("LSTM", {}, "tagged", "1"), ("LSTM", {}, "barrier", "1"),
-                                  ("LSTM", {"proj_size": 6}, "", "force"), ("LSTM", {"proj_size": 6}, "", "0"),
-                                  ("GRU", {}, "tagged", "1"), ("GRU", {}, "barrier", "1")):
+for cell, kw, xch, persistent, bwd in (
+        ("LSTM", {}, "tagged", "1", "staged"), ("LSTM", {}, "barrier", "1", "reduce"),
+        ("LSTM", {"proj_size": 6}, "", "force", ""), ("LSTM", {"proj_size": 6}, "", "0", ""),
+        ("GRU", {}, "tagged", "1", "reduce"), ("GRU", {}, "barrier", "1", "staged")):
     os.environ["PACKEDRNN_XCH"] = xch  # the two ways the persistent forward passes h between blocks
     os.environ["PACKEDRNN_PERSISTENT"] = persistent
+    os.environ["PACKEDRNN_BWD"] = bwd  # the backward's two forms
     cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
     m = cls(5, 12, num_layers=2, bidirectional=True, batch_first=True, device="cuda", **kw)
     x = torch.randn(5, 7, 5, device="cuda", requires_grad=True)

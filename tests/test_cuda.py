@@ -157,15 +157,16 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
-@pytest.mark.parametrize("xch", ["tagged", "barrier"])
-def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, monkeypatch):
+@pytest.mark.parametrize("xch,bwd", [("tagged", "staged"), ("barrier", "staged"), ("tagged", "reduce")])
+def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
     kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
-    always takes the barrier)."""
+    always takes the barrier), and both forms of the backward (PACKEDRNN_BWD)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
+    monkeypatch.setenv("PACKEDRNN_BWD", bwd)
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True, **kw)

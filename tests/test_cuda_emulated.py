@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMU = os.path.join(ROOT, "tests", "cuda_emu")
 SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_reduce.cu"),
            os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
 DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
@@ -59,6 +60,8 @@ def emu(tmp_path_factory):
         fn.restype = ctypes.c_int
     emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
     emu.emu_dry_run.argtypes = [ctypes.c_int]
+    emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+    emu.emu_backward_partials.restype = ctypes.c_int64
     emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
     return emu
 
@@ -79,10 +82,11 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
 
 
-def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=()):
+def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=False):
     """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
     as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
-    nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there."""
+    nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
+    expect_reduce: whether the backward's reduce form (PACKEDRNN_BWD=reduce) takes the call."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -134,8 +138,12 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     dgh = dgx if lstm else torch.zeros_like(dgx)
     dH = torch.zeros(D, T * B, P, dtype=dtype) if proj else None
     direct = None if lstm else torch.empty(D, B, H)
-    rc = _call(emu.emu_backward, [cell, T, B, D, H, P, K, int(proj)],
-               [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct], dtype)
+    sizes = [cell, T, B, D, H, P, K, int(proj)]
+    n_part = emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype])
+    assert (n_part > 0) == expect_reduce, f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
+    part = torch.full((n_part,), float("nan")) if n_part else None
+    rc = _call(emu.emu_backward, sizes, [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct, part],
+               dtype)
     assert rc == 0, f"backward: CUDA error {rc}"
     # The products around the recurrence, as layer_gemms.h forms them.
     rows = saved.double().view(D, T * B, K)
@@ -183,21 +191,25 @@ CASES = [  # cell, I, H, P, B, T, D, dtype, SMs, shared memory per block, PACKED
 TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
+@pytest.mark.parametrize("bwd", ["staged", "reduce"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:], c[10] or "auto"))
-def test_persistent_kernels_emulated(emu, case, seed, monkeypatch):
+def test_persistent_kernels_emulated(emu, case, seed, bwd, monkeypatch):
     """Seed 0 runs the threads in a fixed order, seeds 1-2 in random orders (races show there).
     Lengths include zeros, ties and T, unsorted; gate inputs and output gradients are NaN at
-    padded positions."""
+    padded positions. Both forms of the backward (PACKEDRNN_BWD; a projection or 16 units per
+    block always take the staged one)."""
     cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
+    monkeypatch.setenv("PACKEDRNN_BWD", bwd)
     emu.emu_configure(sms, optin, seed)
     g = torch.Generator().manual_seed(B + T)
     lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
     lengths[1] = T
     lengths[-1] = 0
-    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
+    reduce = bwd == "reduce" and P == H and D * -(-H // 8) <= sms  # no projection, <= 8 units per block
+    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=reduce)
 
 
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
@@ -272,7 +284,7 @@ def test_where_the_persistent_kernels_run(emu, case):
     try:
         lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
         sizes = [cell, 4, B, D, H, P, 1, int(P != H)]
-        got = [_call(fn, sizes, [lens] + [dummy] * 11, dtype) for fn in (emu.emu_forward, emu.emu_backward)]
+        got = [_call(fn, sizes, [lens] + [dummy] * 12, dtype) for fn in (emu.emu_forward, emu.emu_backward)]
     finally:
         emu.emu_dry_run(0)
     assert got == [0 if fwd else 801, 0 if bwd else 801]

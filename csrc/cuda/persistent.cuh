@@ -28,7 +28,8 @@
 //             block's h_{s+1}, which each block wrote after reading slot s&1 at step s+1.
 //             Larger B*P: h is read back from `out` after one grid barrier per step (the tagged
 //             words carry 2-4x the bytes of h, and every block reads all of h).
-//   backward  one grid barrier per step (the gate gradients are 4x the size of h).
+//   backward  one grid barrier per step (the gate gradients are 4x the size of h). An experimental
+//             reduce form exchanges partial sums instead (rnn_persistent_backward_reduce.cu).
 // Staging from memory written before a barrier uses cp.async. Cooperative launch guarantees that
 // all blocks are resident, which both schemes rely on. A call that does not fit (more than 16
 // units per block, or 8 for an fp32 forward; shared memory; co-residency) returns cudaErrorNotSupported and the
@@ -81,6 +82,7 @@ struct Plan {
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
   int groups = kGroups;    // cp.async groups per staging (1: no overlap; PACKEDRNN_PIPELINE=0)
+  bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -124,7 +126,7 @@ struct Smem {
     const size_t ld = q.rec.ld > q.proj.ld ? q.rec.ld : q.proj.ld;
     n[0] = up((size_t)q.rec.JT * q.rec.ld * sizeof(S));
     n[1] = up((size_t)q.proj.JT * q.proj.ld * sizeof(S));
-    n[2] = up((size_t)q.NC * ld * sizeof(S));
+    n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) : 0;
     n[3] = up(JT * q.NC * 4);
     n[4] = (size_t)kWarps * (JT > 8 ? JT : 8) * 16 * 4;
     n[5] = up((size_t)B * 4);
@@ -492,8 +494,9 @@ Gemm gemm_for(int64_t rows, int64_t K) {
 // largest chunk of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take
 // the call (an empty batch, more than kMaxUnits units per block, or no room for one row).
 template <typename S, typename Params>
-Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K) {
+Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, bool staged = true) {
   Plan q;
+  q.staged = staged;
   int dev = 0, sms = 0, optin = 0;
   if (p.B == 0 || cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
@@ -528,6 +531,10 @@ cudaError_t with_width(int width, F f) {
   (void)((width == Ws ? (e = f(std::integral_constant<int, Ws>()), true) : false) || ...);
   return e;
 }
+
+// The backward's reduce form (rnn_persistent_backward_reduce.cu); cudaErrorNotSupported where it
+// is not asked for or does not fit.
+cudaError_t backward_reduce(const BackwardParams& p, DType dtype, cudaStream_t stream);
 
 }  // namespace persistent
 }  // namespace packedrnn

@@ -51,6 +51,7 @@ struct BackwardParams {
   void* dgh;               // [D, T*B, G]  S  zeroed; dL/d(h projection); == dgx for LSTM
   void* dH;                // [D, T*B, P]  S  zeroed; dL/dh per row (projection only, else null)
   void* direct;            // [D, B, H]    A  scratch for the persistent GRU backward, or null
+  void* part = nullptr;    // float scratch of rnn_backward_persistent_partials() values, or null
 };
 
 // Per-step kernels (rnn_kernels.cu): every case. Both return the first CUDA error of their launches.
@@ -65,5 +66,8 @@ cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t
 // uses `m`); backward needs `direct` for GRU and `dH` for a projection (not `dm`).
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
+// The floats of `part` that the backward needs: nonzero only where it runs its reduce form
+// (PACKEDRNN_BWD=reduce, rnn_persistent_backward_reduce.cu). The caller allocates them.
+int64_t rnn_backward_persistent_partials(const BackwardParams& p, DType dtype);
 
 }  // namespace packedrnn

@@ -181,6 +181,8 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
 }  // namespace persistent
 
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream) {
+  const cudaError_t e = persistent::backward_reduce(p, dtype, stream);
+  if (e != cudaErrorNotSupported) return e;
   PACKEDRNN_DISPATCH(persistent::backward_dispatch, p, dtype, stream)
 }
 

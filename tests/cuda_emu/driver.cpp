@@ -21,12 +21,19 @@ int emu_forward(const int64_t* n, void* const* ptr, int dtype) {
   return packedrnn::rnn_forward_persistent(p, static_cast<DType>(dtype), nullptr);
 }
 
-// ptr: lengths, w_hh, w_hr, saved, grad_out, dh, dc, dm, dgx, dgh, dH, direct.
+// ptr: lengths, w_hh, w_hr, saved, grad_out, dh, dc, dm, dgx, dgh, dH, direct, part.
 int emu_backward(const int64_t* n, void* const* ptr, int dtype) {
   const BackwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
                          static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
-                         ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11]};
+                         ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11], ptr[12]};
   return packedrnn::rnn_backward_persistent(p, static_cast<DType>(dtype), nullptr);
+}
+
+// The floats of `part` the backward asks for (its reduce form), from the sizes alone.
+int64_t emu_backward_partials(const int64_t* n, int dtype) {
+  BackwardParams p{};
+  p.cell = n[0], p.T = n[1], p.B = n[2], p.D = n[3], p.H = n[4], p.P = n[5], p.K = n[6], p.proj = n[7] != 0;
+  return packedrnn::rnn_backward_persistent_partials(p, static_cast<DType>(dtype));
 }
 
 }  // extern "C"

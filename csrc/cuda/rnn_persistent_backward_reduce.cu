@@ -1,0 +1,171 @@
+// Persistent backward recurrence, reduce form: an experiment (PACKEDRNN_BWD=reduce) against the
+// staged form of rnn_persistent_backward.cu, until a GPU has measured both. Design and shared
+// pieces: persistent.cuh.
+//
+// The staged form has every block read all gate gradients (G values per row) of the next step
+// to form dL/dh_{t-1} for its own units. Here each block multiplies its own units' gate gradients
+// by its own rows of W_hh (the forward's slice) into a partial dL/dh_{t-1} over all P, writes it,
+// and after the grid barrier sums, for its own units, the partials of every block of its
+// direction. Per block and step that is B*P values written and (blocks per direction)*B*Hb read,
+// against B*G read: 2-4x less traffic through L2, where the staged form spends most of a step at
+// B >= 64. Nothing is staged, so a chunk holds 512 / Hb rows at any H (the staged form fits 5
+// rows at H = 1024 in fp32). Not for a projection (the staged form serves it), at most 8 units
+// per block.
+//
+// Shapes (legend in cells.h): Ws [JT][ld] S, row j = g*Hb + uu: W_hh[g*H + u0 + uu][0..P) (as the
+// forward's); Y [NC][JT] float: the chunk's own gate gradients by row (dgh[r][g*Hb + uu]);
+// part [2][D][blocks per direction][B][P] float: the partials, by the parity of the step.
+#include "persistent.cuh"
+
+namespace packedrnn {
+namespace persistent {
+namespace {
+
+template <typename S, int NG, int JT>
+__global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(BackwardParams p, Plan q) {
+  using A = float;
+  constexpr bool lstm = NG == 4;
+  PACKEDRNN_SHARED_BYTES(smem_raw);
+  cg::grid_group grid = cg::this_grid();
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const Smem<S> sm(smem_raw, q, B);
+  const Slice sl(p.D, q.Hb);
+  const int64_t d = sl.d, u0 = sl.u0;
+  const int Hb = q.Hb, per_dir = gridDim.x / (int)p.D, self = blockIdx.x % per_dir;
+  const SavedLayout L(p.cell, H, P, false);
+  const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
+  fill_weights(q.rec, sm.Ws, [&](int j, int k) {
+    const int g = j / Hb;
+    const int64_t u = u0 + j % Hb;
+    return g < NG && u < H && k < P ? w + (g * H + u) * P + k : nullptr;
+  });
+  // Y's entries of gate rows past NG*Hb and of units past H are never written: zero, as the rows of
+  // Ws they meet.
+  for (int i = threadIdx.x; i < JT * q.NC; i += kThreads) sm.Y[i] = 0.f;
+  sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
+  A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
+  A* dc = static_cast<A*>(p.dc) + d * B * H;          // LSTM: in grad c_n, out grad c0
+  A* direct = static_cast<A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
+  const int64_t parity = p.D * per_dir * B * P;       // distance between the two partial buffers
+  float* part = static_cast<float*>(p.part) + d * per_dir * B * P;
+  const int64_t steps = sm.lens[0];
+  // Step s = -1 is the extra pass that turns the partials of step 0 into grad h0.
+  for (int64_t s = steps - 1; s >= -1; --s) {
+    const int n_here = active_after(sm.lens, (int)B, s);      // rows active at step s
+    const int n_next = active_after(sm.lens, n_here, s + 1);  // of those, rows with a step s+1
+    const int n = s >= 0 ? n_here : n_next;
+    const float* in = part + ((s + 1) & 1) * parity;  // written at step s+1
+    float* out = part + (s & 1) * parity;
+    for (int r0 = 0; r0 < n; r0 += q.NC) {
+      const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have partials
+      const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        const Pair m = ch.pair(k, H);
+        if (!m.on) continue;
+        const int64_t u = m.u;
+        A carry;  // dL/dh_t from the step after (rows that have one), else grad h_n
+        if (m.r < np) {
+          carry = lstm ? A(0) : direct[m.b * H + u];
+          for (int beta = 0; beta < per_dir; ++beta) carry += in[(beta * B + m.b) * P + u];
+        } else {
+          carry = dh[m.b * P + u];
+        }
+        if (s < 0) {  // the extra pass: the carry is grad h0
+          dh[m.b * P + u] = carry;
+          continue;
+        }
+        const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
+        const A dht = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + u]) + carry;
+        S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
+        float* y = sm.Y + m.r * JT + m.uu;  // gate g at y[g * Hb]
+        if constexpr (lstm) {
+          const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
+                                          to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dht, dc[m.b * H + u]);
+          dc[m.b * H + u] = g.dc_prev;
+          put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+          y[0] = g.di, y[Hb] = g.df, y[2 * Hb] = g.dg, y[3 * Hb] = g.do_;
+        } else {
+          const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
+                                         to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dht);
+          S* dgh = static_cast<S*>(p.dgh) + (d * TB + m.row) * G;
+          put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
+          put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
+          direct[m.b * H + u] = g.dh_prev;
+          y[0] = g.dr, y[Hb] = g.dz, y[2 * Hb] = g.dhn;
+        }
+      }
+      if (s < 0) continue;
+      __syncthreads();
+      // The partials of this block: out[self][b][k] = sum_j Y[r][j] Ws[j][k] for each column k, its
+      // JT values of Ws held in registers across the rows; Y rows are read by every thread at once.
+      for (int k = threadIdx.x; k < P; k += kThreads) {
+        float wk[JT];
+#pragma unroll
+        for (int j = 0; j < JT; ++j) wk[j] = to_acc(sm.Ws[j * q.rec.ld + k]);
+        for (int r = 0; r < nc; ++r) {
+          const float* yr = sm.Y + r * JT;
+          float acc = 0.f;
+#pragma unroll
+          for (int j = 0; j < JT; ++j) acc = fmaf(yr[j], wk[j], acc);
+          out[(self * B + sm.order[r0 + r]) * P + k] = acc;
+        }
+      }
+      __syncthreads();  // Y is reused by the next chunk
+    }
+    if (s >= 0) grid.sync();
+  }
+}
+
+// Whether the reduce form is asked for and applies.
+bool reduce_form(const BackwardParams& p) {
+  const char* v = std::getenv("PACKEDRNN_BWD");
+  return v != nullptr && std::strcmp(v, "reduce") == 0 && !(p.cell == kLSTM && p.proj);
+}
+
+template <typename S, int NG>
+Plan reduce_plan(const BackwardParams& p) {
+  Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
+  return q.Hb != 0 && q.rec.JT <= 32 ? q : Plan{};
+}
+
+template <typename S, int NG>
+cudaError_t reduce_dispatch(const BackwardParams& p, cudaStream_t stream) {
+  if constexpr (sizeof(S) == 8) {
+    return cudaErrorNotSupported;
+  } else {
+    if ((NG == 3 && p.direct == nullptr) || p.part == nullptr) return cudaErrorNotSupported;
+    const Plan q = reduce_plan<S, NG>(p);
+    return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
+      constexpr int J = decltype(jt)::value;
+      return cooperative(persistent_backward_reduce<S, NG, J>, p, q, stream);
+    });
+  }
+}
+
+template <typename S, int NG>
+int64_t partials_for(const BackwardParams& p, cudaStream_t) {
+  if constexpr (sizeof(S) == 8) {
+    return 0;
+  } else {
+    const Plan q = reduce_plan<S, NG>(p);
+    return q.Hb ? 2 * (int64_t)q.blocks * p.B * p.P : 0;
+  }
+}
+
+}  // namespace
+
+cudaError_t backward_reduce(const BackwardParams& p, DType dtype, cudaStream_t stream) {
+  if (!reduce_form(p)) return cudaErrorNotSupported;
+  PACKEDRNN_DISPATCH(reduce_dispatch, p, dtype, stream)
+}
+
+}  // namespace persistent
+
+int64_t rnn_backward_persistent_partials(const BackwardParams& p, DType dtype) {
+  if (!persistent::reduce_form(p)) return 0;
+  cudaStream_t none = nullptr;
+  PACKEDRNN_DISPATCH(persistent::partials_for, p, dtype, none)
+}
+
+}  // namespace packedrnn
