@@ -453,6 +453,18 @@ __device__ void fill_weights(const Gemm& gm, S* Ws, F at) {
   }
 }
 
+// The gate rows of the block's units, as the forward multiplies them: row j = g*Hb + uu of Ws
+// holds W_hh[g*H + u0 + uu][0..P) of direction d (zero past the NG gates and past unit H).
+template <typename S, int NG, typename Params>
+__device__ void fill_gate_rows(const Gemm& gm, S* Ws, const Params& p, int64_t d, int Hb, int64_t u0) {
+  const S* w = static_cast<const S*>(p.w_hh) + d * NG * p.H * p.P;
+  fill_weights(gm, Ws, [&](int j, int k) {
+    const int g = j / Hb;
+    const int64_t u = u0 + j % Hb;
+    return g < NG && u < p.H && k < p.P ? w + (g * p.H + u) * p.P + k : nullptr;
+  });
+}
+
 // Launch `kernel` cooperatively if every block fits on the device at once.
 template <typename Kernel, typename Params>
 cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStream_t stream) {

@@ -33,12 +33,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb, per_dir = gridDim.x / (int)p.D, self = blockIdx.x % per_dir;
   const SavedLayout L(p.cell, H, P, false);
-  const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  fill_weights(q.rec, sm.Ws, [&](int j, int k) {
-    const int g = j / Hb;
-    const int64_t u = u0 + j % Hb;
-    return g < NG && u < H && k < P ? w + (g * H + u) * P + k : nullptr;
-  });
+  fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   // Y's entries of gate rows past NG*Hb and of units past H are never written: zero, as the rows of
   // Ws they meet.
   for (int i = threadIdx.x; i < JT * q.NC; i += kThreads) sm.Y[i] = 0.f;

@@ -58,12 +58,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const int Hb = q.Hb;
   const bool proj = lstm && p.proj;
   const SavedLayout L(p.cell, H, P, proj);
-  const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
-  fill_weights(q.rec, sm.Ws, [&](int j, int k) {
-    const int g = j / Hb;
-    const int64_t u = u0 + j % Hb;
-    return g < NG && u < H && k < P ? w + (g * H + u) * P + k : nullptr;
-  });
+  fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   if (proj) {
     const S* wr = static_cast<const S*>(p.w_hr) + d * P * H;
     fill_weights(q.proj, sm.Wr, [&](int uu, int k) {
