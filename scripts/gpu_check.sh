@@ -3,8 +3,9 @@
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
-# output to $OUT/log.txt. About 6-9 minutes. Arguments: the stages to run (default: all), e.g.
-#   OUT=$OUT bash scripts/gpu_check.sh build probe steps
+# output to $OUT/log.txt. About 8-11 minutes: on a lent machine run it in two calls (the build is
+# kept between calls of a warm machine). Arguments: the stages to run (default: all), e.g.
+#   OUT=$OUT bash scripts/gpu_check.sh build probe tests      then      ... steps bench sanitize
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
@@ -43,7 +44,7 @@ want build && { stage build python3 setup.py -q build_ext --inplace || { tail -4
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
 want probe && stage probe env PYTHONPATH="$PWD" timeout 200 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
-want tests && stage tests timeout 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
+want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
