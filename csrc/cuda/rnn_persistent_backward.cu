@@ -29,7 +29,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
   const bool proj = lstm && p.proj;
-  const SavedLayout L(p.cell, H, P, proj);
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
   fill_weights(q.rec, sm.Ws, [&](int kk, int j) {
     return kk < Hb && u0 + kk < P && j < G ? w + j * P + u0 + kk : nullptr;
@@ -44,29 +43,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
   const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
-  A* dc = static_cast<A*>(p.dc) + d * B * H;          // LSTM: in grad c_n, out grad c0
-  A* direct = static_cast<A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
+  const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
   // cp.async needs 16-byte rows; other sizes stage through registers.
   const bool vec = (G * sizeof(S)) % 16 == 0, vec_p = (P * sizeof(S)) % 16 == 0;
   S* dH = proj ? static_cast<S*>(p.dH) + d * TB * P : nullptr;
   const int64_t steps = sm.lens[0];
-  // The saved values of a (row, unit) pair that its cell needs, and its update given dL/dm (the
-  // cell's output gradient).
-  auto load_cell = [&](Item<A>& m) {
-    const int64_t u = m.u;
-    const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
-#pragma unroll
-    for (int g = 0; g < 4; ++g) m.v[g] = to_acc(sv[g * H + u]);
-    m.v[4] = to_acc(sv[(lstm ? L.c_prev : L.h_prev) + u]);
-    if (lstm) m.v[6] = dc[m.b * H + u];
-  };
-  auto lstm_cell = [&](const Item<A>& m, A dm) {
-    const int64_t u = m.u;
-    const auto g = lstm_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dm, m.v[6]);
-    dc[m.b * H + u] = g.dc_prev;
-    S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
-    put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
-  };
   // Projection, after the barrier that follows dH: dL/dm = dH W_hr for the block's units, then
   // their cells, for the n active rows of step s; a grid barrier, so the next step sees dgh.
   auto project_cells = [&](int64_t s, int n) {
@@ -77,7 +58,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         static_cast<Pair&>(it[k]) = ch.pair(k, H);
-        if (it[k].on) load_cell(it[k]);
+        if (it[k].on) load_cell<S, NG>(p, d, it[k], it[k].v);
       }
       zero_padding(q.proj, nc, sm.Xs);
       const int groups = stage_rows(q.proj, q.groups, sm.Xs, nc, vec_p, [&](int r) {
@@ -88,7 +69,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
-        if (it[k].on) lstm_cell(it[k], sm.Y[it[k].uu * q.NC + it[k].r]);
+        float gh[NG];
+        if (it[k].on) cell_backward<S, NG>(p, d, it[k], it[k].v, sm.Y[it[k].uu * q.NC + it[k].r], gh);
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
     }
@@ -113,7 +95,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         if (!lstm) m.v[6] = direct[m.b * H + m.u];
         if (s < 0) continue;
         m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + m.u]);
-        if (!proj) load_cell(m);
+        if (!proj) load_cell<S, NG>(p, d, m, m.v);
       }
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
@@ -142,16 +124,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
           put(dH + m.row * P + u, dht);
           continue;
         }
-        if constexpr (lstm) {
-          lstm_cell(m, dht);
-        } else {
-          S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
-          const auto g = gru_backward<A>(m.v[0], m.v[1], m.v[2], m.v[3], m.v[4], dht);
-          S* dgh = static_cast<S*>(p.dgh) + (d * TB + m.row) * G;
-          put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
-          put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
-          direct[m.b * H + u] = g.dh_prev;
-        }
+        float gh[NG];
+        cell_backward<S, NG>(p, d, m, m.v, dht, gh);
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
       clock.mark(2);

@@ -27,20 +27,18 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   constexpr bool lstm = NG == 4;
   PACKEDRNN_SHARED_BYTES(smem_raw);
   cg::grid_group grid = cg::this_grid();
-  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const int64_t B = p.B, H = p.H, P = p.P, DP = p.D * P;
   const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb, per_dir = gridDim.x / (int)p.D, self = blockIdx.x % per_dir;
-  const SavedLayout L(p.cell, H, P, false);
   fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   // Y's entries of gate rows past NG*Hb and of units past H are never written: zero, as the rows of
   // Ws they meet.
   for (int i = threadIdx.x; i < JT * q.NC; i += kThreads) sm.Y[i] = 0.f;
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
-  A* dc = static_cast<A*>(p.dc) + d * B * H;          // LSTM: in grad c_n, out grad c0
-  A* direct = static_cast<A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
+  const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
   const int64_t parity = p.D * per_dir * B * P;       // distance between the two partial buffers
   float* part = static_cast<float*>(p.part) + d * per_dir * B * P;
   const int64_t steps = sm.lens[0];
@@ -70,25 +68,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
           dh[m.b * P + u] = carry;
           continue;
         }
-        const S* sv = static_cast<const S*>(p.saved) + (d * TB + m.row) * p.K;
+        float v[7], gh[NG];
+        load_cell<S, NG>(p, d, m, v);
         const A dht = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + u]) + carry;
-        S* dgx = static_cast<S*>(p.dgx) + (d * TB + m.row) * G;
-        float* y = sm.Y + m.r * JT + m.uu;  // gate g at y[g * Hb]
-        if constexpr (lstm) {
-          const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
-                                          to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dht, dc[m.b * H + u]);
-          dc[m.b * H + u] = g.dc_prev;
-          put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
-          y[0] = g.di, y[Hb] = g.df, y[2 * Hb] = g.dg, y[3 * Hb] = g.do_;
-        } else {
-          const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
-                                         to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dht);
-          S* dgh = static_cast<S*>(p.dgh) + (d * TB + m.row) * G;
-          put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
-          put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
-          direct[m.b * H + u] = g.dh_prev;
-          y[0] = g.dr, y[Hb] = g.dz, y[2 * Hb] = g.dhn;
-        }
+        cell_backward<S, NG>(p, d, m, v, dht, gh);
+#pragma unroll
+        for (int g = 0; g < NG; ++g) sm.Y[m.r * JT + g * Hb + m.uu] = gh[g];  // row r, gate row g*Hb + uu
       }
       if (s < 0) continue;
       __syncthreads();
