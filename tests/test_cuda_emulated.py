@@ -82,11 +82,11 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
 
 
-def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=False):
+def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None):
     """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
     as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
-    expect_reduce: whether the backward's reduce form (PACKEDRNN_BWD=reduce) takes the call."""
+    expect_reduce: whether the backward's reduce form takes the call (None: either)."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -140,7 +140,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     direct = None if lstm else torch.empty(D, B, H)
     sizes = [cell, T, B, D, H, P, K, int(proj)]
     n_part = emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype])
-    assert (n_part > 0) == expect_reduce, f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
+    assert expect_reduce is None or (n_part > 0) == expect_reduce, \
+        f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
     part = torch.full((n_part,), float("nan")) if n_part else None
     rc = _call(emu.emu_backward, sizes, [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct, part],
                dtype)
@@ -229,12 +230,29 @@ def test_all_rows_full_length(emu):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_staging_without_overlap(emu, dtype, monkeypatch):
-    """PACKEDRNN_PIPELINE=0 (one cp.async group per staging, the baseline the overlap is measured
-    against) gives the same results."""
-    monkeypatch.setenv("PACKEDRNN_PIPELINE", "0")
+def test_staging_without_stagger(emu, dtype, monkeypatch):
+    """PACKEDRNN_STAGGER=0 (every block stages from the chunk's first row, the baseline the stagger
+    is measured against) gives the same results."""
+    monkeypatch.setenv("PACKEDRNN_STAGGER", "0")
     emu.emu_configure(8, 232448, 2)
     run_case(emu, LSTM, 5, 20, 12, 70, 5, 2, dtype, [5, 0, 3] * 23 + [4], TOL[dtype])
+
+
+@pytest.mark.parametrize("cell,H,P,T,dtype,reduce", [
+    (LSTM, 512, 512, 100, torch.float32, True),
+    (GRU, 1024, 1024, 200, torch.float32, True),
+    (LSTM, 512, 512, 100, torch.bfloat16, False),   # tensor cores: the staged form
+    (LSTM, 1024, 256, 100, torch.float32, False),   # a projection: the staged form
+    (LSTM, 512, 512, 10, torch.float32, False),     # partials larger than the gate gradients
+])
+def test_which_backward_form_by_default(emu, cell, H, P, T, dtype, reduce, monkeypatch):
+    """Without PACKEDRNN_BWD, on a 132-SM device: fp32 takes the reduce form (it asks for partials),
+    except with a projection or where the partials would outgrow the gate gradients; bf16/fp16
+    take the staged form."""
+    monkeypatch.delenv("PACKEDRNN_BWD", raising=False)
+    emu.emu_configure(132, 232448, 0)
+    sizes = [cell, T, 64, 1, H, P, 1, int(P != H)]
+    assert (emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype]) > 0) == reduce
 
 
 @pytest.mark.parametrize("sms,dtype", [(2, torch.bfloat16), (6, torch.float32)])

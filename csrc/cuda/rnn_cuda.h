@@ -67,7 +67,7 @@ cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
 // The floats of `part` that the backward needs: nonzero only where it runs its reduce form
-// (PACKEDRNN_BWD=reduce, rnn_persistent_backward_reduce.cu). The caller allocates them.
+// (rnn_persistent_backward_reduce.cu). The caller allocates them.
 int64_t rnn_backward_persistent_partials(const BackwardParams& p, DType dtype);
 
 }  // namespace packedrnn

@@ -129,7 +129,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
                    dc.defined() ? dc.data_ptr() : nullptr, dm.defined() ? dm.data_ptr() : nullptr,
                    dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr,
                    direct.defined() ? direct.data_ptr() : nullptr};
-  // The partial sums that the persistent backward's reduce form (PACKEDRNN_BWD=reduce) exchanges.
+  // The partial sums that the persistent backward's reduce form exchanges (fp32; none elsewhere).
   const int64_t partials = persistent_allowed() ? rnn_backward_persistent_partials(p, dtype_of(x.scalar_type())) : 0;
   at::Tensor part = partials > 0 ? at::empty({partials}, opt.dtype(at::kFloat)) : at::Tensor();
   p.part = part.defined() ? part.data_ptr() : nullptr;

@@ -1,6 +1,5 @@
-// Persistent backward recurrence, reduce form: an experiment (PACKEDRNN_BWD=reduce) against the
-// staged form of rnn_persistent_backward.cu, until a GPU has measured both. Design and shared
-// pieces: persistent.cuh.
+// Persistent backward recurrence, reduce form: the fp32 backward (reduce_plan says where), beside
+// the staged form of rnn_persistent_backward.cu. Design and shared pieces: persistent.cuh.
 //
 // The staged form has every block read all gate gradients (G values per row) of the next step
 // to form dL/dh_{t-1} for its own units. Here each block multiplies its own units' gate gradients
@@ -9,8 +8,8 @@
 // direction. Per block and step that is B*P values written and (blocks per direction)*B*Hb read,
 // against B*G read: 2-4x less traffic through L2, where the staged form spends most of a step at
 // B >= 64. Nothing is staged, so a chunk holds 512 / Hb rows at any H (the staged form fits 5
-// rows at H = 1024 in fp32). Not for a projection (the staged form serves it), at most 8 units
-// per block.
+// rows at H = 1024 in fp32). The product runs on FFMA for every type, which is why the staged
+// form, on tensor cores, keeps bf16/fp16.
 //
 // Shapes (legend in cells.h): Ws [JT][ld] S, row j = g*Hb + uu: W_hh[g*H + u0 + uu][0..P) (as the
 // forward's); Y [NC][JT] float: the chunk's own gate gradients by row (dgh[r][g*Hb + uu]);
@@ -97,16 +96,22 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   }
 }
 
-// Whether the reduce form is asked for and applies.
-bool reduce_form(const BackwardParams& p) {
-  const char* v = std::getenv("PACKEDRNN_BWD");
-  return v != nullptr && std::strcmp(v, "reduce") == 0 && !(p.cell == kLSTM && p.proj);
-}
-
+// The plan of the reduce form where it takes the call, else an empty one. It serves fp32 (on an
+// H200 a forward + backward step took 0.78x the staged form's time at B = 64 and 256, 1.02x at
+// B = 8; in bf16 the staged form's tensor-core product wins, 0.70x: RESULTS.md), not a projection, at most
+// 8 units per block, and partials no larger than the gate gradients the backward holds anyway
+// (2 * blocks * B * P <= D * T * B * NG * H: only short sequences fail it).
+// PACKEDRNN_BWD=staged|reduce forces a form where it applies (for tests and measurements).
 template <typename S, int NG>
 Plan reduce_plan(const BackwardParams& p) {
-  Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
-  return q.Hb != 0 && q.rec.JT <= 32 ? q : Plan{};
+  const char* v = std::getenv("PACKEDRNN_BWD");
+  const bool forced = v != nullptr && std::strcmp(v, "reduce") == 0;
+  if ((v != nullptr && std::strcmp(v, "staged") == 0) || (!forced && !std::is_same<S, float>::value) ||
+      (p.cell == kLSTM && p.proj))
+    return {};
+  const Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
+  if (q.Hb == 0 || q.rec.JT > 32 || (!forced && 2 * q.blocks * p.P > p.D * p.T * NG * p.H)) return {};
+  return q;
 }
 
 template <typename S, int NG>
@@ -136,14 +141,12 @@ int64_t partials_for(const BackwardParams& p, cudaStream_t) {
 }  // namespace
 
 cudaError_t backward_reduce(const BackwardParams& p, DType dtype, cudaStream_t stream) {
-  if (!reduce_form(p)) return cudaErrorNotSupported;
   PACKEDRNN_DISPATCH(reduce_dispatch, p, dtype, stream)
 }
 
 }  // namespace persistent
 
 int64_t rnn_backward_persistent_partials(const BackwardParams& p, DType dtype) {
-  if (!persistent::reduce_form(p)) return 0;
   cudaStream_t none = nullptr;
   PACKEDRNN_DISPATCH(persistent::partials_for, p, dtype, none)
 }
