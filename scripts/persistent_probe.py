@@ -152,6 +152,30 @@ def stagger_latency():
         print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
 
 
+def units_latency():
+    """us per step of one layer, all rows T long, with the fewest units per block that fit the SMs
+    (default) and twice as many (PACKEDRNN_UNITS: half the blocks read h), alternately."""
+    os.environ["PACKEDRNN_PERSISTENT"] = "force"
+    T = 300
+    for cell, H, B, dt, units in [("LSTM", 512, 64, "bf16", 16), ("LSTM", 512, 256, "bf16", 16),
+                                  ("LSTM", 1024, 256, "bf16", 16), ("LSTM", 512, 64, "fp32", 8),
+                                  ("LSTM", 256, 64, "fp32", 4)]:
+        m = build(cell, H, H, False, DT[dt])
+        x, lengths = inputs(m, B, T, lo=1.0)
+
+        def train():
+            out, _ = m(x, lengths=lengths)
+            out.float().sum().backward()
+        line = []
+        for mode in ("", str(units), "", str(units)):
+            os.environ["PACKEDRNN_UNITS"] = mode
+            with torch.no_grad():
+                f = time_ms(lambda: m(x, lengths=lengths))
+            line.append(f"units {mode or 'default'} fwd {f * 1e3 / T:.2f} fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
+        os.environ.pop("PACKEDRNN_UNITS")
+        print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
+
+
 def backward_latency():
     """us per step of forward + backward, fp32 and bf16, all rows T long, with the backward's staged
     form and its reduce form (PACKEDRNN_BWD; by default fp32 takes the reduce form), alternately."""
@@ -199,6 +223,7 @@ if __name__ == "__main__":
     if "--latency" in sys.argv:
         latency(CONFIGS)
         stagger_latency()
+        units_latency()
         backward_latency()
         projection_latency()
     sys.exit(0 if w < 1e-4 else 1)

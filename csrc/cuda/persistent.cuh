@@ -562,7 +562,10 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
     return {};
   int Hb = 1;
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
-  if (Hb > kMaxUnits) return {};
+  // Experiment: more units per block than the fewest that fit (fewer blocks read h, each does more).
+  const char* units = std::getenv("PACKEDRNN_UNITS");
+  if (units != nullptr && std::atoi(units) > Hb) Hb = std::atoi(units);
+  if (Hb > kMaxUnits || (Hb & (Hb - 1)) != 0) return {};
   q.Hb = Hb;
   // Developer switches: the phase clock, and staging without the stagger (to measure what it buys).
   const char* timing = std::getenv("PACKEDRNN_TIMING");
