@@ -5,9 +5,8 @@ timeout, so a hang shows up as the last case printed):
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
-     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the blocks' staging
-     staggered against not (PACKEDRNN_STAGGER=0), the backward's two forms (PACKEDRNN_BWD), and
-     the projection against the per-step kernels.
+     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the backward's two forms
+     (PACKEDRNN_BWD) and the projection against the per-step kernels.
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -127,55 +126,6 @@ CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
 PROJ_CONFIGS = [(1024, 256, B) for B in (8, 64)]  # LSTM H, proj_size, B: persistent vs per-step
 
 
-def stagger_latency():
-    """us per step of one layer, all rows T long, with the blocks' staging staggered (default) and
-    not (PACKEDRNN_STAGGER=0), alternately, median of 5 each."""
-    os.environ["PACKEDRNN_PERSISTENT"] = "force"
-    T = 300
-    for cell, H, B, dt in [("LSTM", 512, 8, "fp32"), ("LSTM", 512, 64, "fp32"), ("LSTM", 512, 256, "fp32"),
-                           ("LSTM", 1024, 256, "fp32"), ("LSTM", 512, 64, "bf16"), ("LSTM", 1024, 256, "bf16"),
-                           ("GRU", 512, 64, "fp32")]:
-        m = build(cell, H, H, False, DT[dt])
-        x, lengths = inputs(m, B, T, lo=1.0)
-
-        def train():
-            out, _ = m(x, lengths=lengths)
-            out.float().sum().backward()
-        line = []
-        for mode in ("1", "0", "1", "0"):  # twice each, alternately, against drift
-            os.environ["PACKEDRNN_STAGGER"] = mode
-            with torch.no_grad():
-                f = time_ms(lambda: m(x, lengths=lengths))
-            line.append(f"{'stagger' if mode == '1' else 'none'} fwd {f * 1e3 / T:.2f} "
-                        f"fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
-        os.environ.pop("PACKEDRNN_STAGGER")
-        print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
-
-
-def units_latency():
-    """us per step of one layer, all rows T long, with the fewest units per block that fit the SMs
-    (default) and twice as many (PACKEDRNN_UNITS: half the blocks read h), alternately."""
-    os.environ["PACKEDRNN_PERSISTENT"] = "force"
-    T = 300
-    for cell, H, B, dt, units in [("LSTM", 512, 64, "bf16", 16), ("LSTM", 512, 256, "bf16", 16),
-                                  ("LSTM", 1024, 256, "bf16", 16), ("LSTM", 512, 64, "fp32", 8),
-                                  ("LSTM", 256, 64, "fp32", 4)]:
-        m = build(cell, H, H, False, DT[dt])
-        x, lengths = inputs(m, B, T, lo=1.0)
-
-        def train():
-            out, _ = m(x, lengths=lengths)
-            out.float().sum().backward()
-        line = []
-        for mode in ("", str(units), "", str(units)):
-            os.environ["PACKEDRNN_UNITS"] = mode
-            with torch.no_grad():
-                f = time_ms(lambda: m(x, lengths=lengths))
-            line.append(f"units {mode or 'default'} fwd {f * 1e3 / T:.2f} fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
-        os.environ.pop("PACKEDRNN_UNITS")
-        print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
-
-
 def backward_latency():
     """us per step of forward + backward, fp32 and bf16, all rows T long, with the backward's staged
     form and its reduce form (PACKEDRNN_BWD; by default fp32 takes the reduce form), alternately."""
@@ -222,8 +172,6 @@ if __name__ == "__main__":
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
-        stagger_latency()
-        units_latency()
         backward_latency()
         projection_latency()
     sys.exit(0 if w < 1e-4 else 1)

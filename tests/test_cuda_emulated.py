@@ -229,15 +229,6 @@ def test_all_rows_full_length(emu):
     run_case(emu, LSTM, 4, 20, 20, 7, 5, 2, torch.float32, [5] * 7, TOL[torch.float32])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_staging_without_stagger(emu, dtype, monkeypatch):
-    """PACKEDRNN_STAGGER=0 (every block stages from the chunk's first row, the baseline the stagger
-    is measured against) gives the same results."""
-    monkeypatch.setenv("PACKEDRNN_STAGGER", "0")
-    emu.emu_configure(8, 232448, 2)
-    run_case(emu, LSTM, 5, 20, 12, 70, 5, 2, dtype, [5, 0, 3] * 23 + [4], TOL[dtype])
-
-
 @pytest.mark.parametrize("cell,H,P,T,dtype,reduce", [
     (LSTM, 512, 512, 100, torch.float32, True),
     (GRU, 1024, 1024, 200, torch.float32, True),

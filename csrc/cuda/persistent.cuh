@@ -82,7 +82,6 @@ struct Plan {
   size_t smem = 0;         // dynamic shared memory
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
-  bool stagger = true;     // blocks start staging at different rows (PACKEDRNN_STAGGER=0: all at row 0)
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
 };
 
@@ -247,22 +246,14 @@ __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
   return n;
 }
 
-// Where block blockIdx.x starts going through n pieces of 16 bytes that every block reads at
-// once: a multiple of 8 pieces (one 128-byte line), spread evenly over the blocks, so that the
-// blocks do not all ask the same L2 lines at the same time (with `on`; else 0).
-__device__ __forceinline__ int stagger_start(bool on, int n) {
-  return on ? (int)((long long)blockIdx.x * (n / 8) / gridDim.x) * 8 : 0;
-}
-
 // Stage np rows of K values into Xs (row stride ld); row r starts at src_row(r) in global memory,
 // written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
 // 16-byte aligned) in 16-byte cp.async pieces, one commit group per tile of kTile rows (the last
 // group also takes the tiles past kGroups), so that block_gemm starts on the first tile while the
-// others are in flight: it waits for each tile's group (tile_ready). Inside a group, block b starts
-// at stagger_start. Returns the number of groups (0: staged synchronously through registers). The
-// caller __syncthreads before block_gemm.
+// others are in flight: it waits for each tile's group (tile_ready). Returns the number of groups
+// (0: staged synchronously through registers). The caller __syncthreads before block_gemm.
 template <typename S, typename F>
-__device__ __forceinline__ int stage_rows(const Gemm& gm, bool stagger, S* Xs, int np, bool vec, F src_row) {
+__device__ __forceinline__ int stage_rows(const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
   if (!vec) {
     for (int e = threadIdx.x; e < np * gm.K; e += kThreads) {
       const int r = e / gm.K, c = e % gm.K;
@@ -273,11 +264,10 @@ __device__ __forceinline__ int stage_rows(const Gemm& gm, bool stagger, S* Xs, i
   const int per = gm.K * (int)sizeof(S) / 16;  // pieces per row
   const int groups = min((np + kTile - 1) / kTile, kGroups);
   for (int g = 0; g < groups; ++g) {
-    const int lo = g * kTile * per, n = (g == groups - 1 ? np : (g + 1) * kTile) * per - lo;
-    const int start = stagger_start(stagger, n);
+    const int end = (g == groups - 1 ? np : (g + 1) * kTile) * per;
 #pragma unroll 4
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const int e = lo + (i + start < n ? i + start : i + start - n), r = e / per, c = e % per;
+    for (int e = g * kTile * per + threadIdx.x; e < end; e += kThreads) {
+      const int r = e / per, c = e % per;
       copy16_async(reinterpret_cast<unsigned char*>(Xs + r * gm.ld) + c * 16,
                    reinterpret_cast<const unsigned char*>(src_row(r)) + c * 16);
     }
@@ -562,16 +552,11 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
     return {};
   int Hb = 1;
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
-  // Experiment: more units per block than the fewest that fit (fewer blocks read h, each does more).
-  const char* units = std::getenv("PACKEDRNN_UNITS");
-  if (units != nullptr && std::atoi(units) > Hb) Hb = std::atoi(units);
-  if (Hb > kMaxUnits || (Hb & (Hb - 1)) != 0) return {};
+  if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  // Developer switches: the phase clock, and staging without the stagger (to measure what it buys).
+  // Developer switch: the phase clock.
   const char* timing = std::getenv("PACKEDRNN_TIMING");
   q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
-  const char* stagger = std::getenv("PACKEDRNN_STAGGER");
-  q.stagger = stagger == nullptr || std::strcmp(stagger, "0") != 0;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);

@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         if (it[k].on) load_cell<S, NG>(p, d, it[k], it[k].v);
       }
       zero_padding(q.proj, nc, sm.Xs);
-      const int groups = stage_rows(q.proj, q.stagger, sm.Xs, nc, vec_p, [&](int r) {
+      const int groups = stage_rows(q.proj, sm.Xs, nc, vec_p, [&](int r) {
         const int64_t t = d == 1 ? sm.lens[r0 + r] - 1 - s : s;
         return dH + (t * B + sm.order[r0 + r]) * P;
       });
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
       if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower
-      const int groups = stage_rows(q.rec, q.stagger, sm.Xs, np, vec, [&](int r) {
+      const int groups = stage_rows(q.rec, sm.Xs, np, vec, [&](int r) {
         const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
         return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
       });
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
     if (proj && s >= 0) project_cells(s, n_here);
     clock.mark(3);
   }
-  clock.report("backward", steps + 1);
+  clock.report("backward (staged)", steps + 1);
 }
 
 template <typename S, int NG>

@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   const int64_t parity = p.D * per_dir * B * P;       // distance between the two partial buffers
   float* part = static_cast<float*>(p.part) + d * per_dir * B * P;
   const int64_t steps = sm.lens[0];
+  PhaseClock clock(q.timing);  // "cell" includes summing the partials; nothing is staged
   // Step s = -1 is the extra pass that turns the partials of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
     const int n_here = active_after(sm.lens, (int)B, s);      // rows active at step s
@@ -76,6 +77,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
       }
       if (s < 0) continue;
       __syncthreads();
+      clock.mark(2);
       // The partials of this block: out[self][b][k] = sum_j Y[r][j] Ws[j][k] for each column k, its
       // JT values of Ws held in registers across the rows; Y rows are read by every thread at once.
       for (int k = threadIdx.x; k < P; k += kThreads) {
@@ -91,9 +93,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
         }
       }
       __syncthreads();  // Y is reused by the next chunk
+      clock.mark(1);
     }
     if (s >= 0) grid.sync();
+    clock.mark(3);
   }
+  clock.report("backward (reduce)", steps + 1);
 }
 
 // The plan of the reduce form where it takes the call, else an empty one. It serves fp32 (on an

@@ -29,7 +29,7 @@ __device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm
     const int nc = min(q.NC, n - r0);
     zero_padding(q.proj, nc, sm.Xs);
     const int groups =
-        stage_rows(q.proj, q.stagger, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
+        stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
     __syncthreads();
     block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
     const Chunk ch{r0, nc, q.Hb, u0, d, s, B, sm.order, sm.lens};
@@ -108,31 +108,29 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
       int groups = 0;
       if (s == 0 || q.barrier) {
-        groups = stage_rows(q.rec, q.stagger, sm.Xs, nc, vec, [&](int r) {
+        groups = stage_rows(q.rec, sm.Xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
       } else {  // wait for tag s, asking again for all late words at once
         constexpr int U = 16;  // loads in flight per thread
         const int total = nc * q.rec.K;
-        const int start = stagger_start(q.stagger, total / 2) * 2;  // 8-byte words: 16 per line
-        for (int i0 = threadIdx.x; i0 < total; i0 += U * kThreads) {
+        for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
           unsigned long long v[U];
           const unsigned long long* src[U];
-          int e[U];  // word e of the chunk: row e / K, unit e % K
           unsigned pending = 0;
 #pragma unroll
           for (int k = 0; k < U; ++k) {
-            const int i = i0 + k * kThreads;
-            e[k] = i < total ? (i + start < total ? i + start : i + start - total) : 0;
-            src[k] = xin + (int64_t)sm.order[r0 + e[k] / q.rec.K] * P + e[k] % q.rec.K;
-            if (i < total) v[k] = load_relaxed(src[k]), pending |= 1u << k;
+            const int e = e0 + k * kThreads, r = e / q.rec.K, kk = e % q.rec.K;
+            src[k] = xin + (int64_t)sm.order[r0 + (e < total ? r : 0)] * P + kk;
+            if (e < total) v[k] = load_relaxed(src[k]), pending |= 1u << k;
           }
           while (true) {
 #pragma unroll
             for (int k = 0; k < U; ++k) {
               if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
-                put(sm.Xs + (e[k] / q.rec.K) * q.rec.ld + e[k] % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
+                const int e = e0 + k * kThreads;
+                put(sm.Xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
                 pending &= ~(1u << k);
               }
             }
