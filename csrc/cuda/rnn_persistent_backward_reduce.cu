@@ -20,6 +20,43 @@ namespace packedrnn {
 namespace persistent {
 namespace {
 
+// sums[i] = the sum over the blocks beta < per_dir of the direction of their partial dL/dh for pair
+// i < np * Hb of the chunk (rank r0 + i / Hb, unit u0 + i % Hb); in [per_dir][B][P], written
+// before the last grid barrier. With every thread: `split` threads per pair (as many as the pairs
+// leave, up to 32) each add every split-th block's partial, four loads in flight, then one thread
+// adds their results in a fixed order (bitwise repeatable). At B = 8 one thread per pair adding
+// all 128 partials in turn took 4.4 us per step (RESULTS.md). scratch: kThreads floats. Ends
+// past a __syncthreads.
+__device__ void sum_partials(const float* in, int per_dir, int64_t B, int64_t P, int64_t H, const int* order,
+                             int r0, int np, int Hb, int64_t u0, float* scratch, float* sums) {
+  const int pairs = np * Hb;
+  int split = 1;
+  while (split < 32 && 2 * split * pairs <= kThreads) split *= 2;
+  const int width = kThreads / split, part = threadIdx.x / width, lane = threadIdx.x % width;
+  for (int i0 = 0; i0 < pairs; i0 += width) {
+    const int i = i0 + lane;
+    float a[4] = {0.f, 0.f, 0.f, 0.f};
+    if (i < pairs && u0 + i % Hb < H) {
+      const float* src = in + (int64_t)order[r0 + i / Hb] * P + u0 + i % Hb;
+      const int64_t stride = B * P;  // between the partials of consecutive blocks
+      int beta = part;
+      for (; beta + 3 * split < per_dir; beta += 4 * split) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) a[j] += __ldcg(src + (beta + j * split) * stride);
+      }
+      for (; beta < per_dir; beta += split) a[0] += __ldcg(src + beta * stride);
+    }
+    scratch[threadIdx.x] = (a[0] + a[1]) + (a[2] + a[3]);
+    __syncthreads();
+    if (part == 0 && i < pairs) {
+      float v = 0.f;
+      for (int k = 0; k < split; ++k) v += scratch[k * width + lane];
+      sums[i] = v;
+    }
+    __syncthreads();
+  }
+}
+
 template <typename S, int NG, int JT>
 __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(BackwardParams p, Plan q) {
   using A = float;
@@ -41,7 +78,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   const int64_t parity = p.D * per_dir * B * P;       // distance between the two partial buffers
   float* part = static_cast<float*>(p.part) + d * per_dir * B * P;
   const int64_t steps = sm.lens[0];
-  PhaseClock clock(q.timing);  // "cell" includes summing the partials; nothing is staged
+  // The chunk's sums of partials, and sum_partials' scratch, in `red` (block_gemm's, unused here).
+  static_assert(kThreads + kItems * kThreads <= kWarps * 8 * kTile, "red holds both");
+  float* const scratch = sm.red;
+  float* const sums = sm.red + kThreads;
+  PhaseClock clock(q.timing);  // "stage": summing the partials (nothing is staged)
   // Step s = -1 is the extra pass that turns the partials of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
     const int n_here = active_after(sm.lens, (int)B, s);      // rows active at step s
@@ -52,6 +93,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have partials
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
+      if (np > 0) sum_partials(in, per_dir, B, P, H, sm.order, r0, np, Hb, u0, scratch, sums);
+      clock.mark(0);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         const Pair m = ch.pair(k, H);
@@ -59,8 +102,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
         const int64_t u = m.u;
         A carry;  // dL/dh_t from the step after (rows that have one), else grad h_n
         if (m.r < np) {
-          carry = lstm ? A(0) : direct[m.b * H + u];
-          for (int beta = 0; beta < per_dir; ++beta) carry += in[(beta * B + m.b) * P + u];
+          carry = (lstm ? A(0) : direct[m.b * H + u]) + sums[m.r * Hb + m.uu];
         } else {
           carry = dh[m.b * P + u];
         }
