@@ -1,6 +1,6 @@
 """A small forward + backward on CUDA for compute-sanitizer (scripts/gpu_check.sh): the persistent
-kernels (LSTM, GRU; both exchanges; both backward forms; a projection) and the per-step kernels (a
-projection), with zero and full lengths."""
+kernels (LSTM, GRU; both exchanges; both backward forms; a projection; staging by bulk copies) and
+the per-step kernels (a projection), with zero and full lengths."""
 import os
 
 import torch
@@ -8,11 +8,13 @@ import torch
 import packedrnn
 
 os.environ["PACKEDRNN_BACKEND"] = "cuda"
-for cell, kw, xch, persistent, bwd in (
-        ("LSTM", {}, "tagged", "1", "staged"), ("LSTM", {}, "barrier", "1", "reduce"),
-        ("LSTM", {"proj_size": 6}, "", "force", ""), ("LSTM", {"proj_size": 6}, "", "0", ""),
-        ("GRU", {}, "tagged", "1", "reduce"), ("GRU", {}, "barrier", "1", "staged")):
+for cell, kw, xch, persistent, bwd, stage in (
+        ("LSTM", {}, "tagged", "1", "staged", ""), ("LSTM", {}, "barrier", "1", "reduce", ""),
+        ("LSTM", {"proj_size": 6}, "", "force", "", ""), ("LSTM", {"proj_size": 6}, "", "0", "", ""),
+        ("GRU", {}, "tagged", "1", "reduce", ""), ("GRU", {}, "barrier", "1", "staged", ""),
+        ("LSTM", {"proj_size": 8}, "", "force", "", "bulk"), ("GRU", {}, "barrier", "force", "staged", "bulk")):
     os.environ["PACKEDRNN_XCH"] = xch  # the two ways the persistent forward passes h between blocks
+    os.environ["PACKEDRNN_STAGE"] = stage  # bulk: staging by bulk copies (sm_90 and later)
     os.environ["PACKEDRNN_PERSISTENT"] = persistent
     os.environ["PACKEDRNN_BWD"] = bwd  # the backward's two forms
     cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU

@@ -157,16 +157,19 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
-@pytest.mark.parametrize("xch,bwd", [("tagged", "staged"), ("barrier", "staged"), ("tagged", "reduce")])
-def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, monkeypatch):
+@pytest.mark.parametrize("xch,bwd,stage", [("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
+                                           ("barrier", "staged", "bulk")])
+def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, stage, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
     kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
-    always takes the barrier), and both forms of the backward (PACKEDRNN_BWD)."""
+    always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and staging by bulk
+    copies (PACKEDRNN_STAGE=bulk, an experiment; used on sm_90 and later only)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     monkeypatch.setenv("PACKEDRNN_BWD", bwd)
+    monkeypatch.setenv("PACKEDRNN_STAGE", stage)
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True, **kw)
@@ -185,10 +188,12 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, monkeypatch):
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch):
+@pytest.mark.parametrize("stage", ["", "bulk"])
+def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monkeypatch):
     """bf16/fp16 (tensor-core products) at the same sizes: the persistent kernels, forced, against
     the per-step kernels on the same inputs, relative to the largest value of each result (the two
     round at different places, so they agree to the dtype's precision, not bitwise)."""
+    monkeypatch.setenv("PACKEDRNN_STAGE", stage)  # PACKEDRNN_STAGE=bulk: the persistent side only
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     torch.manual_seed(3)
     ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True, **kw)

@@ -213,6 +213,25 @@ def test_persistent_kernels_emulated(emu, case, seed, bwd, monkeypatch):
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=reduce)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("case", [c for c in CASES if c[10] != "tagged"], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
+def test_bulk_staging_emulated(emu, case, seed, monkeypatch):
+    """PACKEDRNN_STAGE=bulk (an experiment for sm_90: whole rows through the TMA engine, counted on
+    an mbarrier; the emulated device is an H100/H200): the same results, forward (barrier exchange)
+    and the staged backward, projections included."""
+    cell, I, H, P, B, T, D, dtype, sms, optin, _ = case
+    monkeypatch.setenv("PACKEDRNN_STAGE", "bulk")
+    monkeypatch.setenv("PACKEDRNN_XCH", "barrier")
+    monkeypatch.setenv("PACKEDRNN_BWD", "staged")
+    emu.emu_configure(sms, optin, seed)
+    g = torch.Generator().manual_seed(B + T)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[1] = T
+    lengths[-1] = 0
+    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=False)
+
+
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
 def test_nan_stays_in_its_row(emu, H, P, sms):
     """A NaN inside two rows' sequences (ranks 3 and 7): their results and the weight gradients are

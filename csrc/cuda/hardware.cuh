@@ -72,5 +72,51 @@ __device__ __forceinline__ void wait_copies(int pending) {
   }
 }
 
+// Bulk copies (Hopper, sm_90: the TMA engine), an experiment (PACKEDRNN_STAGE=bulk): one
+// instruction copies a whole row global -> shared and counts its bytes on an mbarrier in shared
+// memory. A phase of the barrier completes when its one arrival (bulk_expect, which also adds the
+// bytes to wait for) has happened and every byte has landed; threads wait for it by its parity.
+// Not built below sm_90, where the host never asks for it (plan_for).
+__device__ __forceinline__ unsigned shared_address(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void bulk_init(unsigned long long* bar) {  // one thread; a __syncthreads after
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void bulk_expect(unsigned long long* bar, unsigned bytes) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  // Shared memory that this block's threads wrote or read before the last __syncthreads is ordered
+  // before the copies that follow (generic and async proxy).
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(shared_address(dst)), "l"(src), "r"(bytes), "r"(shared_address(bar)) : "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ bool bulk_done(unsigned long long* bar, unsigned parity) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  unsigned done;
+  asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+               " selp.u32 %0, 1, 0, p;\n}"
+               : "=r"(done) : "r"(shared_address(bar)), "r"(parity) : "memory");
+  return done != 0;
+#else
+  __trap();
+  return true;
+#endif
+}
+
 }  // namespace persistent
 }  // namespace packedrnn

@@ -31,7 +31,8 @@
 //   backward  one grid barrier per step. The staged form reads the next step's gate gradients (4x
 //             the size of h); the reduce form, fp32's, exchanges partial sums of dL/dh instead
 //             (rnn_persistent_backward_reduce.cu).
-// Staging from memory written before a barrier uses cp.async. Cooperative launch guarantees that
+// Staging from memory written before a barrier uses cp.async (or, as an experiment on sm_90,
+// PACKEDRNN_STAGE=bulk, one TMA bulk copy per row: Stage). Cooperative launch guarantees that
 // all blocks are resident, which both schemes rely on. A call that does not fit (more than 16
 // units per block, or 8 for an fp32 forward; shared memory; co-residency) returns cudaErrorNotSupported and the
 // caller runs the per-step kernels of rnn_kernels.cu instead.
@@ -83,6 +84,7 @@ struct Plan {
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
+  bool bulk = false;       // staging by bulk copies (sm_90; PACKEDRNN_STAGE=bulk, an experiment)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -120,6 +122,7 @@ struct Smem {
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
+  unsigned long long* bar;  // the mbarrier of bulk staging (Stage)
   __host__ __device__ static size_t sizes(const Plan& q, int64_t B, size_t (&n)[6]) {
     auto up = [](size_t v) { return (v + 15) / 16 * 16; };
     const size_t JT = q.rec.JT > q.proj.JT ? q.rec.JT : q.proj.JT;
@@ -130,7 +133,7 @@ struct Smem {
     n[3] = up(JT * q.NC * 4);
     n[4] = (size_t)kWarps * (JT > 8 ? JT : 8) * 16 * 4;
     n[5] = up((size_t)B * 4);
-    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5];
+    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 16;
   }
   static size_t bytes(const Plan& q, int64_t B) {
     size_t n[6];
@@ -147,6 +150,7 @@ struct Smem {
     order = reinterpret_cast<int*>(base += n[4]);
     lens = order + n[5] / 4;
     tmp = lens + n[5] / 4;
+    bar = reinterpret_cast<unsigned long long*>(reinterpret_cast<unsigned char*>(order) + 3 * n[5]);
   }
 };
 
@@ -246,14 +250,39 @@ __device__ __forceinline__ int active_after(const int* lens, int n, int64_t s) {
   return n;
 }
 
+// How a kernel stages: cp.async by every thread, or (Plan::bulk) one bulk copy per row, issued by
+// warp 0 and counted on the mbarrier `bar`, whose phase parity flips with every staging, alike in
+// every thread. Built before the kernel's first __syncthreads.
+struct Stage {
+  bool bulk;
+  unsigned long long* bar;
+  unsigned parity = 0;
+  __device__ Stage(bool b, unsigned long long* m) : bulk(b), bar(m) {
+    if (bulk && threadIdx.x == 0) bulk_init(bar);
+  }
+};
+
 // Stage np rows of K values into Xs (row stride ld); row r starts at src_row(r) in global memory,
 // written by other blocks before the last grid barrier (so read through L2). With `vec` (every row
 // 16-byte aligned) in 16-byte cp.async pieces, one commit group per tile of kTile rows (the last
 // group also takes the tiles past kGroups), so that block_gemm starts on the first tile while the
-// others are in flight: it waits for each tile's group (tile_ready). Returns the number of groups
-// (0: staged synchronously through registers). The caller __syncthreads before block_gemm.
+// others are in flight: it waits for each tile's group (tile_ready); or, with st.bulk, as whole
+// rows through the TMA engine, all landed before it returns. Returns the number of groups (0:
+// nothing in flight). The caller __syncthreads before block_gemm.
 template <typename S, typename F>
-__device__ __forceinline__ int stage_rows(const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
+__device__ __forceinline__ int stage_rows(Stage& st, const Gemm& gm, S* Xs, int np, bool vec, F src_row) {
+  if (vec && st.bulk) {
+    const unsigned row = gm.K * (unsigned)sizeof(S);
+    if (threadIdx.x < 32) {  // lane 0 announces the bytes before any copy can complete
+      if (threadIdx.x == 0) bulk_expect(st.bar, np * row);
+      __syncwarp();
+      for (int r = threadIdx.x; r < np; r += 32) bulk_copy(Xs + r * gm.ld, src_row(r), row, st.bar);
+    }
+    while (!bulk_done(st.bar, st.parity)) {
+    }
+    st.parity ^= 1;
+    return 0;
+  }
   if (!vec) {
     for (int e = threadIdx.x; e < np * gm.K; e += kThreads) {
       const int r = e / gm.K, c = e % gm.K;
@@ -554,9 +583,13 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  // Developer switch: the phase clock.
+  // Developer switches: the phase clock; staging by bulk copies (Hopper and later).
   const char* timing = std::getenv("PACKEDRNN_TIMING");
   q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
+  const char* stage = std::getenv("PACKEDRNN_STAGE");
+  int major = 0;
+  q.bulk = stage != nullptr && std::strcmp(stage, "bulk") == 0 &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);

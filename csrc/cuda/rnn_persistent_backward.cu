@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
     });
   }
   zero_padding(q.rec, q.NC, sm.Xs);
+  Stage st(q.bulk, sm.bar);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
   const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
@@ -61,7 +62,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         if (it[k].on) load_cell<S, NG>(p, d, it[k], it[k].v);
       }
       zero_padding(q.proj, nc, sm.Xs);
-      const int groups = stage_rows(q.proj, sm.Xs, nc, vec_p, [&](int r) {
+      const int groups = stage_rows(st, q.proj, sm.Xs, nc, vec_p, [&](int r) {
         const int64_t t = d == 1 ? sm.lens[r0 + r] - 1 - s : s;
         return dH + (t * B + sm.order[r0 + r]) * P;
       });
@@ -100,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
       if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower
-      const int groups = stage_rows(q.rec, sm.Xs, np, vec, [&](int r) {
+      const int groups = stage_rows(st, q.rec, sm.Xs, np, vec, [&](int r) {
         const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
         return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
       });

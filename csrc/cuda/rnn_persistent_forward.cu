@@ -21,7 +21,7 @@ struct Item : Pair {
 // h_t = m_t W_hr^T for the n active rows of step s, after a grid barrier that makes every
 // block's m_t visible; the block's units u < P produce outputs u. Ends past a __syncthreads.
 template <typename S, int JT>
-__device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm, int64_t d, int64_t u0,
+__device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm, Stage& st, int64_t d, int64_t u0,
                         int64_t s, int n, const S* m_all, bool vec_m, cg::grid_group& grid) {
   const int64_t B = p.B, P = p.P, DP = p.D * P;
   grid.sync();
@@ -29,7 +29,7 @@ __device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm
     const int nc = min(q.NC, n - r0);
     zero_padding(q.proj, nc, sm.Xs);
     const int groups =
-        stage_rows(q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
+        stage_rows(st, q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
     __syncthreads();
     block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
     const Chunk ch{r0, nc, q.Hb, u0, d, s, B, sm.order, sm.lens};
@@ -66,6 +66,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     });
   }
   zero_padding(q.rec, q.NC, sm.Xs);
+  Stage st(q.bulk, sm.bar);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
   S* h_n = static_cast<S*>(p.h_n) + d * B * P;
@@ -108,7 +109,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
       int groups = 0;
       if (s == 0 || q.barrier) {
-        groups = stage_rows(q.rec, sm.Xs, nc, vec, [&](int r) {
+        groups = stage_rows(st, q.rec, sm.Xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
@@ -192,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       clock.mark(2);
     }
     if constexpr (lstm) {
-      if (proj) project<S, JT / 4>(p, q, sm, d, u0, s, n, m_all, vec_m, grid);
+      if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
     }
     if (q.barrier) grid.sync();
     clock.mark(3);

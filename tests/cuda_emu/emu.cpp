@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <random>
 #include <vector>
@@ -26,6 +27,14 @@ constexpr unsigned char kGuardByte = 0xA5, kFreshByte = 0xFF;  // 0xFF..: NaN in
 struct Copy {
   unsigned char* dst;
   unsigned char data[16];
+};
+
+// An mbarrier as the bulk copies use it: one arrival per phase, a byte count, copies in flight.
+struct MBar {
+  unsigned phase = 0;  // parity of the current phase
+  int pending = 1;     // arrivals still expected in it
+  long long tx = 0;    // bytes announced and not yet landed (negative: landed before announced)
+  std::vector<std::pair<unsigned char*, std::vector<unsigned char>>> copies;  // in flight
 };
 
 struct Fiber {
@@ -67,6 +76,7 @@ struct Grid {
   std::mt19937 rng;
   const char* failure = nullptr;
   std::unique_ptr<unsigned char[]> smem_all;
+  std::map<void*, MBar> bars;  // by address in shared memory
 };
 
 Grid* G = nullptr;
@@ -148,6 +158,60 @@ void wait_copies(int pending) {
   }
 }
 
+namespace {
+MBar* find_bar(void* bar) {
+  auto it = G->bars.find(bar);
+  if (it == G->bars.end()) {
+    fail("mbarrier used before mbarrier.init");
+    return nullptr;
+  }
+  return &it->second;
+}
+void complete_if_done(MBar& m) {
+  if (m.pending == 0 && m.tx == 0) m.phase ^= 1, m.pending = 1;
+}
+}  // namespace
+
+void bulk_init(void* bar) {
+  if (!in_shared(bar, 8)) fail("mbarrier outside shared memory or not 8-byte aligned");
+  G->bars[bar] = MBar();
+}
+
+void bulk_expect(void* bar, unsigned bytes) {
+  MBar* m = find_bar(bar);
+  if (m == nullptr) return;
+  if (--m->pending < 0) fail("mbarrier: an arrival its phase did not expect");
+  m->tx += bytes;
+  complete_if_done(*m);
+}
+
+void bulk_copy(void* dst, const void* src, unsigned bytes, void* bar) {
+  MBar* m = find_bar(bar);
+  if (m == nullptr) return;
+  const unsigned char* s = static_cast<const unsigned char*>(src);
+  if (g_seed != 0 && G->rng() % 2 == 0) {  // landed at once
+    std::memcpy(dst, src, bytes);
+    m->tx -= bytes;
+    complete_if_done(*m);
+    return;
+  }
+  m->copies.emplace_back(static_cast<unsigned char*>(dst), std::vector<unsigned char>(s, s + bytes));
+}
+
+bool bulk_done(void* bar, unsigned parity) {
+  MBar* m = find_bar(bar);
+  if (m == nullptr) return true;
+  for (auto& c : m->copies) {
+    std::memcpy(c.first, c.second.data(), c.second.size());
+    m->tx -= (long long)c.second.size();
+  }
+  m->copies.clear();
+  complete_if_done(*m);
+  if (m->phase != parity) return true;  // the phase of that parity has completed
+  yield();
+  return false;
+}
+
 bool fail(const char* what) {
   if (G->failure == nullptr) G->failure = what;
   return false;
@@ -219,6 +283,9 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
     std::fprintf(stderr, "emu: deadlock: %d of %d threads never finished (grid barrier %d/%d arrived)\n", g.live,
                  blocks * threads, g.bar.arrived, g.bar.expected);
     rc = 1;
+  }
+  for (const auto& kv : g.bars) {
+    if (!kv.second.copies.empty()) fail("bulk copies never waited for");
   }
   for (int b = 0; b < blocks; ++b) {
     const Block& blk = g.blocks[b];

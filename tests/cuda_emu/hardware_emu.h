@@ -31,6 +31,13 @@ void commit_copies();
 void wait_copies(int pending);
 // Whether [p, p + bytes) lies in the running block's shared memory, aligned to `bytes`.
 bool in_shared(const void* p, size_t bytes);
+// mbarrier and bulk copies (the TMA engine): a copy of `bytes` that lands when a thread waits on
+// its barrier (seed 0), or at random at issue or at the wait (other seeds), and then counts its
+// bytes; a phase completes after its one arrival and all its bytes. bulk_done polls.
+void bulk_init(void* bar);
+void bulk_expect(void* bar, unsigned bytes);
+void bulk_copy(void* dst, const void* src, unsigned bytes, void* bar);
+bool bulk_done(void* bar, unsigned parity);
 }  // namespace emu
 
 namespace packedrnn {
@@ -112,6 +119,19 @@ inline void copy16_async(void* dst, const void* src) {
     emu::copy_async(dst, src);
   }
 }
+inline void bulk_init(unsigned long long* bar) { emu::bulk_init(bar); }
+inline void bulk_expect(unsigned long long* bar, unsigned bytes) { emu::bulk_expect(bar, bytes); }
+inline void bulk_copy(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
+  const unsigned char* d = static_cast<const unsigned char*>(dst);
+  if (bytes % 16 != 0 || !emu::in_shared(dst, 16) || !emu::in_shared(d + bytes - 16, 16)) {
+    emu::fail("cp.async.bulk: destination outside shared memory, or not 16-byte aligned or sized");
+  } else if (reinterpret_cast<uintptr_t>(src) % 16 != 0) {
+    emu::fail("cp.async.bulk: source not 16-byte aligned");
+  } else {
+    emu::bulk_copy(dst, src, bytes, bar);
+  }
+}
+inline bool bulk_done(unsigned long long* bar, unsigned parity) { return emu::bulk_done(bar, parity); }
 inline void commit_copies() { emu::commit_copies(); }
 inline void wait_copies(int pending) { emu::wait_copies(pending < 7 ? pending : 7); }
 

@@ -21,7 +21,11 @@ enum cudaError_t {
   cudaErrorCooperativeLaunchTooLarge = 720,
   cudaErrorNotSupported = 801,
 };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 typedef struct CUstream_st* cudaStream_t;
 
@@ -46,7 +50,9 @@ void warp_exchange(const void* mine, size_t bytes, void* all);  // all: 32 * byt
 
 inline cudaError_t cudaGetDevice(int* dev) { return *dev = 0, cudaSuccess; }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
-  *v = a == cudaDevAttrMultiProcessorCount ? emu::sm_count() : emu::shared_memory_optin();
+  *v = a == cudaDevAttrMultiProcessorCount ? emu::sm_count()
+       : a == cudaDevAttrComputeCapabilityMajor ? 9  // an H100/H200
+                                                : emu::shared_memory_optin();
   return cudaSuccess;
 }
 template <typename F>
@@ -59,6 +65,10 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F, int, size_t
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 
 inline void __syncthreads() { emu::block_barrier(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  char mine = 0, all[32];
+  emu::warp_exchange(&mine, 1, all);
+}
 template <typename T>
 T __shfl_xor_sync(unsigned, T v, int mask) {
   T all[32];
