@@ -6,6 +6,7 @@
 # output to $OUT/log.txt. About 8-11 minutes: on a lent machine run it in two calls (the build is
 # kept between calls of a warm machine). Arguments: the stages to run (default: all), e.g.
 #   OUT=$OUT bash scripts/gpu_check.sh build probe tests      then      ... steps bench sanitize
+# (and `ncu`, not among the defaults: Nsight Compute on scripts/profile_case.py)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
@@ -48,6 +49,13 @@ want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider -
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
+# Nsight Compute on two persistent forward launches (cp.async and bulk staging): stall reasons,
+# L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
+if want ncu && command -v ncu > /dev/null; then
+  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 2 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+    python3 scripts/profile_case.py
+fi
 CASE=scripts/sanitize_case.py
 if want sanitize && command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
