@@ -157,8 +157,8 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
-@pytest.mark.parametrize("xch,bwd,stage", [("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
-                                           ("barrier", "staged", "bulk")])
+@pytest.mark.parametrize("xch,bwd,stage", [("tagged", "staged", ""), ("barrier", "staged", ""),
+                                           ("tagged", "reduce", ""), ("barrier", "staged", "bulk")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, stage, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward

@@ -24,9 +24,9 @@ namespace {
 // i < np * Hb of the chunk (rank r0 + i / Hb, unit u0 + i % Hb); in [per_dir][B][P], written
 // before the last grid barrier. With every thread: `split` threads per pair (as many as the pairs
 // leave, up to 32) each add every split-th block's partial, four loads in flight, then one thread
-// adds their results in a fixed order (bitwise repeatable). At B = 8 one thread per pair adding
-// all 128 partials in turn took 4.4 us per step (RESULTS.md). scratch: kThreads floats. Ends
-// past a __syncthreads.
+// adds their results in a fixed order (bitwise repeatable). At B = 8, one thread per pair adding
+// all 128 partials in turn took 4.4 us per step with the cell (RESULTS.md). scratch: kThreads
+// floats. Ends past a __syncthreads.
 __device__ void sum_partials(const float* in, int per_dir, int64_t B, int64_t P, int64_t H, const int* order,
                              int r0, int np, int Hb, int64_t u0, float* scratch, float* sums) {
   const int pairs = np * Hb;
@@ -145,9 +145,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
 
 // The plan of the reduce form where it takes the call, else an empty one. It serves fp32 (on an
 // H200 a forward + backward step took 0.78x the staged form's time at B = 64 and 256, 1.02x at
-// B = 8; in bf16 the staged form's tensor-core product wins, 0.70x: RESULTS.md), not a projection, at most
-// 8 units per block, and partials no larger than the gate gradients the backward holds anyway
-// (2 * blocks * B * P <= D * T * B * NG * H: only short sequences fail it).
+// B = 8; in bf16 the staged form's tensor-core product wins, 0.70x: RESULTS.md), not a
+// projection, at most 8 units per block, and partials no larger than the gate gradients the
+// backward holds anyway (2 * blocks * B * P <= D * T * B * NG * H: only short sequences fail it).
 // PACKEDRNN_BWD=staged|reduce forces a form where it applies (for tests and measurements).
 template <typename S, int NG>
 Plan reduce_plan(const BackwardParams& p) {
