@@ -49,10 +49,10 @@ want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider -
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-# Nsight Compute on two persistent forward launches (cp.async and bulk staging): stall reasons,
-# L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
+# Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):
+# stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then
-  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 2 \
+  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 3 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
     python3 scripts/profile_case.py
 fi

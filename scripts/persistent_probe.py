@@ -5,9 +5,9 @@ timeout, so a hang shows up as the last case printed):
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
-     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then staging by cp.async against
-     bulk copies (PACKEDRNN_STAGE=bulk), the backward's two forms (PACKEDRNN_BWD), and the
-     projection against the per-step kernels.
+     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the experiments (staging by
+     bulk copies, PACKEDRNN_STAGE=bulk; two rows of W_hh per thread, PACKEDRNN_TILE=2), the
+     backward's two forms (PACKEDRNN_BWD), and the projection against the per-step kernels.
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -127,11 +127,13 @@ CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
 PROJ_CONFIGS = [(1024, 256, B) for B in (8, 64)]  # LSTM H, proj_size, B: persistent vs per-step
 
 
-def stage_latency():
-    """us per step of one layer, all rows T long, staging by cp.async (default) and by bulk copies
-    (PACKEDRNN_STAGE=bulk, sm_90), alternately, twice each: the forward with the barrier exchange
-    and the staged backward (which stage); fp32 rows also with the reduce form (which does not).
-    Then one run under bulk copies with PACKEDRNN_TIMING=1 (the phase split)."""
+def experiment_latency():
+    """us per step of one layer, all rows T long, for the two experiments and their combination,
+    alternately, twice each: staging by cp.async (default) or by bulk copies (PACKEDRNN_STAGE=bulk,
+    sm_90), and one or two rows of W_hh per thread in the FFMA product (PACKEDRNN_TILE=2, fp32).
+    The forward exchanges through the barrier and the backward is the staged form (which stages);
+    fp32 rows also with the reduce form (which does not). Then one run with both experiments on
+    and PACKEDRNN_TIMING=1 (the phase split)."""
     os.environ.update(PACKEDRNN_PERSISTENT="force", PACKEDRNN_XCH="barrier")
     T = 300
     for cell, H, B, dt in [("LSTM", 512, 64, "fp32"), ("LSTM", 512, 256, "fp32"), ("LSTM", 1024, 256, "fp32"),
@@ -142,22 +144,26 @@ def stage_latency():
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        line = []
+        modes = [("", ""), ("bulk", ""), ("", "2"), ("bulk", "2")] if dt == "fp32" else [("", ""), ("bulk", "")]
+        times = {mode: [] for mode in modes}
         os.environ["PACKEDRNN_BWD"] = "staged"
-        for mode in ("", "bulk", "", "bulk"):
-            os.environ["PACKEDRNN_STAGE"] = mode
+        for mode in modes * 2:
+            os.environ.update(PACKEDRNN_STAGE=mode[0], PACKEDRNN_TILE=mode[1])
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
-            line.append(f"{mode or 'cp.async'} fwd {f * 1e3 / T:.2f} fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
+            times[mode].append((f, time_ms(train)))
+        us = {mode: [statistics.mean(t[i] for t in ts) * 1e3 / T for i in (0, 1)] for mode, ts in times.items()}
+        line = [f"{stage or 'cp.async'}{' tile 2' if tile else ''} fwd {f:.2f} fwd+bwd {tr:.2f}"
+                for (stage, tile), (f, tr) in us.items()]
         if dt == "fp32":
-            os.environ.update(PACKEDRNN_BWD="reduce", PACKEDRNN_STAGE="")
+            os.environ.update(PACKEDRNN_BWD="reduce", PACKEDRNN_STAGE="", PACKEDRNN_TILE="")
             line.append(f"reduce form fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
         print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
-        os.environ.update(PACKEDRNN_BWD="staged", PACKEDRNN_STAGE="bulk", PACKEDRNN_TIMING="1")
+        os.environ.update(PACKEDRNN_BWD="staged", PACKEDRNN_STAGE="bulk", PACKEDRNN_TILE="2", PACKEDRNN_TIMING="1")
         train()
         torch.cuda.synchronize()
-        os.environ.update(PACKEDRNN_TIMING="0", PACKEDRNN_STAGE="")
-    for k in ("PACKEDRNN_XCH", "PACKEDRNN_BWD", "PACKEDRNN_STAGE"):
+        os.environ.update(PACKEDRNN_TIMING="0")
+    for k in ("PACKEDRNN_XCH", "PACKEDRNN_BWD", "PACKEDRNN_STAGE", "PACKEDRNN_TILE"):
         os.environ.pop(k)
 
 
@@ -207,7 +213,7 @@ if __name__ == "__main__":
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
-        stage_latency()
+        experiment_latency()
         backward_latency()
         projection_latency()
     sys.exit(0 if w < 1e-4 else 1)

@@ -157,19 +157,21 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
-@pytest.mark.parametrize("xch,bwd,stage", [("tagged", "staged", ""), ("barrier", "staged", ""),
-                                           ("tagged", "reduce", ""), ("barrier", "staged", "bulk")])
-def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, stage, monkeypatch):
+@pytest.mark.parametrize("xch,bwd,experiment", [
+    ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
+    ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2")])
+def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
     kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
-    always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and staging by bulk
-    copies (PACKEDRNN_STAGE=bulk, an experiment; used on sm_90 and later only)."""
+    always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the experiments
+    (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     monkeypatch.setenv("PACKEDRNN_BWD", bwd)
-    monkeypatch.setenv("PACKEDRNN_STAGE", stage)
+    if experiment:
+        monkeypatch.setenv(*experiment.split("="))
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True, **kw)

@@ -232,6 +232,23 @@ def test_bulk_staging_emulated(emu, case, seed, monkeypatch):
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=False)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("case", [c for c in CASES if c[7] == torch.float32], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], c[10] or "auto"))
+def test_two_rows_per_thread_emulated(emu, case, seed, monkeypatch):
+    """PACKEDRNN_TILE=2 (an experiment: the FFMA product holds two rows of W_hh per thread where a
+    block has 16 or more, so each row of h it loads feeds twice the products): the same results."""
+    cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
+    monkeypatch.setenv("PACKEDRNN_TILE", "2")
+    monkeypatch.setenv("PACKEDRNN_XCH", xch)
+    emu.emu_configure(sms, optin, seed)
+    g = torch.Generator().manual_seed(B + T)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[1] = T
+    lengths[-1] = 0
+    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
+
+
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
 def test_nan_stays_in_its_row(emu, H, P, sms):
     """A NaN inside two rows' sequences (ranks 3 and 7): their results and the weight gradients are

@@ -72,6 +72,7 @@ struct Gemm {
   int K = 0, Kp = 0;  // reduction length, and padded with zeros (gemm_for)
   int ld = 0;         // row stride of Ws and of the rows of Xs staged for it: Kp + 16 bytes, so
                       // that the 8 rows a fragment load touches fall in distinct shared-memory banks
+  int rj = 1;         // FFMA: rows of Ws per thread (2: PACKEDRNN_TILE=2, an experiment, JT >= 16)
 };
 
 // Sizes of one launch, fixed on the host (plan_for) and passed by value.
@@ -328,37 +329,54 @@ __device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
 // One group of nr <= NR rows: Y[j][r0 + r]. Branch-free inner loop (rows past nr re-read row
 // nr - 1, and their sums are dropped), so the NR shared-memory loads of a step issue back to back:
 // with 8 warps per SM the loop is bound by load latency unless each warp keeps many in flight.
-template <int NR, int JT>
+// A thread holds RJ rows of Ws, JG = JT / RJ apart (w points at the first): RJ = 2 loads each row
+// of Xs once for twice the products (PACKEDRNN_TILE=2, an experiment).
+template <int NR, int JT, int RJ>
 __device__ __forceinline__ void gemm_group(const Gemm& gm, int NC, const float* w, const float* x, int nr, int r0,
                                            float* red, float* Y) {
-  constexpr int stride = 4 * (kThreads / JT);  // between a thread's pieces of K
-  const int j = threadIdx.x % JT, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int JG = JT / RJ;                  // threads along the rows of Ws
+  constexpr int stride = 4 * (kThreads / JG);  // between a thread's pieces of K
+  const int j = threadIdx.x % JG, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int off[NR];
 #pragma unroll
   for (int r = 0; r < NR; ++r) off[r] = min(r, nr - 1) * gm.ld;
-  float acc[NR];
+  float acc[RJ][NR];
 #pragma unroll
-  for (int r = 0; r < NR; ++r) acc[r] = 0.f;
-#pragma unroll 2
+  for (int i = 0; i < RJ; ++i) {
+#pragma unroll
+    for (int r = 0; r < NR; ++r) acc[i][r] = 0.f;
+  }
+  [[maybe_unused]] constexpr int unroll = RJ == 1 ? 2 : 1;  // within 255 registers
+#pragma unroll unroll
   for (int kk = 0; kk < gm.Kp; kk += stride) {
-    float wv[4], xv[NR][4];
-    load4(w + kk, wv);
+    float wv[RJ][4], xv[NR][4];
+#pragma unroll
+    for (int i = 0; i < RJ; ++i) load4(w + i * JG * gm.ld + kk, wv[i]);
 #pragma unroll
     for (int r = 0; r < NR; ++r) load4(x + off[r] + kk, xv[r]);
 #pragma unroll
-    for (int r = 0; r < NR; ++r) {
+    for (int i = 0; i < RJ; ++i) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[r] = fmaf(wv[i], xv[r][i], acc[r]);
+      for (int r = 0; r < NR; ++r) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][r] = fmaf(wv[i][e], xv[r][e], acc[i][r]);
+      }
     }
   }
 #pragma unroll
-  for (int o = JT; o < 32; o <<= 1) {  // the slices of the same j inside the warp
+  for (int o = JG; o < 32; o <<= 1) {  // the slices of the same rows inside the warp
 #pragma unroll
-    for (int r = 0; r < NR; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    for (int i = 0; i < RJ; ++i) {
+#pragma unroll
+      for (int r = 0; r < NR; ++r) acc[i][r] += __shfl_xor_sync(0xffffffffu, acc[i][r], o);
+    }
   }
-  if (lane < JT) {
+  if (lane < JG) {
 #pragma unroll
-    for (int r = 0; r < NR; ++r) red[(warp * JT + j) * kTile + r] = acc[r];
+    for (int i = 0; i < RJ; ++i) {
+#pragma unroll
+      for (int r = 0; r < NR; ++r) red[(warp * JT + j + i * JG) * kTile + r] = acc[i][r];
+    }
   }
   __syncthreads();
   for (int e = threadIdx.x; e < JT * nr; e += kThreads) {  // then across the warps
@@ -371,29 +389,30 @@ __device__ __forceinline__ void gemm_group(const Gemm& gm, int NC, const float* 
   __syncthreads();
 }
 
-// Thread t takes row j = t % JT of Ws and slice c = t / JT of K: the pieces of four values at
-// k = 4 * (c + i * kThreads / JT), interleaved so that the slices of one warp read adjacent 16-byte
-// pieces (distinct banks; lanes that share c read the same Xs address: a broadcast). It holds four
-// Ws values at a time in registers against up to kTile rows of Xs. The slices are summed with
-// shuffles inside a warp, then through `red` across warps.
-template <int JT>
+// Thread t takes row j = t % JG of Ws (and j + JG, ... up to RJ rows) and slice c = t / JG of K:
+// the pieces of four values at k = 4 * (c + i * kThreads / JG), interleaved so that the slices of
+// one warp read adjacent 16-byte pieces (distinct banks; lanes that share c read the same Xs
+// address: a broadcast). It holds 4 * RJ Ws values at a time in registers against up to kTile
+// rows of Xs. The slices are summed with shuffles inside a warp, then through `red` across warps.
+template <int JT, int RJ>
 __device__ void block_gemm_ffma(const Gemm& gm, int NC, const float* Ws, const float* Xs, int n, int groups,
                                 float* red, float* Y) {
-  static_assert(JT <= 32, "a warp holds all slices of at most 32 / JT rows");
-  const int k0 = 4 * (threadIdx.x / JT);
-  const float* w = Ws + (size_t)(threadIdx.x % JT) * gm.ld + k0;
+  constexpr int JG = JT / RJ;
+  static_assert(JG <= 32, "a warp holds all slices of at most 32 / JG rows");
+  const int k0 = 4 * (threadIdx.x / JG);
+  const float* w = Ws + (size_t)(threadIdx.x % JG) * gm.ld + k0;
   for (int r0 = 0; r0 < n; r0 += kTile) {
     tile_ready(groups, r0 / kTile);
     const int nr = min(kTile, n - r0);
     const float* x = Xs + (size_t)r0 * gm.ld + k0;
     if (nr > 8) {
-      gemm_group<16, JT>(gm, NC, w, x, nr, r0, red, Y);
+      gemm_group<16, JT, RJ>(gm, NC, w, x, nr, r0, red, Y);
     } else if (nr > 4) {
-      gemm_group<8, JT>(gm, NC, w, x, nr, r0, red, Y);
+      gemm_group<8, JT, RJ>(gm, NC, w, x, nr, r0, red, Y);
     } else if (nr > 2) {
-      gemm_group<4, JT>(gm, NC, w, x, nr, r0, red, Y);
+      gemm_group<4, JT, RJ>(gm, NC, w, x, nr, r0, red, Y);
     } else {
-      gemm_group<2, JT>(gm, NC, w, x, nr, r0, red, Y);
+      gemm_group<2, JT, RJ>(gm, NC, w, x, nr, r0, red, Y);
     }
   }
 }
@@ -483,7 +502,10 @@ template <int JT, typename S>
 __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
                            float* Y) {
   if constexpr (std::is_same<S, float>::value) {
-    block_gemm_ffma<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
+    if constexpr (JT >= 16) {
+      if (gm.rj == 2) return block_gemm_ffma<JT, 2>(gm, NC, Ws, Xs, n, groups, red, Y);
+    }
+    block_gemm_ffma<JT, 1>(gm, NC, Ws, Xs, n, groups, red, Y);
   } else {
     block_gemm_mma<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
   }
@@ -583,9 +605,12 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  // Developer switches: the phase clock; staging by bulk copies (Hopper and later).
+  // Developer switches: the phase clock; two rows of Ws per thread in the FFMA product; staging by
+  // bulk copies (Hopper and later).
   const char* timing = std::getenv("PACKEDRNN_TIMING");
   q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
+  const char* tile = std::getenv("PACKEDRNN_TILE");
+  const bool two_rows = tile != nullptr && std::strcmp(tile, "2") == 0;
   const char* stage = std::getenv("PACKEDRNN_STAGE");
   int major = 0;
   q.bulk = stage != nullptr && std::strcmp(stage, "bulk") == 0 &&
@@ -593,6 +618,8 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);
+  q.rec.rj = two_rows && q.rec.JT >= 16 ? 2 : 1;
+  q.proj.rj = two_rows && q.proj.JT >= 16 ? 2 : 1;
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
     q.NC = nc >= kTile ? nc / kTile * kTile : nc;
     q.smem = Smem<S>::bytes(q, p.B);
