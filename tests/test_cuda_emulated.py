@@ -166,6 +166,15 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     return errors
 
 
+def case_lengths(B, T):
+    """Random lengths in [0, T] for a case, unsorted, with T (row 1) and 0 (the last row) among them."""
+    g = torch.Generator().manual_seed(B + T)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[1] = T
+    lengths[-1] = 0
+    return lengths
+
+
 # Sizes for an emulated device of `sms` SMs: units per block Hb = 1..8 (a partial last block),
 # several chunks of rows per step (B past 512 / Hb, or little shared memory), rows that are not
 # 16-byte multiples (staged through registers), a projection whose blocks past unit P own no
@@ -205,10 +214,7 @@ def test_persistent_kernels_emulated(emu, case, seed, bwd, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     monkeypatch.setenv("PACKEDRNN_BWD", bwd)
     emu.emu_configure(sms, optin, seed)
-    g = torch.Generator().manual_seed(B + T)
-    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
-    lengths[1] = T
-    lengths[-1] = 0
+    lengths = case_lengths(B, T)
     reduce = bwd == "reduce" and P == H and D * -(-H // 8) <= sms  # no projection, <= 8 units per block
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=reduce)
 
@@ -225,10 +231,7 @@ def test_bulk_staging_emulated(emu, case, seed, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_XCH", "barrier")
     monkeypatch.setenv("PACKEDRNN_BWD", "staged")
     emu.emu_configure(sms, optin, seed)
-    g = torch.Generator().manual_seed(B + T)
-    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
-    lengths[1] = T
-    lengths[-1] = 0
+    lengths = case_lengths(B, T)
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=False)
 
 
@@ -242,10 +245,7 @@ def test_two_rows_per_thread_emulated(emu, case, seed, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_TILE", "2")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     emu.emu_configure(sms, optin, seed)
-    g = torch.Generator().manual_seed(B + T)
-    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
-    lengths[1] = T
-    lengths[-1] = 0
+    lengths = case_lengths(B, T)
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
 
 
