@@ -88,9 +88,10 @@ __device__ __forceinline__ void bulk_init(unsigned long long* bar) {  // one thr
 }
 __device__ __forceinline__ void bulk_expect(unsigned long long* bar, unsigned bytes) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
-  // Shared memory that this block's threads wrote or read before the last __syncthreads is ordered
-  // before the copies that follow (generic and async proxy).
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  // What this block's threads did in shared memory before the last __syncthreads, and the global
+  // memory that other blocks wrote before the last grid barrier (generic proxy), is ordered before
+  // the copies that follow (async proxy): a proxy fence over all state spaces.
+  asm volatile("fence.proxy.async;" ::: "memory");
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
                : "memory");
 #else
