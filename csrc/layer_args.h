@@ -55,7 +55,8 @@ struct LayerArgs {
     TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B && lengths.scalar_type() == at::kLong,
                 "packedrnn: lengths must be int64 [B] with B = ", B, ", got ", lengths.sizes(), " ",
                 lengths.scalar_type());
-    TORCH_CHECK(lengths.device() == x.device(), "packedrnn: lengths must be on x's device");
+    TORCH_CHECK(lengths.device() == x.device() || (lengths.is_cpu() && x.is_cuda()),
+                "packedrnn: lengths must be on x's device (or, for CUDA x, on the CPU)");
     TORCH_CHECK(h0.sizes() == at::IntArrayRef({D, B, P}), "packedrnn: h0 must be [D, B, P] = [", D,
                 ", ", B, ", ", P, "], got ", h0.sizes());
     TORCH_CHECK(c0.has_value() == (cell == kLSTM), "packedrnn: c0 is required for LSTM, absent for GRU");

@@ -1,8 +1,9 @@
 // The large matrix products around the recurrence, through ATen (MKL/oneDNN on the CPU, cuBLAS on
 // CUDA), shared by both backends. They run over N "token rows": the CPU gathers the valid (t, b)
-// positions first (N = sum(lengths), no work on padding); CUDA, which must not read the lengths on
-// the host, uses all N = T*B positions, with dgx/dgh zero at padded ones and padded x finite, so
-// those contribute exactly nothing.
+// positions first (N = sum(lengths), no work on padding); so does CUDA when the caller passed the
+// lengths on the CPU (an experiment, PACKEDRNN_TOKENS=1 in packedrnn.functional); with lengths on
+// the device, which CUDA must not read on the host, it uses all N = T*B positions, with dgx/dgh
+// zero at padded ones and padded x finite, so those contribute exactly nothing.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +11,12 @@
 #include "layer_args.h"
 
 namespace packedrnn {
+
+// The flat positions t*B + b of the valid tokens (t < lengths[b]), time-major, from int64 lengths
+// on the CPU: the token rows' order.
+inline at::Tensor valid_positions(const at::Tensor& lengths, int64_t T, int64_t B) {
+  return (at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0)).view({T * B}).nonzero().squeeze(1);
+}
 
 // gx [D, N, G] = x_rows [N, I] W_ih^T + b_ih (+ b_hh for LSTM, where both biases simply add; GRU
 // keeps b_hh apart because its n gate multiplies r into W_hn h + b_hn).
@@ -30,14 +37,14 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
 }
 
 // The gradients of everything but the recurrence, over N token rows, from
-//   x2 [N, I]   saved_rows [D, N, K]   dgx [D, N, G] dL/d(x projection)
-//   dgh [D, N, G] dL/d(h projection) (the same tensor for LSTM)   dH [D, N, P] dL/dh (projection)
+//   x2 [N, I]   h_prev [D, N, P] and m [D, N, H] (projection) of the saved rows
+//   dgx [D, N, G] dL/d(x projection)   dgh [D, N, G] dL/d(h projection) (the same tensor for LSTM)
+//   dH [D, N, P] dL/dh (projection)
 // Returns dx_rows [N, I], dw_ih, dw_hh, db_ih, db_hh, dw_hr (empty where absent).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 weight_and_input_grads(const LayerArgs& a, const at::Tensor& x2, const at::Tensor& w_ih,
-                       const at::Tensor& rows, const at::Tensor& dgx, const at::Tensor& dgh,
-                       const at::Tensor& dH) {
-  const SavedLayout L = a.layout();
+                       const at::Tensor& h_prev, const at::Tensor& m, const at::Tensor& dgx,
+                       const at::Tensor& dgh, const at::Tensor& dH) {
   const auto opt = x2.options();
   at::Tensor dx = at::empty({x2.size(0), a.I}, opt);
   at::Tensor dw_ih = at::empty_like(w_ih);
@@ -51,10 +58,10 @@ weight_and_input_grads(const LayerArgs& a, const at::Tensor& x2, const at::Tenso
     }
     at::Tensor dw_ih_d = dw_ih[d], dw_hh_d = dw_hh[d];
     at::mm_out(dw_ih_d, dgx[d].t(), x2);
-    at::mm_out(dw_hh_d, dgh[d].t(), rows[d].narrow(1, L.h_prev, a.P));
+    at::mm_out(dw_hh_d, dgh[d].t(), h_prev[d]);
     if (a.proj) {
       at::Tensor dw_hr_d = dw_hr[d];
-      at::mm_out(dw_hr_d, dH[d].t(), rows[d].narrow(1, L.m, a.H));
+      at::mm_out(dw_hr_d, dH[d].t(), m[d]);
     }
   }
   at::Tensor db_ih = a.bias ? dgx.sum(1) : at::empty({0}, opt);

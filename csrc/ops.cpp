@@ -3,7 +3,8 @@
 //
 // One call runs one layer, both directions. Shapes (legend in cells.h), all time-major:
 //   x [T, B, I]        padding must be finite (packedrnn.functional zeroes it)
-//   lengths [B] int64  on x's device, each in [0, T]
+//   lengths [B] int64  on x's device, each in [0, T]; for CUDA x also on the CPU: then the products
+//                      around the recurrence skip the padding (see layer_gemms.h)
 //   h0 [D, B, P]   c0 [D, B, H] (LSTM; None for GRU)
 //   w_ih [D, G, I]   w_hh [D, G, P]   b_ih, b_hh [D, G] (or None)   w_hr [D, P, H] (or None)
 //   cell: 0 = LSTM, 1 = GRU;  train: keep `saved` for the backward op

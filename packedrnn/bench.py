@@ -163,12 +163,17 @@ def _compute(model, x, lengths, kind: str, train: bool, backend: Optional[str] =
 
 
 class _TF32:
+    """cuDNN's TF32 switch set to `allow` (a user's default: on); the matmul switch off, as a user's
+    default is, so the cuBLAS products inside packedrnn's ops stay fp32 when they are timed. (Until
+    2026-11-26 both switches followed `allow`: the fp32 GPU rows timed those products in TF32.)"""
+
     def __init__(self, allow: bool):
         self.allow = allow
 
     def __enter__(self):
         self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.allow
+        torch.backends.cudnn.allow_tf32 = self.allow
+        torch.backends.cuda.matmul.allow_tf32 = False
 
     def __exit__(self, *exc):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved

@@ -99,9 +99,14 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
     x = input.transpose(0, 1) if batch_first else input  # [T, B, I]
     T, B = x.shape[0], x.shape[1]
     if lengths is None:
-        lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
+        lens = op_lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
     else:
-        lens = lengths_on(lengths_to_tensor(lengths, B, T), x.device)
+        given = lengths_to_tensor(lengths, B, T)
+        lens = op_lens = lengths_on(given, x.device)
+        if x.is_cuda and given.device.type == "cpu" and os.environ.get("PACKEDRNN_TOKENS") == "1":
+            # Experiment: lengths given on the host go to the CUDA op as they are, so that its
+            # products around the recurrence skip the padding (csrc/layer_gemms.h).
+            op_lens = given
         valid = torch.arange(T, device=x.device)[:, None] < lens[None, :]
         # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
         x = torch.where(valid[:, :, None], x, x.new_zeros(()))
@@ -137,7 +142,7 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
             out = torch.cat(outs, dim=-1) if D == 2 else outs[0]
         else:
             from . import ops
-            out, h, c = ops.layer(cell, x, lens, h0[rows], c0[rows] if is_lstm else None, groups)
+            out, h, c = ops.layer(cell, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups)
             h_n.extend(h.unbind(0))
             c_n.extend(c.unbind(0) if is_lstm else [])
         x = out

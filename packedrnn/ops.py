@@ -106,7 +106,7 @@ def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
 def layer(cell: str, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
           groups) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on
-    x's device; h0 [D, B, P]; c0 [D, B, H]; groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction.
+    x's device (for CUDA x also on the CPU: csrc/ops.cpp); h0 [D, B, P]; c0 [D, B, H]; groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction.
     Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None for GRU)."""
     w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
     tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]

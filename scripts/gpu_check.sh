@@ -6,7 +6,8 @@
 # output to $OUT/log.txt. About 8-11 minutes: on a lent machine run it in two calls (the build is
 # kept between calls of a warm machine). Arguments: the stages to run (default: all), e.g.
 #   OUT=$OUT bash scripts/gpu_check.sh build probe tests      then      ... steps bench sanitize
-# (and `ncu`, not among the defaults: Nsight Compute on scripts/profile_case.py)
+# (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
+# suite with PACKEDRNN_TOKENS=1)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
@@ -49,6 +50,10 @@ want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider -
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
+# The gpu suite again with the lengths passed to the op on the CPU (PACKEDRNN_TOKENS=1, an
+# experiment: the products around the recurrence skip the padding). Not among the defaults.
+want tokens && { stage tokens env PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --suite gpu --backends cuda \
+  --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
 # Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then

@@ -43,3 +43,14 @@ def test_parse_case():
         ("GRU", 3, 7, 5, 2, 2, True, "fp64", False, 0.5)
     lengths = c.lengths()
     assert lengths[0] == 7 and lengths.min() >= 3
+
+
+def test_timed_runs_keep_matmul_in_fp32():
+    """The timed runs allow TF32 in cuDNN (a user's default) but never in cuBLAS, whose products
+    run inside packedrnn's ops: an fp32 row is timed as it was checked, in fp32."""
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    for allow in (True, False):
+        with bench._TF32(allow):
+            assert torch.backends.cudnn.allow_tf32 is allow
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

@@ -70,10 +70,13 @@ def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-@pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda"])
+@pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda", "cpu, PACKEDRNN_TOKENS=1"])
 @pytest.mark.parametrize("persistent", ["force", "0"])
 def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    if "TOKENS" in lengths_kind:  # the op gets the lengths on the CPU and gathers the valid rows
+        monkeypatch.setenv("PACKEDRNN_TOKENS", "1")
+        lengths_kind = "cpu"
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 8, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, dropout=0.1, **kw)
@@ -114,7 +117,11 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-def test_cuda_matches_cpu_op_float64(cell, kw, monkeypatch):
+@pytest.mark.parametrize("tokens", ["", "1"])
+def test_cuda_matches_cpu_op_float64(cell, kw, tokens, monkeypatch):
+    """And with PACKEDRNN_TOKENS=1 (an experiment: the CUDA op gets the lengths on the CPU and runs
+    its products over the valid rows only, as the CPU op does)."""
+    monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
     assert "cpu" in OP_DEVICES
     torch.manual_seed(1)
     ours, _ = make_pair(cell, 12, 20, dtype=torch.float64, num_layers=2, bidirectional=True,
@@ -159,13 +166,15 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("xch,bwd,experiment", [
     ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
-    ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2")])
+    ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2"),
+    ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
     kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
     always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the experiments
-    (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product)."""
+    (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product;
+    lengths passed to the op on the CPU, so that its products skip the padding)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)

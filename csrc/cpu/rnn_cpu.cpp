@@ -151,16 +151,11 @@ PRNN_CPU_CLONES void gru_cells_backward(int64_t H, const S* __restrict__ act, co
 struct Tokens {
   std::vector<int64_t> row;
   at::Tensor index;
-  int64_t N = 0;
-  Tokens(const int64_t* len, int64_t T, int64_t B) : row(T * B, -1) {
-    std::vector<int64_t> flat;
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t b = 0; b < B; ++b)
-        if (t < len[b]) {
-          row[t * B + b] = N++;
-          flat.push_back(t * B + b);
-        }
-    index = at::tensor(flat, at::kLong);
+  int64_t N;
+  Tokens(const at::Tensor& lengths, int64_t T, int64_t B)
+      : row(T * B, -1), index(valid_positions(lengths, T, B)), N(index.numel()) {
+    const int64_t* flat = index.data_ptr<int64_t>();
+    for (int64_t i = 0; i < N; ++i) row[flat[i]] = i;
   }
 };
 
@@ -308,7 +303,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   const at::Tensor len = lengths.contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
-  const Tokens tk(lp, a.T, a.B);
+  const Tokens tk(len, a.T, a.B);
   const at::Tensor gx = input_projection(a, x.view({a.T * a.B, a.I}).index_select(0, tk.index), w_ih, b_ih, b_hh_);
   const auto opt = x.options();
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
@@ -350,7 +345,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   const at::Tensor len = lengths.contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
-  const Tokens tk(lp, a.T, a.B);
+  const Tokens tk(len, a.T, a.B);
   const auto opt = x.options();
   at::Tensor dgx = at::empty({a.D, tk.N, a.G}, opt);  // every row is written by the recurrence
   at::Tensor dgh = a.cell == kLSTM ? dgx : at::empty_like(dgx);
@@ -369,8 +364,9 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   });
   const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
   const at::Tensor saved_rows = saved.view({a.D, a.T * a.B, L.K}).narrow(1, 0, tk.N);
-  auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
-      weight_and_input_grads(a, x_rows, w_ih, saved_rows, dgx, dgh, dH);
+  auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
+      a, x_rows, w_ih, saved_rows.narrow(2, L.h_prev, a.P), a.proj ? saved_rows.narrow(2, L.m, a.H) : at::Tensor(),
+      dgx, dgh, dH);
   at::Tensor dx = at::zeros({a.T * a.B, a.I}, opt).index_copy_(0, tk.index, dx_rows);
   return {dx.view({a.T, a.B, a.I}), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }

@@ -43,6 +43,23 @@ std::string persistent_mode() {
 }
 bool persistent_allowed() { return persistent_mode() != "0"; }
 
+// The lengths for the kernels, on x's device. Lengths the caller passed on the CPU (it knew them,
+// so reading them here is no sync) also give the valid positions (`tokens`): the products around
+// the recurrence then run over those rows only, as on the CPU backend; the kernels get a copy
+// through pinned memory, asynchronous.
+struct DeviceLengths {
+  at::Tensor lengths;
+  std::optional<at::Tensor> tokens;  // flat positions t*B + b of the valid tokens, on x's device
+  DeviceLengths(const at::Tensor& given, const LayerArgs& a, const at::Tensor& x) {
+    if (!given.is_cpu()) {
+      lengths = given.contiguous();
+      return;
+    }
+    lengths = given.contiguous().pin_memory().to(x.device(), /*non_blocking=*/true);
+    tokens = valid_positions(given.contiguous(), a.T, a.B).pin_memory().to(x.device(), /*non_blocking=*/true);
+  }
+};
+
 // The persistent kernel where it fits, else the per-step kernels.
 template <typename Params>
 void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
@@ -67,12 +84,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   const c10::cuda::CUDAGuard guard(x_.device());
   const LayerArgs a(cell, x_, lengths_, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_);
   const SavedLayout L = a.layout();
-  const at::Tensor x = x_.contiguous(), lengths = lengths_.contiguous(), h0 = h0_.contiguous();
+  const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous();
   const auto b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const auto opt = x.options();
-  // All T*B positions (no host-side knowledge of the lengths); padded rows of gx are never read.
-  const at::Tensor gx = input_projection(a, x.view({a.T * a.B, a.I}), w_ih, b_ih, b_hh_);
+  const DeviceLengths dl(lengths_, a, x);
+  const at::Tensor& lengths = dl.lengths;
+  // gx over the valid positions where they are known, else all T*B; padded rows are never read.
+  at::Tensor gx;
+  if (dl.tokens) {
+    gx = at::empty({a.D, a.T * a.B, a.G}, opt);
+    gx.index_copy_(1, *dl.tokens,
+                   input_projection(a, x.view({a.T * a.B, a.I}).index_select(0, *dl.tokens), w_ih, b_ih, b_hh_));
+  } else {
+    gx = input_projection(a, x.view({a.T * a.B, a.I}), w_ih, b_ih, b_hh_);
+  }
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
   at::Tensor c = a.cell == kLSTM ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
@@ -110,10 +136,12 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   const SavedLayout L = a.layout();
   TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * L.K,
               "packedrnn: saved is missing (the forward ran with train=False)");
-  const at::Tensor x = x_.contiguous(), lengths = lengths_.contiguous(), w_ih = w_ih_.contiguous();
+  const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous(), saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const auto w_hr = contig(w_hr_);
   const auto opt = x.options();
+  const DeviceLengths dl(lengths_, a, x);
+  const at::Tensor& lengths = dl.lengths;
   const auto acc = acc_of(x.scalar_type());
   const int64_t rows = a.T * a.B;
   at::Tensor dgx = at::zeros({a.D, rows, a.G}, opt);
@@ -135,8 +163,15 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   p.part = part.defined() ? part.data_ptr() : nullptr;
   run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda);
 
-  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
-      a, x.view({rows, a.I}), w_ih, saved.view({a.D, rows, L.K}), dgx, dgh, dH);
+  // The products over the valid positions where they are known (gathered), else over all T*B.
+  auto rows_of = [&](const at::Tensor& t, int64_t dim) { return dl.tokens ? t.index_select(dim, *dl.tokens) : t; };
+  const at::Tensor saved_rows = saved.view({a.D, rows, L.K});
+  const at::Tensor dgx_rows = rows_of(dgx, 1);
+  auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
+      a, rows_of(x.view({rows, a.I}), 0), w_ih, rows_of(saved_rows.narrow(2, L.h_prev, a.P), 1),
+      a.proj ? rows_of(saved_rows.narrow(2, L.m, a.H), 1) : at::Tensor(), dgx_rows,
+      a.cell == kLSTM ? dgx_rows : rows_of(dgh, 1), a.proj ? rows_of(dH, 1) : dH);
+  const at::Tensor dx = dl.tokens ? at::zeros({rows, a.I}, opt).index_copy_(0, *dl.tokens, dx_rows) : dx_rows;
   at::Tensor dc0 = a.cell == kLSTM ? dc.to(x.scalar_type()) : at::empty({0}, opt);
   return {dx.view({a.T, a.B, a.I}), dh.to(x.scalar_type()), dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
