@@ -55,8 +55,9 @@ struct DeviceLengths {
       lengths = given.contiguous();
       return;
     }
-    lengths = given.contiguous().pin_memory().to(x.device(), /*non_blocking=*/true);
-    tokens = valid_positions(given.contiguous(), a.T, a.B).pin_memory().to(x.device(), /*non_blocking=*/true);
+    const at::Tensor host = given.contiguous();
+    lengths = host.pin_memory().to(x.device(), /*non_blocking=*/true);
+    tokens = valid_positions(host, a.T, a.B).pin_memory().to(x.device(), /*non_blocking=*/true);
   }
 };
 
