@@ -62,7 +62,8 @@ def emu(tmp_path_factory):
     emu.emu_dry_run.argtypes = [ctypes.c_int]
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
     emu.emu_backward_partials.restype = ctypes.c_int64
-    emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
+    emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t),
+                                     ctypes.POINTER(ctypes.c_int)]
     return emu
 
 
@@ -82,11 +83,20 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
 
 
-def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None):
+def last_launch(emu):
+    """(blocks, bytes of shared memory, blocks per cluster or 0) of the emulator's last launch."""
+    blocks, smem, cluster = ctypes.c_int(), ctypes.c_size_t(), ctypes.c_int()
+    emu.emu_last_launch(ctypes.byref(blocks), ctypes.byref(smem), ctypes.byref(cluster))
+    return blocks.value, smem.value, cluster.value
+
+
+def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
+             expect_cluster=None):
     """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
     as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
-    expect_reduce: whether the backward's reduce form takes the call (None: either)."""
+    expect_reduce: whether the backward's reduce form takes the call (None: either).
+    expect_cluster: the forward's blocks per cluster (0: a cooperative launch; None: either)."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -119,6 +129,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     rc = _call(emu.emu_forward, [cell, T, B, D, H, P, K, int(proj)],
                [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch], dtype)
     assert rc == 0, f"forward: CUDA error {rc}"
+    assert expect_cluster is None or last_launch(emu)[2] == expect_cluster
     # (`saved` itself is not compared: the CPU op orders its rows by rank. The weight gradients
     # below read the kernel's own `saved`.)
     results = [("out", out, out_r), ("h_n", h_n, hn_r)]
@@ -247,6 +258,60 @@ def test_two_rows_per_thread_emulated(emu, case, seed, monkeypatch):
     emu.emu_configure(sms, optin, seed)
     lengths = case_lengths(B, T)
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
+
+
+# The cluster exchange (PACKEDRNN_XCH=cluster): H / units per block blocks per cluster, up to 16
+# (a non-portable size), 32 units per block only in half types (128 gate rows), partial last
+# blocks, both directions (a cluster each), rows not 16-byte multiples (h0 staged through registers).
+CLUSTER_CASES = [  # cell, I, H, B, T, D, dtype, blocks per cluster
+    (LSTM, 5, 20, 9, 6, 2, torch.float32, 10),
+    (GRU, 5, 12, 9, 7, 1, torch.float32, 12),
+    (LSTM, 4, 128, 20, 4, 1, torch.float32, 16),
+    (GRU, 3, 13, 5, 5, 2, torch.float32, 13),
+    (LSTM, 6, 40, 12, 5, 2, torch.bfloat16, 10),
+    (GRU, 6, 200, 6, 4, 1, torch.float16, 13),
+    (LSTM, 6, 300, 6, 4, 1, torch.bfloat16, 10),
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("case", CLUSTER_CASES, ids=lambda c: "{}-H{}-B{}-D{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[5], str(c[6])[6:]))
+def test_cluster_exchange_emulated(emu, case, seed, monkeypatch):
+    """PACKEDRNN_XCH=cluster (an experiment for sm_90): each block writes its units of h_t into the
+    shared memory of every block of its cluster, one cluster barrier per step. Random orders
+    (seeds 1-2) catch a slot overwritten before its last read or read before it was written."""
+    cell, I, H, B, T, D, dtype, cluster = case
+    monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
+    emu.emu_configure(132, 232448, seed)
+    run_case(emu, cell, I, H, H, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed,
+             expect_cluster=cluster)
+
+
+@pytest.mark.parametrize("cell,H,P,D,B,dtype,cluster,blocks", [
+    (LSTM, 512, 512, 1, 8, torch.bfloat16, 16, 16),   # the B=8 steps case: 32 units per block
+    (LSTM, 512, 512, 2, 12, torch.float16, 16, 32),
+    (LSTM, 128, 128, 1, 32, torch.float32, 16, 16),
+    (GRU, 128, 128, 2, 32, torch.float32, 16, 32),
+    (LSTM, 512, 512, 1, 8, torch.float32, 0, 128),    # fp32 takes at most 8 units per block
+    (LSTM, 512, 512, 1, 16, torch.bfloat16, 0, 128),  # all 16 rows twice do not fit beside W_hh
+    (LSTM, 1024, 1024, 1, 8, torch.bfloat16, 0, 128),  # 64 units per block
+    (LSTM, 128, 128, 1, 80, torch.float32, 0, 128),   # more (row, unit) pairs than threads take
+    (LSTM, 512, 128, 1, 8, torch.bfloat16, 0, 128),   # a projection
+])
+def test_where_the_cluster_exchange_runs(emu, cell, H, P, D, B, dtype, cluster, blocks, monkeypatch):
+    """With PACKEDRNN_XCH=cluster on a 132-SM device, the launch decision only: a cluster where
+    the call fits one per direction, else the cooperative launch as without the switch."""
+    monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
+    emu.emu_configure(132, 232448, 0)
+    emu.emu_dry_run(1)
+    try:
+        lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
+        assert _call(emu.emu_forward, [cell, 4, B, D, H, P, 1, int(P != H)], [lens] + [dummy] * 11, dtype) == 0
+    finally:
+        emu.emu_dry_run(0)
+    got = last_launch(emu)
+    assert (got[2], got[0]) == (cluster, blocks)
 
 
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])

@@ -21,6 +21,53 @@ cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t sm
   return cudaLaunchCooperativeKernel((const void*)kernel, dim3(blocks), dim3(threads), ptrs, smem, stream);
 }
 
+// Launch kernel(args...) on `blocks` blocks in clusters of `cluster` (sm_90; more than 8 is a
+// non-portable size, which H100/H200 allow up to 16): the blocks of a cluster run at once on one
+// GPC and reach each other's shared memory. Clusters do not wait for each other, so one resident
+// cluster suffices; cudaErrorNotSupported when not even one fits.
+template <typename Kernel, typename... Args>
+cudaError_t launch_cluster(Kernel kernel, int blocks, int cluster, int threads, size_t smem, cudaStream_t stream,
+                           Args... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks), cfg.blockDim = dim3(threads), cfg.dynamicSmemBytes = smem, cfg.stream = stream;
+  cfg.attrs = attr, cfg.numAttrs = 1;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, cluster > 8);
+  int active = 0;
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&active, kernel, &cfg);
+  if (e != cudaSuccess || active < 1) {
+    (void)cudaGetLastError();  // a size this device refuses is not an error of the caller's
+    return cudaErrorNotSupported;
+  }
+  void* ptrs[] = {(void*)&args...};
+  return cudaLaunchKernelExC(&cfg, (const void*)kernel, ptrs);
+}
+
+// Inside a cluster (sm_90): the address of the same shared-memory location in block `rank` of
+// this block's cluster (plain loads and stores reach it), and the cluster-wide barrier, whose
+// arrival releases and whose wait acquires this block's shared- and global-memory writes. Not
+// built below sm_90, where the host never launches clusters (plan_for).
+template <typename T>
+__device__ __forceinline__ T* peer_shared(T* p, unsigned rank) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  unsigned long long q;
+  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
+  return reinterpret_cast<T*>(q);
+#else
+  __trap();
+  return p;
+#endif
+}
+__device__ __forceinline__ void cluster_sync() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
 // Time in nanoseconds, for PACKEDRNN_TIMING.
 __device__ __forceinline__ unsigned long long now_ns() {
   unsigned long long t;

@@ -28,6 +28,13 @@
 //             block's h_{s+1}, which each block wrote after reading slot s&1 at step s+1.
 //             Larger B*P: h is read back from `out` after one grid barrier per step (the tagged
 //             words carry 2-4x the bytes of h, and every block reads all of h).
+//             Experiment PACKEDRNN_XCH=cluster (sm_90): where one direction's part of W_hh fits in
+//             the shared memory of one cluster of at most 16 blocks, and all B rows in each block,
+//             each block writes its units of h_t straight into every block's Xs (distributed shared
+//             memory) and one cluster barrier per step replaces the trip through L2. Xs then has
+//             two slots, by step parity: a block writes slot (s+1)&1 at step s only after the
+//             barrier that ended step s-1, which every block passed after its product of step s-1,
+//             the last read of that slot. Each direction is a cluster of its own.
 //   backward  one grid barrier per step. The staged form reads the next step's gate gradients (4x
 //             the size of h); the reduce form, fp32's, exchanges partial sums of dL/dh instead
 //             (rnn_persistent_backward_reduce.cu).
@@ -65,6 +72,8 @@ constexpr int kTile = 16;      // rows of Xs per pass of block_gemm (the m of mm
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
 constexpr int kGroups = 8;     // cp.async groups of a staging (wait_group takes 0..7 pending)
 constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
+constexpr int kMaxCluster = 16;       // blocks per cluster (H100/H200's non-portable limit)
+constexpr int kMaxClusterUnits = 32;  // units per block in a cluster (half types; fp32: 8)
 
 // One product of a step, Y = Ws X^T (block_gemm).
 struct Gemm {
@@ -86,6 +95,7 @@ struct Plan {
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
   bool bulk = false;       // staging by bulk copies (sm_90; PACKEDRNN_STAGE=bulk, an experiment)
+  int cluster = 0;         // forward: blocks per cluster, h exchanged in shared memory (PACKEDRNN_XCH=cluster)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -117,7 +127,7 @@ template <typename S>
 struct Smem {
   S* Ws;       // [rec.JT][rec.ld]
   S* Wr;       // [proj.JT][proj.ld]  (projection only)
-  S* Xs;       // [NC][ld]
+  S* Xs;       // [NC][ld], two such slots in a cluster
   float* Y;    // [JT][NC]
   float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm
   int* order;  // [B] row index by rank (longest first)
@@ -130,7 +140,7 @@ struct Smem {
     const size_t ld = q.rec.ld > q.proj.ld ? q.rec.ld : q.proj.ld;
     n[0] = up((size_t)q.rec.JT * q.rec.ld * sizeof(S));
     n[1] = up((size_t)q.proj.JT * q.proj.ld * sizeof(S));
-    n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) : 0;
+    n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) * (q.cluster ? 2 : 1) : 0;
     n[3] = up(JT * q.NC * 4);
     n[4] = (size_t)kWarps * (JT > 8 ? JT : 8) * 16 * 4;
     n[5] = up((size_t)B * 4);
@@ -552,7 +562,8 @@ __device__ void fill_gate_rows(const Gemm& gm, S* Ws, const Params& p, int64_t d
   });
 }
 
-// Launch `kernel` cooperatively if every block fits on the device at once.
+// Launch `kernel` in clusters (Plan::cluster), or cooperatively if every block fits on the device
+// at once.
 template <typename Kernel, typename Params>
 cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStream_t stream) {
   int dev = 0, optin = 0, per_sm = 0, sms = 0;
@@ -562,6 +573,7 @@ cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStrea
   if (e != cudaSuccess) return e;
   if (q.smem > (size_t)optin) return cudaErrorNotSupported;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)q.smem);
+  if (e == cudaSuccess && q.cluster) return launch_cluster(kernel, q.blocks, q.cluster, kThreads, q.smem, stream, p, q);
   if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, q.smem);
   if (e != cudaSuccess) return e;
   if (per_sm * sms < q.blocks) return cudaErrorNotSupported;
@@ -592,8 +604,11 @@ Gemm gemm_for(int64_t rows, int64_t K) {
 // values), the projection's (Hb rows of proj_K values; proj_K = 0 without a projection), and the
 // largest chunk of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take
 // the call (an empty batch, more than kMaxUnits units per block, or no room for one row).
+// `cluster`: the forward's cluster exchange instead: ceil(H / Hb) <= kMaxCluster blocks per
+// direction, up to kMaxClusterUnits units per block, every row in one chunk (else Hb = 0).
 template <typename S, typename Params>
-Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, bool staged = true) {
+Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, bool staged = true,
+              bool cluster = false) {
   Plan q;
   q.staged = staged;
   int dev = 0, sms = 0, optin = 0;
@@ -602,8 +617,8 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
     return {};
   int Hb = 1;
-  while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
-  if (Hb > kMaxUnits) return {};
+  while ((cluster ? 1 : p.D) * ((p.H + Hb - 1) / Hb) > (cluster ? kMaxCluster : sms)) Hb *= 2;
+  if (Hb > (cluster ? kMaxClusterUnits : kMaxUnits)) return {};
   q.Hb = Hb;
   // Developer switches: the phase clock; two rows of Ws per thread in the FFMA product; staging by
   // bulk copies (Hopper and later).
@@ -613,13 +628,20 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   const bool two_rows = tile != nullptr && std::strcmp(tile, "2") == 0;
   const char* stage = std::getenv("PACKEDRNN_STAGE");
   int major = 0;
-  q.bulk = stage != nullptr && std::strcmp(stage, "bulk") == 0 &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return {};
+  q.bulk = stage != nullptr && std::strcmp(stage, "bulk") == 0 && major >= 9;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
+  if (cluster && major < 9) return {};
+  if (cluster) q.cluster = (int)((p.H + Hb - 1) / Hb);
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);
   q.rec.rj = two_rows && q.rec.JT >= 16 ? 2 : 1;
   q.proj.rj = two_rows && q.proj.JT >= 16 ? 2 : 1;
+  if (cluster) {  // every row at once
+    q.NC = (int)p.B;
+    q.smem = Smem<S>::bytes(q, p.B);
+    return p.B <= kItems * kThreads / Hb && q.smem <= (size_t)optin ? q : Plan{};
+  }
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
     q.NC = nc >= kTile ? nc / kTile * kTile : nc;
     q.smem = Smem<S>::bytes(q, p.B);

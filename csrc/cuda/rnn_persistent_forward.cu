@@ -3,6 +3,8 @@
 // Shapes (legend in cells.h): Ws [JT][ld] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
 // Xs [NC][ld] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
 // xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
+// Cluster exchange: Xs [2][B][ld] S, slot s&1 holds h_{t-1} of every row by rank, written by the
+// blocks of the cluster.
 // Projection (LSTM, P < H): Wr [JT/4][ld] S, row uu = W_hr[u0 + uu], K = H; Xs then holds m_t of
 // the chunk's rows, from the scratch m [D][B][H] S, and Y their outputs h_t.
 #include "persistent.cuh"
@@ -57,6 +59,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
   const bool proj = lstm && p.proj;
+  const bool cluster = q.cluster > 0;  // never with a projection
   const SavedLayout L(p.cell, H, P, proj);
   fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   if (proj) {
@@ -65,7 +68,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       return uu < Hb && u0 + uu < P && k < H ? wr + (u0 + uu) * H + k : nullptr;
     });
   }
-  zero_padding(q.rec, q.NC, sm.Xs);
+  zero_padding(q.rec, cluster ? 2 * q.NC : q.NC, sm.Xs);
   Stage st(q.bulk, sm.bar);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
@@ -74,6 +77,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     const int64_t b = i / Hb, u = u0 + i % Hb;
     if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
   }
+  if (cluster) cluster_sync();  // every block of the cluster runs (and has zeroed its padding) before any writes into its Xs
   S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
   const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
   unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
@@ -89,6 +93,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     n = active_after(sm.lens, n, s);
     const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
     unsigned long long* xout = xch + (s & 1) * slot;
+    const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
+    S* xs = cluster ? sm.Xs + (s & 1) * xs_slot : sm.Xs;
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
@@ -105,15 +111,15 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
       }
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
-      // (barrier) or the tagged words of step s-1.
+      // (barrier) or the tagged words of step s-1; in a cluster the blocks wrote it into Xs.
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
       int groups = 0;
       if (s == 0 || q.barrier) {
-        groups = stage_rows(st, q.rec, sm.Xs, nc, vec, [&](int r) {
+        groups = stage_rows(st, q.rec, xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
-      } else {  // wait for tag s, asking again for all late words at once
+      } else if (!cluster) {  // wait for tag s, asking again for all late words at once
         constexpr int U = 16;  // loads in flight per thread
         const int total = nc * q.rec.K;
         for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
@@ -131,7 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
             for (int k = 0; k < U; ++k) {
               if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
                 const int e = e0 + k * kThreads;
-                put(sm.Xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
+                put(xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
                 pending &= ~(1u << k);
               }
             }
@@ -145,7 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, nc, groups, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, xs, nc, groups, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -154,7 +160,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const int64_t u = m.u;
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
-        const A hp = u < P ? to_acc(sm.Xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
+        const A hp = u < P ? to_acc(xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
         if (sv && u < P) put(sv + L.h_prev + u, hp);
         A h;
@@ -183,10 +189,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         S hs;
         put(&hs, h);
         static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
-        if (s + 1 < m.len && !q.barrier) {
-          store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
-        } else if (s + 1 == m.len) {
+        if (s + 1 == m.len) {
           h_n[m.b * P + u] = hs;
+        } else if (cluster) {  // into slot (s+1)&1 of every block of the cluster, itself included
+          S* next = sm.Xs + ((s + 1) & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u;
+          for (int c = 0; c < q.cluster; ++c) *peer_shared(next, c) = hs;
+        } else if (!q.barrier) {
+          store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
         }
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
@@ -195,10 +204,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     if constexpr (lstm) {
       if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
     }
-    if (q.barrier) grid.sync();
+    if (cluster) {
+      cluster_sync();
+    } else if (q.barrier) {
+      grid.sync();
+    }
     clock.mark(3);
   }
-  clock.report(q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
+  clock.report(cluster ? "forward (cluster)" : q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
 }
 
 constexpr int64_t kTaggedMax = 8192;
@@ -209,25 +222,35 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
     const bool proj = NG == 4 && p.proj;
+    // 64 gate rows (16 units per block) and more only on tensor cores: block_gemm_ffma takes at
+    // most 32, so an fp32 forward that needs 16 units per block runs the per-step kernels. 128
+    // (32 units per block) only in a cluster.
+    auto run = [&](const Plan& q) {
+      auto launch = [&](auto jt) {
+        constexpr int J = decltype(jt)::value;
+        return cooperative(persistent_forward<S, NG, J>, p, q, stream);
+      };
+      if constexpr (std::is_same<S, float>::value) {
+        return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
+      } else {
+        return with_width<4, 8, 16, 32, 64, 128>(q.Hb ? q.rec.JT : 0, launch);
+      }
+    };
+    const char* x = std::getenv("PACKEDRNN_XCH");
+    if (!proj && x != nullptr && std::strcmp(x, "cluster") == 0) {  // an experiment; else as below
+      const cudaError_t e = run(plan_for<S>(p, NG, p.P, 0, true, true));
+      if (e != cudaErrorNotSupported) return e;
+    }
     Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);
     // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
     // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
     // bytes cost more than the barrier saves (measured on an H200, RESULTS.md). A projection
     // needs a barrier between its two products anyway: it always takes the barrier.
-    const char* x = std::getenv("PACKEDRNN_XCH");
-    q.barrier = proj || (x != nullptr ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax);
+    // PACKEDRNN_XCH=barrier|tagged forces one (a cluster the call does not fit falls back here).
+    const bool forced = x != nullptr && (std::strcmp(x, "barrier") == 0 || std::strcmp(x, "tagged") == 0);
+    q.barrier = proj || (forced ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
-    auto launch = [&](auto jt) {
-      constexpr int J = decltype(jt)::value;
-      return cooperative(persistent_forward<S, NG, J>, p, q, stream);
-    };
-    // 64 gate rows (16 units per block) only on tensor cores: block_gemm_ffma takes at most 32, so
-    // an fp32 forward that needs 16 units per block runs the per-step kernels.
-    if constexpr (std::is_same<S, float>::value) {
-      return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
-    } else {
-      return with_width<4, 8, 16, 32, 64>(q.Hb ? q.rec.JT : 0, launch);
-    }
+    return run(q);
   }
 }
 
