@@ -5,9 +5,10 @@ timeout, so a hang shows up as the last case printed):
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
-     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the experiments (staging by
-     bulk copies, PACKEDRNN_STAGE=bulk; two rows of W_hh per thread, PACKEDRNN_TILE=2), the
-     backward's two forms (PACKEDRNN_BWD), and the projection against the per-step kernels.
+     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the experiments: h exchanged
+     inside a cluster (PACKEDRNN_XCH=cluster), staging by bulk copies (PACKEDRNN_STAGE=bulk), two
+     rows of W_hh per thread (PACKEDRNN_TILE=2). (The backward's two forms and the projection against
+     the per-step kernels were measured and decided: RESULTS.md, fourth session.)
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -124,7 +125,6 @@ def latency(configs):
 
 CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
     [("LSTM", 512, "bf16", False, 64), ("LSTM", 1024, "fp32", False, 256), ("GRU", 512, "fp32", True, 64)]
-PROJ_CONFIGS = [(1024, 256, B) for B in (8, 64)]  # LSTM H, proj_size, B: persistent vs per-step
 
 
 def experiment_latency():
@@ -167,45 +167,37 @@ def experiment_latency():
         os.environ.pop(k)
 
 
-def backward_latency():
-    """us per step of forward + backward, fp32 and bf16, all rows T long, with the backward's staged
-    form and its reduce form (PACKEDRNN_BWD; by default fp32 takes the reduce form), alternately."""
+def cluster_latency():
+    """us per step of one layer, all rows T long, the forward exchanging h through L2 (the default:
+    tagged words below B*P = 8192, else the barrier) or inside a cluster (PACKEDRNN_XCH=cluster,
+    sm_90), alternately, twice each; the backward is the same in both. Then one run in a cluster
+    with PACKEDRNN_TIMING=1 (the phase split: "barrier" is the cluster barrier)."""
     os.environ["PACKEDRNN_PERSISTENT"] = "force"
-    T = 300
-    for cell, H, B, dt in [("LSTM", 512, 64, "fp32"), ("LSTM", 1024, 256, "fp32"), ("LSTM", 1024, 256, "bf16")]:
+    T = 500
+    for cell, H, B, dt in [("LSTM", 512, 8, "bf16"), ("LSTM", 512, 8, "fp16"), ("LSTM", 512, 16, "bf16"),
+                           ("GRU", 512, 8, "bf16"), ("LSTM", 256, 8, "bf16"), ("LSTM", 128, 32, "fp32"),
+                           ("GRU", 128, 32, "fp32"), ("LSTM", 128, 8, "fp32")]:
         m = build(cell, H, H, False, DT[dt])
         x, lengths = inputs(m, B, T, lo=1.0)
 
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        line = []
-        for form in ("staged", "reduce"):
-            os.environ["PACKEDRNN_BWD"] = form
-            line.append(f"{form} {time_ms(train) * 1e3 / T:.2f}")
-        os.environ.pop("PACKEDRNN_BWD")
-        print(f"latency {cell} H={H} {dt} B={B} T={T} fwd+bwd us/step: " + ", ".join(line), flush=True)
-
-
-def projection_latency():
-    """us per step of one LSTM layer with a projection, fp32, all rows T long: the persistent
-    kernels (forced) against the per-step kernels."""
-    T = 300
-    for H, P, B in PROJ_CONFIGS:
-        m = build("LSTM", H, H, False, torch.float32, proj_size=P)
-        x, lengths = inputs(m, B, T, lo=1.0)
-        line = []
-        for mode in ("force", "0"):
-            os.environ["PACKEDRNN_PERSISTENT"] = mode
-
-            def train():
-                out, _ = m(x, lengths=lengths)
-                out.sum().backward()
+        times = {"L2": [], "cluster": []}
+        for xch in ("L2", "cluster") * 2:
+            os.environ["PACKEDRNN_XCH"] = "cluster" if xch == "cluster" else ""
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
-            line.append(f"{'persistent' if mode == 'force' else 'per-step'} fwd {f * 1e3 / T:.2f} "
-                        f"fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
-        print(f"latency LSTM H={H} P={P} fp32 B={B} T={T} us/step: " + ", ".join(line), flush=True)
+            times[xch].append((f, time_ms(train)))
+        line = [f"{xch} fwd {statistics.mean(t[0] for t in ts) * 1e3 / T:.2f} "
+                f"fwd+bwd {statistics.mean(t[1] for t in ts) * 1e3 / T:.2f}" for xch, ts in times.items()]
+        print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
+        os.environ.update(PACKEDRNN_XCH="cluster", PACKEDRNN_TIMING="1")
+        with torch.no_grad():
+            m(x, lengths=lengths)
+        torch.cuda.synchronize()
+        os.environ["PACKEDRNN_TIMING"] = "0"
+    os.environ.pop("PACKEDRNN_XCH")
 
 
 if __name__ == "__main__":
@@ -213,7 +205,6 @@ if __name__ == "__main__":
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
+        cluster_latency()
         experiment_latency()
-        backward_latency()
-        projection_latency()
     sys.exit(0 if w < 1e-4 else 1)

@@ -1,5 +1,5 @@
 """A small forward + backward on CUDA for compute-sanitizer (scripts/gpu_check.sh): the persistent
-kernels (LSTM, GRU; both exchanges; both backward forms; a projection; staging by bulk copies) and
+kernels (LSTM, GRU; the three exchanges; both backward forms; a projection; staging by bulk copies) and
 the per-step kernels (a projection), with zero and full lengths."""
 import os
 
@@ -12,8 +12,9 @@ for cell, kw, xch, persistent, bwd, stage in (
         ("LSTM", {}, "tagged", "1", "staged", ""), ("LSTM", {}, "barrier", "1", "reduce", ""),
         ("LSTM", {"proj_size": 6}, "", "force", "", ""), ("LSTM", {"proj_size": 6}, "", "0", "", ""),
         ("GRU", {}, "tagged", "1", "reduce", ""), ("GRU", {}, "barrier", "1", "staged", ""),
-        ("LSTM", {"proj_size": 8}, "", "force", "", "bulk"), ("GRU", {}, "barrier", "force", "staged", "bulk")):
-    os.environ["PACKEDRNN_XCH"] = xch  # the two ways the persistent forward passes h between blocks
+        ("LSTM", {"proj_size": 8}, "", "force", "", "bulk"), ("GRU", {}, "barrier", "force", "staged", "bulk"),
+        ("LSTM", {}, "cluster", "force", "", ""), ("GRU", {}, "cluster", "force", "", "")):
+    os.environ["PACKEDRNN_XCH"] = xch  # how the persistent forward passes h between blocks (cluster: sm_90)
     os.environ["PACKEDRNN_STAGE"] = stage  # bulk: staging by bulk copies (sm_90 and later)
     os.environ["PACKEDRNN_PERSISTENT"] = persistent
     os.environ["PACKEDRNN_BWD"] = bwd  # the backward's two forms

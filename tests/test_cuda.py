@@ -197,6 +197,45 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
 
 
+# Sizes that the cluster exchange takes (PACKEDRNN_XCH=cluster, an experiment for sm_90): one
+# direction's W_hh in <= 16 blocks, every row in each block (tests/test_cuda_emulated.py checks
+# the decision): 32 units per block (the B=8 steps case), two tiles of rows, fp32 at 8 units.
+CLUSTER_SIZES = [  # cell, I, H, B, T, bidirectional, dtype, tolerance
+    ("LSTM", 64, 512, 8, 30, False, torch.bfloat16, 2e-2),
+    ("GRU", 40, 500, 13, 20, True, torch.float16, 4e-3),
+    ("LSTM", 32, 128, 32, 40, False, torch.float32, 1e-5),
+    ("GRU", 24, 100, 20, 25, True, torch.float32, 1e-5),
+]
+
+
+@pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability()[0] < 9, reason="clusters need sm_90")
+@pytest.mark.parametrize("cell,I,H,B,T,bi,dtype,tol", CLUSTER_SIZES, ids=lambda v: str(v))
+def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, monkeypatch, capfd):
+    """The forward with h exchanged inside a cluster (its phase clock names it, so a silent fallback
+    fails), then the persistent backward, against the per-step kernels on the same inputs, relative
+    to the largest value of each result."""
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
+    torch.manual_seed(3)
+    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True)
+    g = torch.Generator().manual_seed(B)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[0] = T
+    x, hx = random_inputs(ours, lengths, T, with_hx=True)
+    results = []
+    for mode in ("force", "0"):
+        monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
+        monkeypatch.setenv("PACKEDRNN_TIMING", "1" if mode == "force" else "0")
+        out, states = run_ours(ours, x, hx, lengths)
+        torch.cuda.synchronize()
+        results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
+    assert "forward (cluster)" in capfd.readouterr().out
+    for i, (a, b) in enumerate(zip(*results)):
+        a, b = a.float(), b.float()
+        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
+        assert rel <= tol, f"result {i}: relative error {rel:.3g}"
+
+
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("stage", ["", "bulk"])

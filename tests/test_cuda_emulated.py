@@ -270,7 +270,8 @@ CLUSTER_CASES = [  # cell, I, H, B, T, D, dtype, blocks per cluster
     (GRU, 3, 13, 5, 5, 2, torch.float32, 13),
     (LSTM, 6, 40, 12, 5, 2, torch.bfloat16, 10),
     (GRU, 6, 200, 6, 4, 1, torch.float16, 13),
-    (LSTM, 6, 300, 6, 4, 1, torch.bfloat16, 10),
+    (LSTM, 6, 300, 6, 4, 1, torch.bfloat16, 10),   # 128 gate rows: block_gemm_mma_gates, one tile of rows
+    (GRU, 5, 400, 13, 3, 1, torch.float16, 13),    # and two
 ]
 
 
@@ -294,9 +295,10 @@ def test_cluster_exchange_emulated(emu, case, seed, monkeypatch):
     (LSTM, 128, 128, 1, 32, torch.float32, 16, 16),
     (GRU, 128, 128, 2, 32, torch.float32, 16, 32),
     (LSTM, 512, 512, 1, 8, torch.float32, 0, 128),    # fp32 takes at most 8 units per block
-    (LSTM, 512, 512, 1, 16, torch.bfloat16, 0, 128),  # all 16 rows twice do not fit beside W_hh
+    (LSTM, 512, 512, 1, 16, torch.bfloat16, 16, 16),
+    (LSTM, 512, 512, 1, 17, torch.bfloat16, 0, 128),  # more (row, unit) pairs than the threads take
     (LSTM, 1024, 1024, 1, 8, torch.bfloat16, 0, 128),  # 64 units per block
-    (LSTM, 128, 128, 1, 80, torch.float32, 0, 128),   # more (row, unit) pairs than threads take
+    (LSTM, 128, 128, 1, 80, torch.float32, 0, 128),   # likewise
     (LSTM, 512, 128, 1, 8, torch.bfloat16, 0, 128),   # a projection
 ])
 def test_where_the_cluster_exchange_runs(emu, cell, H, P, D, B, dtype, cluster, blocks, monkeypatch):

@@ -74,6 +74,7 @@ constexpr int kGroups = 8;     // cp.async groups of a staging (wait_group takes
 constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
 constexpr int kMaxCluster = 16;       // blocks per cluster (H100/H200's non-portable limit)
 constexpr int kMaxClusterUnits = 32;  // units per block in a cluster (half types; fp32: 8)
+constexpr int kGateRowsAsM = 16 * kWarps;  // JT of block_gemm_mma_gates (32 units per block)
 
 // One product of a step, Y = Ws X^T (block_gemm).
 struct Gemm {
@@ -129,7 +130,7 @@ struct Smem {
   S* Wr;       // [proj.JT][proj.ld]  (projection only)
   S* Xs;       // [NC][ld], two such slots in a cluster
   float* Y;    // [JT][NC]
-  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm
+  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm (none at kGateRowsAsM)
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
@@ -142,7 +143,10 @@ struct Smem {
     n[1] = up((size_t)q.proj.JT * q.proj.ld * sizeof(S));
     n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) * (q.cluster ? 2 : 1) : 0;
     n[3] = up(JT * q.NC * 4);
-    n[4] = (size_t)kWarps * (JT > 8 ? JT : 8) * 16 * 4;
+    auto red = [](const Gemm& gm) {  // floats of `red` that the product needs (block_gemm)
+      return gm.JT == kGateRowsAsM ? 0 : (size_t)kWarps * (gm.JT > 8 ? gm.JT : 8) * kTile;
+    };
+    n[4] = (red(q.rec) > red(q.proj) ? red(q.rec) : red(q.proj)) * 4;
     n[5] = up((size_t)B * 4);
     return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 16;
   }
@@ -506,12 +510,52 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
   __syncthreads();
 }
 
+// 128 gate rows (32 units per block, the cluster exchange; n <= kItems * kThreads / 32 = 16 rows):
+// the other way round, D(16x8) += A B with A = 16 rows of Ws (the m: warp w takes rows [16w,
+// 16w + 16) over all of K) and B = up to two tiles of 8 rows of Xs (the n). At n <= 8 that is half
+// the mma of block_gemm_mma, whose m would be the rows, and no warp shares a tile, so there are
+// no partial products to add through `red`. Two accumulators per tile (even and odd k) halve the
+// chain of dependent mma.
+template <typename S>
+__device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* Y) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
+  auto word = [](const S* p) { return *reinterpret_cast<const unsigned*>(p); };
+  tile_ready(groups, (n - 1) / kTile);
+  const S* w0 = Ws + (size_t)(warp * 16 + g) * gm.ld + 2 * q4;
+  const S* w8 = w0 + 8 * (size_t)gm.ld;
+  const S* x[2] = {Xs + (size_t)min(g, n - 1) * gm.ld + 2 * q4, Xs + (size_t)min(8 + g, n - 1) * gm.ld + 2 * q4};
+  const int tiles = n > 8 ? 2 : 1;
+  float d[2][2][4] = {};  // [tile][k parity]
+#pragma unroll 2
+  for (int k = 0; k < gm.Kp; k += 16) {
+    const unsigned a[4] = {word(w0 + k), word(w8 + k), word(w0 + k + 8), word(w8 + k + 8)};
+    const int par = (k / 16) & 1;
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      if (t >= tiles) break;
+      const unsigned b[2] = {word(x[t] + k), word(x[t] + k + 8)};
+      mma(d[t][par], a, b, S());
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < 2; ++t) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = t * 8 + 2 * q4 + i % 2, j = warp * 16 + g + 8 * (i / 2);
+      if (r < n) Y[j * NC + r] = d[t][0][i] + d[t][1][i];
+    }
+  }
+  __syncthreads();
+}
+
 // Fixed order throughout, so results are bitwise repeatable. `groups`: what stage_rows returned
 // for Xs. Every thread of the block must call it; it ends past a __syncthreads.
 template <int JT, typename S>
 __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
                            float* Y) {
-  if constexpr (std::is_same<S, float>::value) {
+  if constexpr (JT == kGateRowsAsM && !std::is_same<S, float>::value) {
+    block_gemm_mma_gates(gm, NC, Ws, Xs, n, groups, Y);
+  } else if constexpr (std::is_same<S, float>::value) {
     if constexpr (JT >= 16) {
       if (gm.rj == 2) return block_gemm_ffma<JT, 2>(gm, NC, Ws, Xs, n, groups, red, Y);
     }
