@@ -20,7 +20,11 @@ import packedrnn  # noqa: F401  (registers the CPU ops used as the reference)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMU = os.path.join(ROOT, "tests", "cuda_emu")
 SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward_bf16.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward_fp16.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_bf16.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_fp16.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_reduce.cu"),
            os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
 DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h

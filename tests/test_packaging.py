@@ -14,7 +14,7 @@ def test_build_py_ships_csrc(tmp_path):
     assert run.returncode == 0, run.stderr
     pkg = tmp_path / "packedrnn"
     for rel in ("__init__.py", "bench.py", "csrc/ops.cpp", "csrc/cells.h", "csrc/cpu/rnn_cpu.cpp",
-                "csrc/cuda/rnn_kernels.cu", "csrc/cuda/rnn_persistent_forward.cu",
-                "csrc/cuda/rnn_persistent_backward.cu", "csrc/cuda/persistent.cuh",
+                "csrc/cuda/rnn_kernels.cu", "csrc/cuda/rnn_persistent_forward.cu", "csrc/cuda/persistent_forward.cuh",
+                "csrc/cuda/rnn_persistent_backward.cu", "csrc/cuda/persistent_backward.cuh", "csrc/cuda/persistent.cuh",
                 "csrc/cuda/rnn_cuda_launch.cpp"):
         assert (pkg / rel).is_file(), rel

@@ -1,5 +1,6 @@
-// Persistent CUDA recurrence, shared part of rnn_persistent_forward.cu and rnn_persistent_backward.cu
-// (two files, so that each compiles in seconds). One cooperative launch runs every step of a layer,
+// Persistent CUDA recurrence, shared part of persistent_forward.cuh, persistent_backward.cuh and
+// rnn_persistent_backward_reduce.cu (instantiated one dtype per .cu file, so that each compiles in
+// seconds). One cooperative launch runs every step of a layer,
 // both directions; fp32, bf16 and fp16 (fp64 takes the per-step kernels). Framework-free; interface
 // in rnn_cuda.h, gate math in cells.h, shape legend there.
 //

@@ -58,7 +58,7 @@ struct BackwardParams {
 cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream);
 
-// Persistent kernels (rnn_persistent_forward.cu, rnn_persistent_backward.cu, persistent.cuh): one
+// Persistent kernels (persistent_forward.cuh, persistent_backward.cuh, persistent.cuh): one
 // cooperative launch for all steps, W_hh (and W_hr) on chip. Return cudaErrorNotSupported, having
 // launched nothing, when the call does not fit: fp64, more than 16 units per block
 // (H > 16 * SMs / D; 8 for an fp32 forward), shared memory, or co-residency. Forward writes out,

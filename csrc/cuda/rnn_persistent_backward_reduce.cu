@@ -1,5 +1,5 @@
 // Persistent backward recurrence, reduce form: the fp32 backward (reduce_plan says where), beside
-// the staged form of rnn_persistent_backward.cu. Design and shared pieces: persistent.cuh.
+// the staged form of persistent_backward.cuh. Design and shared pieces: persistent.cuh.
 //
 // The staged form has every block read all gate gradients (G values per row) of the next step
 // to form dL/dh_{t-1} for its own units. Here each block multiplies its own units' gate gradients

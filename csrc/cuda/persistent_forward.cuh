@@ -1,0 +1,267 @@
+// Persistent forward recurrence: the kernel and its launch, forward_dispatch<S, NG>, instantiated
+// one dtype per file (rnn_persistent_forward*.cu), so that each compiles in seconds. Design and
+// shared pieces: persistent.cuh.
+//
+// Shapes (legend in cells.h): Ws [JT][ld] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
+// Xs [NC][ld] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
+// xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
+// Cluster exchange: Xs [2][B][ld] S, slot s&1 holds h_{t-1} of every row by rank, written by the
+// blocks of the cluster.
+// Projection (LSTM, P < H): Wr [JT/4][ld] S, row uu = W_hr[u0 + uu], K = H; Xs then holds m_t of
+// the chunk's rows, from the scratch m [D][B][H] S, and Y their outputs h_t.
+#pragma once
+
+#include "persistent.cuh"
+
+namespace packedrnn {
+namespace persistent {
+
+// What one (row, unit) pair of a chunk needs besides h_{t-1} W_hh^T, loaded before the wait for
+// h_{t-1} so that its latency hides behind it.
+template <typename A>
+struct Item : Pair {
+  A gx[4], c = A(0);
+};
+
+// h_t = m_t W_hr^T for the n active rows of step s, after a grid barrier that makes every
+// block's m_t visible; the block's units u < P produce outputs u. Ends past a __syncthreads.
+template <typename S, int JT>
+__device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm, Stage& st, int64_t d, int64_t u0,
+                        int64_t s, int n, const S* m_all, bool vec_m, cg::grid_group& grid) {
+  const int64_t B = p.B, P = p.P, DP = p.D * P;
+  grid.sync();
+  for (int r0 = 0; r0 < n; r0 += q.NC) {
+    const int nc = min(q.NC, n - r0);
+    zero_padding(q.proj, nc, sm.Xs);
+    const int groups =
+        stage_rows(st, q.proj, sm.Xs, nc, vec_m, [&](int r) { return m_all + sm.order[r0 + r] * p.H; });
+    __syncthreads();
+    block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
+    const Chunk ch{r0, nc, q.Hb, u0, d, s, B, sm.order, sm.lens};
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      const Pair m = ch.pair(k, P);
+      if (!m.on) continue;
+      S h;
+      put(&h, sm.Y[m.uu * q.NC + m.r]);
+      static_cast<S*>(p.out)[m.row * DP + d * P + m.u] = h;
+      if (s + 1 == m.len) static_cast<S*>(p.h_n)[(d * B + m.b) * P + m.u] = h;
+    }
+    __syncthreads();  // Xs and Y are reused by the next chunk
+  }
+}
+
+template <typename S, int NG, int JT>
+__global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams p, Plan q) {
+  using A = float;
+  constexpr bool lstm = NG == 4;
+  PACKEDRNN_SHARED_BYTES(smem_raw);
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const Smem<S> sm(smem_raw, q, B);
+  const Slice sl(p.D, q.Hb);
+  const int64_t d = sl.d, u0 = sl.u0;
+  const int Hb = q.Hb;
+  const bool proj = lstm && p.proj;
+  const bool cluster = q.cluster > 0;  // never with a projection
+  const SavedLayout L(p.cell, H, P, proj);
+  fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
+  if (proj) {
+    const S* wr = static_cast<const S*>(p.w_hr) + d * P * H;
+    fill_weights(q.proj, sm.Wr, [&](int uu, int k) {
+      return uu < Hb && u0 + uu < P && k < H ? wr + (u0 + uu) * H + k : nullptr;
+    });
+  }
+  zero_padding(q.rec, cluster ? 2 * q.NC : q.NC, sm.Xs);
+  Stage st(q.bulk, sm.bar);
+  sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
+  const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
+  S* h_n = static_cast<S*>(p.h_n) + d * B * P;
+  for (int64_t i = threadIdx.x; i < B * Hb; i += kThreads) {  // rows of length 0: h_n = h0
+    const int64_t b = i / Hb, u = u0 + i % Hb;
+    if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
+  }
+  if (cluster) cluster_sync();  // every block of the cluster runs (and has zeroed its padding) before any writes into its Xs
+  S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
+  const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
+  unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
+  const int64_t slot = p.D * B * P;  // distance between the two exchange slots
+  const int64_t steps = sm.lens[0];
+  const S* out_c = static_cast<const S*>(p.out);
+  const bool vec = (P * sizeof(S)) % 16 == 0;  // rows of h0 and out are 16-byte aligned
+  const bool vec_m = (H * sizeof(S)) % 16 == 0;  // and rows of m
+  cg::grid_group grid = cg::this_grid();
+  PhaseClock clock(q.timing);
+  int n = (int)B;
+  for (int64_t s = 0; s < steps; ++s) {
+    n = active_after(sm.lens, n, s);
+    const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
+    unsigned long long* xout = xch + (s & 1) * slot;
+    const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
+    S* xs = cluster ? sm.Xs + (s & 1) * xs_slot : sm.Xs;
+    for (int r0 = 0; r0 < n; r0 += q.NC) {
+      const int nc = min(q.NC, n - r0);
+      const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
+      Item<A> it[kItems];
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        Item<A>& m = it[k];
+        static_cast<Pair&>(m) = ch.pair(k, H);
+        if (!m.on) continue;
+        const int64_t u = m.u;
+        const S* gx = gx_all + m.row * G + u;
+#pragma unroll
+        for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
+        if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
+      }
+      // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
+      // (barrier) or the tagged words of step s-1; in a cluster the blocks wrote it into Xs.
+      if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
+      int groups = 0;
+      if (s == 0 || q.barrier) {
+        groups = stage_rows(st, q.rec, xs, nc, vec, [&](int r) {
+          const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
+          return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
+        });
+      } else if (!cluster) {  // wait for tag s, asking again for all late words at once
+        constexpr int U = 16;  // loads in flight per thread
+        const int total = nc * q.rec.K;
+        for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
+          unsigned long long v[U];
+          const unsigned long long* src[U];
+          unsigned pending = 0;
+#pragma unroll
+          for (int k = 0; k < U; ++k) {
+            const int e = e0 + k * kThreads, r = e / q.rec.K, kk = e % q.rec.K;
+            src[k] = xin + (int64_t)sm.order[r0 + (e < total ? r : 0)] * P + kk;
+            if (e < total) v[k] = load_relaxed(src[k]), pending |= 1u << k;
+          }
+          while (true) {
+#pragma unroll
+            for (int k = 0; k < U; ++k) {
+              if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
+                const int e = e0 + k * kThreads;
+                put(xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
+                pending &= ~(1u << k);
+              }
+            }
+            if (pending == 0) break;
+#pragma unroll
+            for (int k = 0; k < U; ++k) {
+              if ((pending >> k) & 1) v[k] = load_relaxed(src[k]);
+            }
+          }
+        }
+      }
+      __syncthreads();
+      clock.mark(0);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, xs, nc, groups, sm.red, sm.Y);
+      clock.mark(1);
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        const Item<A>& m = it[k];
+        if (!m.on) continue;
+        const int64_t u = m.u;
+        const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
+        const int64_t gs = (int64_t)Hb * q.NC;
+        const A hp = u < P ? to_acc(xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
+        S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
+        if (sv && u < P) put(sv + L.h_prev + u, hp);
+        A h;
+        if constexpr (lstm) {
+          const auto o = lstm_forward<A>(m.gx[0] + y[0], m.gx[1] + y[gs], m.gx[2] + y[2 * gs],
+                                         m.gx[3] + y[3 * gs], m.c);
+          static_cast<A*>(p.c)[(d * B + m.b) * H + u] = o.c;
+          if (sv) {
+            put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
+            put(sv + L.c_prev + u, m.c);
+            if (proj) put(sv + L.m + u, o.m);
+          }
+          if (proj) {  // h_t comes from the projection below
+            put(m_all + m.b * H + u, o.m);
+            continue;
+          }
+          h = o.m;
+        } else {
+          const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
+          const A hn = y[2 * gs] + (bh ? to_acc(bh[2 * H + u]) : A(0));
+          const auto o = gru_forward<A>(m.gx[0], m.gx[1], m.gx[2], y[0] + (bh ? to_acc(bh[u]) : A(0)),
+                                        y[gs] + (bh ? to_acc(bh[H + u]) : A(0)), hn, hp);
+          if (sv) put(sv + u, o.r), put(sv + H + u, o.z), put(sv + 2 * H + u, o.n), put(sv + 3 * H + u, hn);
+          h = o.h;
+        }
+        S hs;
+        put(&hs, h);
+        static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
+        if (s + 1 == m.len) {
+          h_n[m.b * P + u] = hs;
+        } else if (cluster) {  // into slot (s+1)&1 of every block of the cluster, itself included
+          S* next = sm.Xs + ((s + 1) & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u;
+          for (int c = 0; c < q.cluster; ++c) *peer_shared(next, c) = hs;
+        } else if (!q.barrier) {
+          store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
+        }
+      }
+      __syncthreads();  // Xs and Y are reused by the next chunk
+      clock.mark(2);
+    }
+    if constexpr (lstm) {
+      if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
+    }
+    if (cluster) {
+      cluster_sync();
+    } else if (q.barrier) {
+      grid.sync();
+    }
+    clock.mark(3);
+  }
+  clock.report(cluster ? "forward (cluster)" : q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
+}
+
+constexpr int64_t kTaggedMax = 8192;
+
+template <typename S, int NG>
+cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
+  if constexpr (sizeof(S) == 8) {
+    return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
+  } else {
+    const bool proj = NG == 4 && p.proj;
+    // 64 gate rows (16 units per block) and more only on tensor cores: block_gemm_ffma takes at
+    // most 32, so an fp32 forward that needs 16 units per block runs the per-step kernels. 128
+    // (32 units per block) only in a cluster.
+    auto run = [&](const Plan& q) {
+      auto launch = [&](auto jt) {
+        constexpr int J = decltype(jt)::value;
+        return cooperative(persistent_forward<S, NG, J>, p, q, stream);
+      };
+      if constexpr (std::is_same<S, float>::value) {
+        return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
+      } else {
+        return with_width<4, 8, 16, 32, 64, 128>(q.Hb ? q.rec.JT : 0, launch);
+      }
+    };
+    const char* x = std::getenv("PACKEDRNN_XCH");
+    if (!proj && x != nullptr && std::strcmp(x, "cluster") == 0) {  // an experiment; else as below
+      const cudaError_t e = run(plan_for<S>(p, NG, p.P, 0, true, true));
+      if (e != cudaErrorNotSupported) return e;
+    }
+    Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);
+    // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
+    // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
+    // bytes cost more than the barrier saves (measured on an H200, RESULTS.md). A projection
+    // needs a barrier between its two products anyway: it always takes the barrier.
+    // PACKEDRNN_XCH=barrier|tagged forces one (a cluster the call does not fit falls back here).
+    const bool forced = x != nullptr && (std::strcmp(x, "barrier") == 0 || std::strcmp(x, "tagged") == 0);
+    q.barrier = proj || (forced ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax);
+    if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
+    return run(q);
+  }
+}
+
+// Instantiated in rnn_persistent_forward_bf16.cu and _fp16.cu.
+extern template cudaError_t forward_dispatch<__nv_bfloat16, 3>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__nv_bfloat16, 4>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__half, 3>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__half, 4>(const ForwardParams&, cudaStream_t);
+
+}  // namespace persistent
+}  // namespace packedrnn

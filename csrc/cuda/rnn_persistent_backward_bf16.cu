@@ -1,0 +1,11 @@
+// The persistent backward's bf16 kernels, staged form (persistent_backward.cuh).
+#include "persistent_backward.cuh"
+
+namespace packedrnn {
+namespace persistent {
+
+template cudaError_t backward_dispatch<__nv_bfloat16, 3>(const BackwardParams&, cudaStream_t);
+template cudaError_t backward_dispatch<__nv_bfloat16, 4>(const BackwardParams&, cudaStream_t);
+
+}  // namespace persistent
+}  // namespace packedrnn
