@@ -197,9 +197,10 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
 
 
-# Sizes that the cluster exchange takes (PACKEDRNN_XCH=cluster, an experiment for sm_90): one
-# direction's W_hh in <= 16 blocks, every row in each block (tests/test_cuda_emulated.py checks
-# the decision): 32 units per block (the B=8 steps case), two tiles of rows, fp32 at 8 units.
+# Sizes that the cluster exchange takes, forward and backward (PACKEDRNN_XCH=cluster, an experiment
+# for sm_90): one direction's W_hh in <= 16 blocks, every row in each block (tests/
+# test_cuda_emulated.py checks the decisions): 32 units per block (the B=8 steps case), two tiles
+# of rows, fp32 at 8 units.
 CLUSTER_SIZES = [  # cell, I, H, B, T, bidirectional, dtype, tolerance
     ("LSTM", 64, 512, 8, 30, False, torch.bfloat16, 2e-2),
     ("GRU", 40, 500, 13, 20, True, torch.float16, 4e-3),
@@ -211,9 +212,9 @@ CLUSTER_SIZES = [  # cell, I, H, B, T, bidirectional, dtype, tolerance
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability()[0] < 9, reason="clusters need sm_90")
 @pytest.mark.parametrize("cell,I,H,B,T,bi,dtype,tol", CLUSTER_SIZES, ids=lambda v: str(v))
 def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, monkeypatch, capfd):
-    """The forward with h exchanged inside a cluster (its phase clock names it, so a silent fallback
-    fails), then the persistent backward, against the per-step kernels on the same inputs, relative
-    to the largest value of each result."""
+    """The forward and the backward with h or the gate gradients exchanged inside a cluster (their
+    phase clocks name it, so a silent fallback fails), against the per-step kernels on the same
+    inputs, relative to the largest value of each result."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
     torch.manual_seed(3)
@@ -229,7 +230,8 @@ def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, monkeypatch, capfd):
         out, states = run_ours(ours, x, hx, lengths)
         torch.cuda.synchronize()
         results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
-    assert "forward (cluster)" in capfd.readouterr().out
+    printed = capfd.readouterr().out
+    assert "forward (cluster)" in printed and "backward (cluster)" in printed
     for i, (a, b) in enumerate(zip(*results)):
         a, b = a.float(), b.float()
         rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)

@@ -100,7 +100,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
     expect_reduce: whether the backward's reduce form takes the call (None: either).
-    expect_cluster: the forward's blocks per cluster (0: a cooperative launch; None: either)."""
+    expect_cluster: the forward's and the backward's blocks per cluster (0: a cooperative launch;
+    None: either)."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -161,6 +162,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     rc = _call(emu.emu_backward, sizes, [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct, part],
                dtype)
     assert rc == 0, f"backward: CUDA error {rc}"
+    assert expect_cluster is None or last_launch(emu)[2] == expect_cluster
     # The products around the recurrence, as layer_gemms.h forms them.
     rows = saved.double().view(D, T * B, K)
     h_prev = 6 * H if lstm and proj else (5 * H if lstm else 4 * H)
@@ -283,9 +285,10 @@ CLUSTER_CASES = [  # cell, I, H, B, T, D, dtype, blocks per cluster
 @pytest.mark.parametrize("case", CLUSTER_CASES, ids=lambda c: "{}-H{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[5], str(c[6])[6:]))
 def test_cluster_exchange_emulated(emu, case, seed, monkeypatch):
-    """PACKEDRNN_XCH=cluster (an experiment for sm_90): each block writes its units of h_t into the
-    shared memory of every block of its cluster, one cluster barrier per step. Random orders
-    (seeds 1-2) catch a slot overwritten before its last read or read before it was written."""
+    """PACKEDRNN_XCH=cluster (an experiment for sm_90): each block writes its units of h_t (forward)
+    or of the gate gradients (backward) into the shared memory of every block of its cluster, one
+    cluster barrier per step. Random orders (seeds 1-2) catch a slot overwritten before its last
+    read or read before it was written."""
     cell, I, H, B, T, D, dtype, cluster = case
     monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
     emu.emu_configure(132, 232448, seed)
@@ -293,31 +296,34 @@ def test_cluster_exchange_emulated(emu, case, seed, monkeypatch):
              expect_cluster=cluster)
 
 
-@pytest.mark.parametrize("cell,H,P,D,B,dtype,cluster,blocks", [
-    (LSTM, 512, 512, 1, 8, torch.bfloat16, 16, 16),   # the B=8 steps case: 32 units per block
-    (LSTM, 512, 512, 2, 12, torch.float16, 16, 32),
-    (LSTM, 128, 128, 1, 32, torch.float32, 16, 16),
-    (GRU, 128, 128, 2, 32, torch.float32, 16, 32),
-    (LSTM, 512, 512, 1, 8, torch.float32, 0, 128),    # fp32 takes at most 8 units per block
-    (LSTM, 512, 512, 1, 16, torch.bfloat16, 16, 16),
-    (LSTM, 512, 512, 1, 17, torch.bfloat16, 0, 128),  # more (row, unit) pairs than the threads take
-    (LSTM, 1024, 1024, 1, 8, torch.bfloat16, 0, 128),  # 64 units per block
-    (LSTM, 128, 128, 1, 80, torch.float32, 0, 128),   # likewise
-    (LSTM, 512, 128, 1, 8, torch.bfloat16, 0, 128),   # a projection
+@pytest.mark.parametrize("cell,H,P,D,B,dtype,forward,backward", [  # (blocks per cluster, blocks)
+    (LSTM, 512, 512, 1, 8, torch.bfloat16, (16, 16), (16, 16)),  # the B=8 steps case: 32 units per block
+    (LSTM, 512, 512, 2, 12, torch.float16, (16, 32), (0, 128)),  # backward: 2 x 12 rows of 4H do not fit
+    (LSTM, 128, 128, 1, 32, torch.float32, (16, 16), (16, 16)),
+    (GRU, 128, 128, 2, 32, torch.float32, (16, 32), (16, 32)),
+    (LSTM, 512, 512, 1, 8, torch.float32, (0, 128), (0, 128)),  # forward: fp32 takes <= 8 units per block
+    (LSTM, 512, 512, 1, 16, torch.bfloat16, (16, 16), (0, 128)),
+    (LSTM, 512, 512, 1, 17, torch.bfloat16, (0, 128), (0, 128)),  # more (row, unit) pairs than threads
+    (LSTM, 1024, 1024, 1, 8, torch.bfloat16, (0, 128), (0, 128)),  # 64 units per block
+    (LSTM, 128, 128, 1, 80, torch.float32, (0, 128), (0, 128)),  # likewise
+    (LSTM, 512, 128, 1, 8, torch.bfloat16, (0, 128), (0, 128)),  # a projection
 ])
-def test_where_the_cluster_exchange_runs(emu, cell, H, P, D, B, dtype, cluster, blocks, monkeypatch):
-    """With PACKEDRNN_XCH=cluster on a 132-SM device, the launch decision only: a cluster where
+def test_where_the_cluster_exchange_runs(emu, cell, H, P, D, B, dtype, forward, backward, monkeypatch):
+    """With PACKEDRNN_XCH=cluster on a 132-SM device, the launch decisions only: a cluster where
     the call fits one per direction, else the cooperative launch as without the switch."""
     monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
     emu.emu_configure(132, 232448, 0)
     emu.emu_dry_run(1)
+    got = []
     try:
         lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
-        assert _call(emu.emu_forward, [cell, 4, B, D, H, P, 1, int(P != H)], [lens] + [dummy] * 11, dtype) == 0
+        sizes = [cell, 4, B, D, H, P, 1, int(P != H)]
+        for fn in (emu.emu_forward, emu.emu_backward):
+            assert _call(fn, sizes, [lens] + [dummy] * 12, dtype) == 0
+            got.append(last_launch(emu)[2::-2])
     finally:
         emu.emu_dry_run(0)
-    got = last_launch(emu)
-    assert (got[2], got[0]) == (cluster, blocks)
+    assert got == [forward, backward]
 
 
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])

@@ -696,6 +696,19 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   return {};
 }
 
+// The experiment PACKEDRNN_XCH=cluster (see the top of this file).
+inline bool cluster_asked() {
+  const char* x = std::getenv("PACKEDRNN_XCH");
+  return x != nullptr && std::strcmp(x, "cluster") == 0;
+}
+
+// The backward's plan in a cluster (its staged form), where it is asked for and fits; else Hb = 0.
+// The reduce form steps aside for it.
+template <typename S, int NG>
+Plan backward_cluster_plan(const BackwardParams& p) {
+  return cluster_asked() && !(NG == 4 && p.proj) ? plan_for<S>(p, 1, NG * p.H, 0, true, true) : Plan{};
+}
+
 // f(std::integral_constant<int, W>()) for the W among Ws equal to `width` (compile-time widths
 // for runtime sizes); cudaErrorNotSupported when none is.
 template <int... Ws, typename F>

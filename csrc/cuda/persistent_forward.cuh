@@ -240,7 +240,7 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
       }
     };
     const char* x = std::getenv("PACKEDRNN_XCH");
-    if (!proj && x != nullptr && std::strcmp(x, "cluster") == 0) {  // an experiment; else as below
+    if (!proj && cluster_asked()) {  // an experiment; else as below
       const cudaError_t e = run(plan_for<S>(p, NG, p.P, 0, true, true));
       if (e != cudaErrorNotSupported) return e;
     }
