@@ -17,11 +17,27 @@ namespace packedrnn {
 namespace persistent {
 
 // What one (row, unit) pair of a chunk needs besides h_{t-1} W_hh^T, loaded before the wait for
-// h_{t-1} so that its latency hides behind it.
+// h_{t-1} (in a cluster: before the barrier that ends the step before) so that its latency hides
+// behind it.
 template <typename A>
 struct Item : Pair {
   A gx[4], c = A(0);
 };
+template <typename S, int NG, typename A>
+__device__ __forceinline__ void load_items(const ForwardParams& p, const Chunk& ch, const S* gx_all,
+                                           Item<A> (&it)[kItems]) {
+  const int64_t H = p.H;
+#pragma unroll
+  for (int k = 0; k < kItems; ++k) {
+    Item<A>& m = it[k];
+    static_cast<Pair&>(m) = ch.pair(k, H);
+    if (!m.on) continue;
+    const S* gx = gx_all + m.row * NG * H + m.u;
+#pragma unroll
+    for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
+    if (NG == 4) m.c = static_cast<const A*>(p.c)[(ch.d * p.B + m.b) * H + m.u];
+  }
+}
 
 // h_t = m_t W_hr^T for the n active rows of step s, after a grid barrier that makes every
 // block's m_t visible; the block's units u < P produce outputs u. Ends past a __syncthreads.
@@ -92,6 +108,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   cg::grid_group grid = cg::this_grid();
   PhaseClock clock(q.timing);
   int n = (int)B;
+  Item<A> it[kItems];
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
     const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
@@ -101,18 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
-      Item<A> it[kItems];
-#pragma unroll
-      for (int k = 0; k < kItems; ++k) {
-        Item<A>& m = it[k];
-        static_cast<Pair&>(m) = ch.pair(k, H);
-        if (!m.on) continue;
-        const int64_t u = m.u;
-        const S* gx = gx_all + m.row * G + u;
-#pragma unroll
-        for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
-        if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
-      }
+      if (!cluster || s == 0) load_items<S, NG>(p, ch, gx_all, it);  // a cluster loaded them a step ahead
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
       // (barrier) or the tagged words of step s-1; in a cluster the blocks wrote it into Xs.
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
@@ -207,7 +213,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     if constexpr (lstm) {
       if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
     }
-    if (cluster) {
+    if (cluster) {  // one chunk of every active row: load the next step's items, then the barrier
+      if (s + 1 < steps) {
+        const int n_next = active_after(sm.lens, n, s + 1);
+        load_items<S, NG>(p, Chunk{0, n_next, Hb, u0, d, s + 1, B, sm.order, sm.lens}, gx_all, it);
+      }
       cluster_sync();
     } else if (q.barrier) {
       grid.sync();
