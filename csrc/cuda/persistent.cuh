@@ -1,8 +1,8 @@
 // Persistent CUDA recurrence, shared part of persistent_forward.cuh, persistent_backward.cuh and
 // rnn_persistent_backward_reduce.cu (instantiated one dtype per .cu file, so that each compiles in
-// seconds). One cooperative launch runs every step of a layer,
-// both directions; fp32, bf16 and fp16 (fp64 takes the per-step kernels). Framework-free; interface
-// in rnn_cuda.h, gate math in cells.h, shape legend there.
+// seconds). One cooperative launch (or one cluster launch, below) runs every step of a layer, both
+// directions; fp32, bf16 and fp16 (fp64 takes the per-step kernels). Framework-free; interface in
+// rnn_cuda.h, gate math in cells.h, shape legend there.
 //
 // Block b of the grid owns direction d and hidden units [u0, u0 + Hb) and keeps on chip, for the
 // whole sequence, the part of W_hh it needs, as JT rows of K values:
@@ -35,7 +35,8 @@
 //             memory) and one cluster barrier per step replaces the trip through L2. Xs then has
 //             two slots, by step parity: a block writes slot (s+1)&1 at step s only after the
 //             barrier that ended step s-1, which every block passed after its product of step s-1,
-//             the last read of that slot. Each direction is a cluster of its own.
+//             the last read of that slot. Each direction is a cluster of its own. The backward's
+//             staged form does the same with the gate gradients.
 //   backward  one grid barrier per step. The staged form reads the next step's gate gradients (4x
 //             the size of h); the reduce form, fp32's, exchanges partial sums of dL/dh instead
 //             (rnn_persistent_backward_reduce.cu).
@@ -74,7 +75,7 @@ constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * H
 constexpr int kGroups = 8;     // cp.async groups of a staging (wait_group takes 0..7 pending)
 constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
 constexpr int kMaxCluster = 16;       // blocks per cluster (H100/H200's non-portable limit)
-constexpr int kMaxClusterUnits = 32;  // units per block in a cluster (half types; fp32: 8)
+constexpr int kMaxClusterUnits = 32;  // units per block in a cluster (the fp32 forward's product takes 8)
 constexpr int kGateRowsAsM = 16 * kWarps;  // JT of block_gemm_mma_gates (32 units per block)
 
 // One product of a step, Y = Ws X^T (block_gemm).
@@ -97,7 +98,7 @@ struct Plan {
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
   bool bulk = false;       // staging by bulk copies (sm_90; PACKEDRNN_STAGE=bulk, an experiment)
-  int cluster = 0;         // forward: blocks per cluster, h exchanged in shared memory (PACKEDRNN_XCH=cluster)
+  int cluster = 0;         // blocks per cluster, exchanging through shared memory (PACKEDRNN_XCH=cluster)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -649,7 +650,7 @@ Gemm gemm_for(int64_t rows, int64_t K) {
 // values), the projection's (Hb rows of proj_K values; proj_K = 0 without a projection), and the
 // largest chunk of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take
 // the call (an empty batch, more than kMaxUnits units per block, or no room for one row).
-// `cluster`: the forward's cluster exchange instead: ceil(H / Hb) <= kMaxCluster blocks per
+// `cluster`: the cluster exchange instead (sm_90): ceil(H / Hb) <= kMaxCluster blocks per
 // direction, up to kMaxClusterUnits units per block, every row in one chunk (else Hb = 0).
 template <typename S, typename Params>
 Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, bool staged = true,
@@ -676,8 +677,10 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return {};
   q.bulk = stage != nullptr && std::strcmp(stage, "bulk") == 0 && major >= 9;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
-  if (cluster && major < 9) return {};
-  if (cluster) q.cluster = (int)((p.H + Hb - 1) / Hb);
+  if (cluster) {
+    if (major < 9) return {};
+    q.cluster = (int)((p.H + Hb - 1) / Hb);
+  }
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);
   q.rec.rj = two_rows && q.rec.JT >= 16 ? 2 : 1;

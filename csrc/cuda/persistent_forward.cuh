@@ -96,7 +96,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     const int64_t b = i / Hb, u = u0 + i % Hb;
     if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
   }
-  if (cluster) cluster_sync();  // every block of the cluster runs (and has zeroed its padding) before any writes into its Xs
+  // Every block of the cluster runs (and has zeroed its padding) before any block writes into its Xs.
+  if (cluster) cluster_sync();
   S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
   const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
   unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
@@ -109,11 +110,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   PhaseClock clock(q.timing);
   int n = (int)B;
   Item<A> it[kItems];
+  const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
     const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
     unsigned long long* xout = xch + (s & 1) * slot;
-    const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
     S* xs = cluster ? sm.Xs + (s & 1) * xs_slot : sm.Xs;
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
