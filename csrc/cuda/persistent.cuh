@@ -76,7 +76,7 @@ constexpr int kGroups = 8;     // cp.async groups of a staging (wait_group takes
 constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
 constexpr int kMaxCluster = 16;       // blocks per cluster (H100/H200's non-portable limit)
 constexpr int kMaxClusterUnits = 32;  // units per block in a cluster (the fp32 forward's product takes 8)
-constexpr int kGateRowsAsM = 16 * kWarps;  // JT of block_gemm_mma_gates (32 units per block)
+constexpr int kGateRowsAsM = 16 * kWarps;  // JT that only block_gemm_mma_gates takes (32 units per block)
 
 // One product of a step, Y = Ws X^T (block_gemm).
 struct Gemm {
@@ -132,7 +132,8 @@ struct Smem {
   S* Wr;       // [proj.JT][proj.ld]  (projection only)
   S* Xs;       // [NC][ld], two such slots in a cluster
   float* Y;    // [JT][NC]
-  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm (none at kGateRowsAsM)
+  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm (none at kGateRowsAsM,
+               // whose block_gemm_mma_gates needs none; below, it needs [kWarps][2 * 128] at most)
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
@@ -434,8 +435,9 @@ __device__ void block_gemm_ffma(const Gemm& gm, int NC, const float* Ws, const f
 }
 
 // --- bf16 and fp16: tensor cores ----------------------------------------------------------------
-// One warp: D(16x8, fp32) += A(16x16) B(16x8), A rows of Xs, B columns = rows of Ws. Fragment
-// layouts of mma.m16n8k16 (PTX ISA), g = lane / 4, q = lane % 4, two 16-bit values per register:
+// One warp: D(16x8, fp32) += A(16x16) B(16x8), A rows of Xs, B columns = rows of Ws (at few rows
+// the other way round: block_gemm_mma_gates). Fragment layouts of mma.m16n8k16 (PTX ISA),
+// g = lane / 4, q = lane % 4, two 16-bit values per register:
 //   A {A[g][2q..2q+1], A[g+8][2q..], A[g][2q+8..], A[g+8][2q+8..]}   B {B[2q..2q+1][g], B[2q+8..][g]}
 //   D {D[g][2q], D[g][2q+1], D[g+8][2q], D[g+8][2q+1]}
 
@@ -512,24 +514,29 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
   __syncthreads();
 }
 
-// 128 gate rows (32 units per block, the cluster exchange; n <= kItems * kThreads / 32 = 16 rows):
-// the other way round, D(16x8) += A B with A = 16 rows of Ws (the m: warp w takes rows [16w,
-// 16w + 16) over all of K) and B = up to two tiles of 8 rows of Xs (the n). At n <= 8 that is half
-// the mma of block_gemm_mma, whose m would be the rows, and no warp shares a tile, so there are
-// no partial products to add through `red`. Two accumulators per tile (even and odd k) halve the
-// chain of dependent mma.
-template <typename S>
-__device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* Y) {
+// Few rows (n <= 8; or 128 rows of Ws, the cluster exchange's 32 units per block, where n <= 16):
+// the product the other way round, D(16x8) += A B with A = 16 rows of Ws (the m) and B = a tile of
+// 8 rows of Xs (the n; at most two). At n <= 8 that is half the mma of block_gemm_mma, whose m
+// would be the rows (half of it padding), and half the reads of Xs. The JT / 16 tiles of Ws rows
+// take kWarps / (JT / 16) warps each, which split K and add their parts through `red` (none at
+// 128 rows: a warp per tile). Two accumulators per tile (even and odd k) halve the chain of
+// dependent mma.
+template <int JT, typename S>
+__device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
+                                     float* Y) {
+  static_assert(JT >= 16 && JT <= kGateRowsAsM, "one warp per tile of 16 rows of Ws at most");
+  constexpr int MT = JT / 16, split = kWarps / MT;  // tiles of Ws rows, warps per tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
+  const int m = warp % MT, part = warp / MT, span = gm.Kp / split;  // Kp: a multiple of 128
   auto word = [](const S* p) { return *reinterpret_cast<const unsigned*>(p); };
   tile_ready(groups, (n - 1) / kTile);
-  const S* w0 = Ws + (size_t)(warp * 16 + g) * gm.ld + 2 * q4;
+  const S* w0 = Ws + (size_t)(m * 16 + g) * gm.ld + 2 * q4;
   const S* w8 = w0 + 8 * (size_t)gm.ld;
   const S* x[2] = {Xs + (size_t)min(g, n - 1) * gm.ld + 2 * q4, Xs + (size_t)min(8 + g, n - 1) * gm.ld + 2 * q4};
   const int tiles = n > 8 ? 2 : 1;
   float d[2][2][4] = {};  // [tile][k parity]
 #pragma unroll 2
-  for (int k = 0; k < gm.Kp; k += 16) {
+  for (int k = part * span; k < (part + 1) * span; k += 16) {
     const unsigned a[4] = {word(w0 + k), word(w8 + k), word(w0 + k + 8), word(w8 + k + 8)};
     const int par = (k / 16) & 1;
 #pragma unroll
@@ -543,8 +550,23 @@ __device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const 
   for (int t = 0; t < 2; ++t) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int r = t * 8 + 2 * q4 + i % 2, j = warp * 16 + g + 8 * (i / 2);
-      if (r < n) Y[j * NC + r] = d[t][0][i] + d[t][1][i];
+      const int r = t * 8 + 2 * q4 + i % 2, j = m * 16 + g + 8 * (i / 2);
+      if constexpr (split == 1) {
+        if (r < n) Y[j * NC + r] = d[t][0][i] + d[t][1][i];
+      } else {
+        red[(warp * 2 + t) * 128 + lane * 4 + i] = d[t][0][i] + d[t][1][i];
+      }
+    }
+  }
+  if constexpr (split > 1) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < MT * tiles * 128; e += kThreads) {
+      const int mm = e / (tiles * 128), t = e / 128 % tiles, l = e % 128 / 4, i = e % 4;
+      const int r = t * 8 + 2 * (l % 4) + i % 2, j = mm * 16 + l / 4 + 8 * (i / 2);
+      if (r >= n) continue;
+      float v = 0.f;
+      for (int pp = 0; pp < split; ++pp) v += red[((pp * MT + mm) * 2 + t) * 128 + l * 4 + i];
+      Y[j * NC + r] = v;
     }
   }
   __syncthreads();
@@ -555,14 +577,17 @@ __device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const 
 template <int JT, typename S>
 __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
                            float* Y) {
-  if constexpr (JT == kGateRowsAsM && !std::is_same<S, float>::value) {
-    block_gemm_mma_gates(gm, NC, Ws, Xs, n, groups, Y);
-  } else if constexpr (std::is_same<S, float>::value) {
+  if constexpr (std::is_same<S, float>::value) {
     if constexpr (JT >= 16) {
       if (gm.rj == 2) return block_gemm_ffma<JT, 2>(gm, NC, Ws, Xs, n, groups, red, Y);
     }
     block_gemm_ffma<JT, 1>(gm, NC, Ws, Xs, n, groups, red, Y);
+  } else if constexpr (JT == kGateRowsAsM) {
+    block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
   } else {
+    if constexpr (JT >= 16) {
+      if (n <= 8) return block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
+    }
     block_gemm_mma<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
   }
 }
