@@ -197,6 +197,40 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
 
 
+def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, **env):
+    """The persistent kernels, forced (with the variables `env` set), against the per-step kernels
+    on the same inputs, relative to the largest value of each result (the two round at different
+    places, so they agree to the dtype's precision, not bitwise)."""
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    torch.manual_seed(3)
+    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True, **kw)
+    g = torch.Generator().manual_seed(B)
+    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
+    lengths[0] = T
+    x, hx = random_inputs(ours, lengths, T, with_hx=True)
+    results = []
+    for mode in ("force", "0"):
+        monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
+        out, states = run_ours(ours, x, hx, lengths)
+        results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
+    torch.cuda.synchronize()
+    for i, (a, b) in enumerate(zip(*results)):
+        a, b = a.float(), b.float()
+        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
+        assert rel <= tol, f"result {i}: relative error {rel:.3g}"
+
+
+@pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("stage", ["", "bulk"])
+def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monkeypatch):
+    """bf16/fp16 (tensor-core products) at the same sizes, against the per-step kernels; staging by
+    cp.async or (PACKEDRNN_STAGE=bulk, sm_90 and later) by bulk copies."""
+    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, PACKEDRNN_STAGE=stage)
+
+
 # Sizes that the cluster exchange takes, forward and backward (PACKEDRNN_XCH=cluster, an experiment
 # for sm_90): one direction's W_hh in <= 16 blocks, every row in each block (tests/
 # test_cuda_emulated.py checks the decisions): 32 units per block (the B=8 steps case), two tiles
@@ -212,53 +246,9 @@ CLUSTER_SIZES = [  # cell, I, H, B, T, bidirectional, dtype, tolerance
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability()[0] < 9, reason="clusters need sm_90")
 @pytest.mark.parametrize("cell,I,H,B,T,bi,dtype,tol", CLUSTER_SIZES, ids=lambda v: str(v))
 def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, monkeypatch, capfd):
-    """The forward and the backward with h or the gate gradients exchanged inside a cluster (their
-    phase clocks name it, so a silent fallback fails), against the per-step kernels on the same
-    inputs, relative to the largest value of each result."""
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
-    monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
-    torch.manual_seed(3)
-    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True)
-    g = torch.Generator().manual_seed(B)
-    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
-    lengths[0] = T
-    x, hx = random_inputs(ours, lengths, T, with_hx=True)
-    results = []
-    for mode in ("force", "0"):
-        monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
-        monkeypatch.setenv("PACKEDRNN_TIMING", "1" if mode == "force" else "0")
-        out, states = run_ours(ours, x, hx, lengths)
-        torch.cuda.synchronize()
-        results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
+    """The forward and the backward with h or the gate gradients exchanged inside a cluster, against
+    the per-step kernels; their phase clocks name the exchange, so a silent fallback fails."""
+    persistent_against_per_step(cell, I, H, B, T, bi, {}, dtype, tol, monkeypatch, PACKEDRNN_XCH="cluster",
+                                PACKEDRNN_TIMING="1")
     printed = capfd.readouterr().out
     assert "forward (cluster)" in printed and "backward (cluster)" in printed
-    for i, (a, b) in enumerate(zip(*results)):
-        a, b = a.float(), b.float()
-        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
-        assert rel <= tol, f"result {i}: relative error {rel:.3g}"
-
-
-@pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
-@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("stage", ["", "bulk"])
-def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monkeypatch):
-    """bf16/fp16 (tensor-core products) at the same sizes: the persistent kernels, forced, against
-    the per-step kernels on the same inputs, relative to the largest value of each result (the two
-    round at different places, so they agree to the dtype's precision, not bitwise)."""
-    monkeypatch.setenv("PACKEDRNN_STAGE", stage)  # PACKEDRNN_STAGE=bulk: the persistent side only
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
-    torch.manual_seed(3)
-    ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True, **kw)
-    g = torch.Generator().manual_seed(B)
-    lengths = torch.randint(0, T + 1, (B,), generator=g).tolist()
-    lengths[0] = T
-    x, hx = random_inputs(ours, lengths, T, with_hx=True)
-    results = []
-    for mode in ("force", "0"):
-        monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
-        out, states = run_ours(ours, x, hx, lengths)
-        results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
-    for i, (a, b) in enumerate(zip(*results)):
-        a, b = a.float(), b.float()
-        rel = (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30)
-        assert rel <= tol, f"result {i}: relative error {rel:.3g}"
