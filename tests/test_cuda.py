@@ -52,10 +52,22 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
     assert err(o_ours, s_ours) <= 2 * err(o_th, s_th) + 1e-6
 
 
+# The persistent kernels (forced), the per-step kernels, and the persistent kernels with the cluster
+# exchange (PACKEDRNN_XCH=cluster, an experiment; at H=32 both directions take it, but not with a
+# projection).
+PERSISTENT_MODES = ["force", "0", "force, PACKEDRNN_XCH=cluster"]
+
+
+def set_persistent_mode(mode, monkeypatch):
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode.split(",")[0])
+    if "cluster" in mode:
+        monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
+
+
 @pytest.mark.parametrize("cell,kw", CASES)
-@pytest.mark.parametrize("persistent", ["force", "0"])
+@pytest.mark.parametrize("persistent", PERSISTENT_MODES)
 def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    set_persistent_mode(persistent, monkeypatch)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 16, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, **kw)
@@ -71,9 +83,9 @@ def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda", "cpu, PACKEDRNN_TOKENS=1"])
-@pytest.mark.parametrize("persistent", ["force", "0"])
+@pytest.mark.parametrize("persistent", PERSISTENT_MODES)
 def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    set_persistent_mode(persistent, monkeypatch)
     if "TOKENS" in lengths_kind:  # the op gets the lengths on the CPU and gathers the valid rows
         monkeypatch.setenv("PACKEDRNN_TOKENS", "1")
         lengths_kind = "cpu"
