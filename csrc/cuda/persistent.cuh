@@ -514,6 +514,28 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
   __syncthreads();
 }
 
+// The A fragments of a warp's 16 rows of Ws for all of K, held in registers for a whole launch
+// where a block has 128 rows (32 units per block: a cluster, so K = H <= 16 * 32): its product then
+// reads only Xs from shared memory, not the 128 KB of Ws per step (2/3 of the bytes it read). 128
+// registers per thread: ptxas fits them without spilling only because those kernels compile the
+// cluster path alone (persistent_forward.cuh).
+struct GateFragments {
+  static constexpr int kSteps = kMaxClusterUnits * kMaxCluster / 16;  // k-steps of 16
+  unsigned a[kSteps][4];
+  template <typename S>
+  __device__ __forceinline__ void load(const Gemm& gm, const S* Ws) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
+    const S* w0 = Ws + (size_t)(warp * 16 + g) * gm.ld + 2 * q4;
+    const S* w8 = w0 + 8 * (size_t)gm.ld;
+    auto word = [](const S* p) { return *reinterpret_cast<const unsigned*>(p); };
+#pragma unroll
+    for (int ks = 0; ks < kSteps; ++ks) {
+      const int k = ks * 16 < gm.Kp ? ks * 16 : 0;
+      a[ks][0] = word(w0 + k), a[ks][1] = word(w8 + k), a[ks][2] = word(w0 + k + 8), a[ks][3] = word(w8 + k + 8);
+    }
+  }
+};
+
 // Few rows (n <= 8; or 128 rows of Ws, the cluster exchange's 32 units per block, where n <= 16):
 // the product the other way round, D(16x8) += A B with A = 16 rows of Ws (the m) and B = a tile of
 // 8 rows of Xs (the n; at most two). At n <= 8 that is half the mma of block_gemm_mma, whose m
@@ -523,7 +545,7 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
 // dependent mma.
 template <int JT, typename S>
 __device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
-                                     float* Y) {
+                                     float* Y, const GateFragments* wf = nullptr) {
   static_assert(JT >= 16 && JT <= kGateRowsAsM, "one warp per tile of 16 rows of Ws at most");
   constexpr int MT = JT / 16, split = kWarps / MT;  // tiles of Ws rows, warps per tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
@@ -535,8 +557,23 @@ __device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const 
   const S* x[2] = {Xs + (size_t)min(g, n - 1) * gm.ld + 2 * q4, Xs + (size_t)min(8 + g, n - 1) * gm.ld + 2 * q4};
   const int tiles = n > 8 ? 2 : 1;
   float d[2][2][4] = {};  // [tile][k parity]
+  if constexpr (JT == kGateRowsAsM) {
+    if (wf != nullptr) {  // split == 1: all of K (Kp <= 16 * kSteps), A from registers
+#pragma unroll
+      for (int ks = 0; ks < GateFragments::kSteps; ++ks) {
+        if (ks * 16 >= gm.Kp) break;
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+          if (t >= tiles) break;
+          const unsigned b[2] = {word(x[t] + ks * 16), word(x[t] + ks * 16 + 8)};
+          mma(d[t][ks & 1], wf->a[ks], b, S());
+        }
+      }
+    }
+  }
+  const int k_end = wf != nullptr ? 0 : (part + 1) * span;  // else A from Ws
 #pragma unroll 2
-  for (int k = part * span; k < (part + 1) * span; k += 16) {
+  for (int k = part * span; k < k_end; k += 16) {
     const unsigned a[4] = {word(w0 + k), word(w8 + k), word(w0 + k + 8), word(w8 + k + 8)};
     const int par = (k / 16) & 1;
 #pragma unroll
@@ -576,14 +613,14 @@ __device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const 
 // for Xs. Every thread of the block must call it; it ends past a __syncthreads.
 template <int JT, typename S>
 __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
-                           float* Y) {
+                           float* Y, const GateFragments* wf = nullptr) {
   if constexpr (std::is_same<S, float>::value) {
     if constexpr (JT >= 16) {
       if (gm.rj == 2) return block_gemm_ffma<JT, 2>(gm, NC, Ws, Xs, n, groups, red, Y);
     }
     block_gemm_ffma<JT, 1>(gm, NC, Ws, Xs, n, groups, red, Y);
   } else if constexpr (JT == kGateRowsAsM) {
-    block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
+    block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y, wf);
   } else {
     if constexpr (JT >= 16) {
       if (n <= 8) return block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y);

@@ -77,8 +77,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
-  const bool proj = lstm && p.proj;
-  const bool cluster = q.cluster > 0;  // never with a projection
+  // 128 rows of Ws only in a cluster, never with a projection: those kernels compile nothing else.
+  constexpr bool cluster_only = JT == kGateRowsAsM;
+  const bool proj = !cluster_only && lstm && p.proj;
+  const bool cluster = cluster_only || q.cluster > 0;
   const SavedLayout L(p.cell, H, P, proj);
   fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   if (proj) {
@@ -110,6 +112,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   PhaseClock clock(q.timing);
   int n = (int)B;
   Item<A> it[kItems];
+  [[maybe_unused]] GateFragments wf;  // 128 rows of Ws (a cluster): their fragments in registers
+  if constexpr (cluster_only) wf.load(q.rec, sm.Ws);
   const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
@@ -161,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q.rec, q.NC, sm.Ws, xs, nc, groups, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, xs, nc, groups, sm.red, sm.Y, cluster_only ? &wf : nullptr);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -240,6 +244,7 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     // most 32, so an fp32 forward that needs 16 units per block runs the per-step kernels. 128
     // (32 units per block) only in a cluster.
     auto run = [&](const Plan& q) {
+      if (q.Hb && q.rec.JT == kGateRowsAsM && !q.cluster) return cudaErrorNotSupported;  // cluster-only kernels
       auto launch = [&](auto jt) {
         constexpr int J = decltype(jt)::value;
         return cooperative(persistent_forward<S, NG, J>, p, q, stream);
