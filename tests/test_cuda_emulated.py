@@ -67,7 +67,7 @@ def emu(tmp_path_factory):
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
     emu.emu_backward_partials.restype = ctypes.c_int64
     emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t),
-                                     ctypes.POINTER(ctypes.c_int)]
+                                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_longlong)]
     return emu
 
 
@@ -88,20 +88,21 @@ def _rel(a, b):
 
 
 def last_launch(emu):
-    """(blocks, bytes of shared memory, blocks per cluster or 0) of the emulator's last launch."""
-    blocks, smem, cluster = ctypes.c_int(), ctypes.c_size_t(), ctypes.c_int()
-    emu.emu_last_launch(ctypes.byref(blocks), ctypes.byref(smem), ctypes.byref(cluster))
-    return blocks.value, smem.value, cluster.value
+    """(blocks, bytes of shared memory, blocks per cluster or 0, st.async stores) of the emulator's
+    last launch."""
+    blocks, smem, cluster, stores = ctypes.c_int(), ctypes.c_size_t(), ctypes.c_int(), ctypes.c_longlong()
+    emu.emu_last_launch(ctypes.byref(blocks), ctypes.byref(smem), ctypes.byref(cluster), ctypes.byref(stores))
+    return blocks.value, smem.value, cluster.value, stores.value
 
 
 def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
-             expect_cluster=None):
+             expect_cluster=None, expect_async=None):
     """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
     as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
     expect_reduce: whether the backward's reduce form takes the call (None: either).
     expect_cluster: the forward's and the backward's blocks per cluster (0: a cooperative launch;
-    None: either)."""
+    None: either). expect_async: whether the forward sends h by st.async (None: either)."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -135,6 +136,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
                [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch], dtype)
     assert rc == 0, f"forward: CUDA error {rc}"
     assert expect_cluster is None or last_launch(emu)[2] == expect_cluster
+    assert expect_async is None or (last_launch(emu)[3] > 0) == expect_async
     # (`saved` itself is not compared: the CPU op orders its rows by rank. The weight gradients
     # below read the kernel's own `saved`.)
     results = [("out", out, out_r), ("h_n", h_n, hn_r)]
@@ -281,19 +283,22 @@ CLUSTER_CASES = [  # cell, I, H, B, T, D, dtype, blocks per cluster
 ]
 
 
+@pytest.mark.parametrize("xch", ["cluster", "cluster_async"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("case", CLUSTER_CASES, ids=lambda c: "{}-H{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[5], str(c[6])[6:]))
-def test_cluster_exchange_emulated(emu, case, seed, monkeypatch):
+def test_cluster_exchange_emulated(emu, case, seed, xch, monkeypatch):
     """PACKEDRNN_XCH=cluster (an experiment for sm_90): each block writes its units of h_t (forward)
     or of the gate gradients (backward) into the shared memory of every block of its cluster, one
     cluster barrier per step. Random orders (seeds 1-2) catch a slot overwritten before its last
-    read or read before it was written."""
+    read or read before it was written. cluster_async: the forward sends h by st.async onto each
+    receiver's mbarriers, no barrier per step (fp32, and bf16/fp16 at 32 units per block)."""
     cell, I, H, B, T, D, dtype, cluster = case
-    monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
+    monkeypatch.setenv("PACKEDRNN_XCH", xch)
     emu.emu_configure(132, 232448, seed)
+    sends = dtype == torch.float32 or -(-H // cluster) > 16  # (32 units per block)
     run_case(emu, cell, I, H, H, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed,
-             expect_cluster=cluster)
+             expect_cluster=cluster, expect_async=xch == "cluster_async" and sends)
 
 
 @pytest.mark.parametrize("cell,H,P,D,B,dtype,forward,backward", [  # (blocks per cluster, blocks)

@@ -45,6 +45,9 @@ cudaError_t launch_cluster(Kernel kernel, int blocks, int cluster, int threads, 
   return cudaLaunchKernelExC(&cfg, (const void*)kernel, ptrs);
 }
 
+// The shared-memory address (state space .shared::cta) of a generic pointer into shared memory.
+__device__ __forceinline__ unsigned shared_address(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+
 // Inside a cluster (sm_90): the address of the same shared-memory location in block `rank` of
 // this block's cluster (plain loads and stores reach it), and the cluster-wide barrier, whose
 // arrival releases and whose wait acquires this block's shared- and global-memory writes. Not
@@ -58,6 +61,30 @@ __device__ __forceinline__ T* peer_shared(T* p, unsigned rank) {
 #else
   __trap();
   return p;
+#endif
+}
+// st.async (sm_90): `bytes` (4, 8 or 16, aligned) from `src` into block `rank` of the cluster, at
+// the address of `dst` there, counted (complete_tx) on that block's mbarrier at the address of
+// `bar`. Used by PACKEDRNN_XCH=cluster_async, an experiment.
+__device__ __forceinline__ void store_async(void* dst, const void* src, unsigned bytes, unsigned long long* bar,
+                                            unsigned rank) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  unsigned d, b;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(d) : "r"(shared_address(dst)), "r"(rank));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(b) : "r"(shared_address(bar)), "r"(rank));
+  const unsigned* v = static_cast<const unsigned*>(src);
+  if (bytes == 16) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];"
+                 ::"r"(d), "r"(v[0]), "r"(v[1]), "r"(v[2]), "r"(v[3]), "r"(b) : "memory");
+  } else if (bytes == 8) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];"
+                 ::"r"(d), "r"(v[0]), "r"(v[1]), "r"(b) : "memory");
+  } else {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
+                 ::"r"(d), "r"(v[0]), "r"(b) : "memory");
+  }
+#else
+  __trap();
 #endif
 }
 __device__ __forceinline__ void cluster_sync() {
@@ -124,7 +151,6 @@ __device__ __forceinline__ void wait_copies(int pending) {
 // memory. A phase of the barrier completes when its one arrival (bulk_expect, which also adds the
 // bytes to wait for) has happened and every byte has landed; threads wait for it by its parity.
 // Not built below sm_90, where the host never asks for it (plan_for).
-__device__ __forceinline__ unsigned shared_address(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void bulk_init(unsigned long long* bar) {  // one thread; a __syncthreads after
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)) : "memory");

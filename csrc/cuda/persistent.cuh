@@ -37,6 +37,13 @@
 //             barrier that ended step s-1, which every block passed after its product of step s-1,
 //             the last read of that slot. Each direction is a cluster of its own. The backward's
 //             staged form does the same with the gate gradients.
+//             PACKEDRNN_XCH=cluster_async: the forward without the barrier per step. A block writes
+//             its units of h_t into its own Xs, then sends them with st.async to every other block,
+//             whose mbarrier for that slot counts the bytes; a block waits for step s's bytes
+//             before its product. The slots stay safe without a barrier for the reason the tagged
+//             words are: a block sends into slot (s+1)&1 at step s only after it has received
+//             every block's h_{s-1}, which each block sent after its product of step s-1, the last
+//             read of that slot.
 //   backward  one grid barrier per step. The staged form reads the next step's gate gradients (4x
 //             the size of h); the reduce form, fp32's, exchanges partial sums of dL/dh instead
 //             (rnn_persistent_backward_reduce.cu).
@@ -99,6 +106,7 @@ struct Plan {
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
   bool bulk = false;       // staging by bulk copies (sm_90; PACKEDRNN_STAGE=bulk, an experiment)
   int cluster = 0;         // blocks per cluster, exchanging through shared memory (PACKEDRNN_XCH=cluster)
+  bool cluster_async = false;  // forward: by st.async onto the receivers' mbarriers (=cluster_async)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -137,7 +145,7 @@ struct Smem {
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
-  unsigned long long* bar;  // the mbarrier of bulk staging (Stage)
+  unsigned long long* bar;  // mbarriers: [0] bulk staging (Stage), [1 + slot] the forward's cluster_async
   __host__ __device__ static size_t sizes(const Plan& q, int64_t B, size_t (&n)[6]) {
     auto up = [](size_t v) { return (v + 15) / 16 * 16; };
     const size_t JT = q.rec.JT > q.proj.JT ? q.rec.JT : q.proj.JT;
@@ -151,7 +159,7 @@ struct Smem {
     };
     n[4] = (red(q.rec) > red(q.proj) ? red(q.rec) : red(q.proj)) * 4;
     n[5] = up((size_t)B * 4);
-    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 16;
+    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 32;
   }
   static size_t bytes(const Plan& q, int64_t B) {
     size_t n[6];
@@ -761,10 +769,11 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   return {};
 }
 
-// The experiment PACKEDRNN_XCH=cluster (see the top of this file).
-inline bool cluster_asked() {
+// The experiment PACKEDRNN_XCH=cluster (see the top of this file), or =cluster_async: the same, the
+// forward's exchange by st.async onto each receiver's mbarriers instead of a cluster barrier.
+inline bool cluster_asked(bool async_only = false) {
   const char* x = std::getenv("PACKEDRNN_XCH");
-  return x != nullptr && std::strcmp(x, "cluster") == 0;
+  return x != nullptr && ((!async_only && std::strcmp(x, "cluster") == 0) || std::strcmp(x, "cluster_async") == 0);
 }
 
 // The backward's plan in a cluster (its staged form), where it is asked for and fits; else Hb = 0.

@@ -91,6 +91,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   }
   zero_padding(q.rec, cluster ? 2 * q.NC : q.NC, sm.Xs);
   Stage st(q.bulk, sm.bar);
+  // st.async onto the mbarriers sm.bar[1 + slot]; compiled for fp32 and for the half types' 32 units
+  // per block only (the 16-unit half kernels, near 255 registers, would spill).
+  constexpr bool async_built = std::is_same<S, float>::value || cluster_only;
+  const bool async = async_built && cluster && q.cluster_async;
+  if (async && threadIdx.x == 0) bulk_init(sm.bar + 1), bulk_init(sm.bar + 2);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
   S* h_n = static_cast<S*>(p.h_n) + d * B * P;
@@ -98,7 +103,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     const int64_t b = i / Hb, u = u0 + i % Hb;
     if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
   }
-  // Every block of the cluster runs (and has zeroed its padding) before any block writes into its Xs.
+  // Every block of the cluster runs (and has zeroed its padding and set up its mbarriers) before any
+  // block writes into its Xs.
   if (cluster) cluster_sync();
   S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
   const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
@@ -115,6 +121,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   [[maybe_unused]] GateFragments wf;  // 128 rows of Ws (a cluster): their fragments in registers
   if constexpr (cluster_only) wf.load(q.rec, sm.Ws);
   const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
+  unsigned slot_parity = 0;  // async: bit k, the phase parity that slot k's mbarrier completes next
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
     const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
@@ -133,6 +140,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
+      } else if (async) {  // wait until every other block's h_{t-1} of the active rows has landed
+        unsigned long long* bar = sm.bar + 1 + (s & 1);
+        if (threadIdx.x == 0) bulk_expect(bar, (unsigned)(nc * (q.cluster - 1) * Hb * sizeof(S)));
+        while (!bulk_done(bar, (slot_parity >> (s & 1)) & 1)) {
+        }
+        slot_parity ^= 1u << (s & 1);
       } else if (!cluster) {  // wait for tag s, asking again for all late words at once
         constexpr int U = 16;  // loads in flight per thread
         const int total = nc * q.rec.K;
@@ -205,6 +218,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
         if (s + 1 == m.len) {
           h_n[m.b * P + u] = hs;
+        } else if (async) {  // into this block's slot (s+1)&1; sent to the others below
+          sm.Xs[((s + 1) & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u] = hs;
         } else if (cluster) {  // into slot (s+1)&1 of every block of the cluster, itself included
           S* next = sm.Xs + ((s + 1) & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u;
           for (int c = 0; c < q.cluster; ++c) *peer_shared(next, c) = hs;
@@ -218,18 +233,31 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     if constexpr (lstm) {
       if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
     }
-    if (cluster) {  // one chunk of every active row: load the next step's items, then the barrier
+    if (cluster) {  // one chunk of every active row
       if (s + 1 < steps) {
         const int n_next = active_after(sm.lens, n, s + 1);
+        if (async) {  // this block's units of the rows that go on, to every other block, <= 16 bytes a piece
+          const int piece = Hb * sizeof(S) < 16 ? Hb * (int)sizeof(S) : 16, per_row = Hb * (int)sizeof(S) / piece;
+          const int others = q.cluster - 1, me = blockIdx.x % q.cluster;
+          unsigned char* row0 = reinterpret_cast<unsigned char*>(sm.Xs + ((s + 1) & 1) * xs_slot + u0);
+          for (int e = threadIdx.x; e < n_next * others * per_row; e += kThreads) {
+            const int r = e / (others * per_row), c = e / per_row % others, k = e % per_row;
+            unsigned char* at = row0 + (int64_t)r * q.rec.ld * sizeof(S) + k * piece;
+            store_async(at, at, piece, sm.bar + 1 + ((s + 1) & 1), c < me ? c : c + 1);
+          }
+        }
         load_items<S, NG>(p, Chunk{0, n_next, Hb, u0, d, s + 1, B, sm.order, sm.lens}, gx_all, it);
       }
-      cluster_sync();
+      if (!async) cluster_sync();  // the next step's items were loaded before it
     } else if (q.barrier) {
       grid.sync();
     }
     clock.mark(3);
   }
-  clock.report(cluster ? "forward (cluster)" : q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
+  if (async) cluster_sync();  // no block leaves while another may still send to it
+  clock.report(async ? "forward (cluster, st.async)" : cluster ? "forward (cluster)" : q.barrier ? "forward (barrier)"
+                                                                                               : "forward (tagged)",
+               steps);
 }
 
 constexpr int64_t kTaggedMax = 8192;
@@ -257,7 +285,11 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     };
     const char* x = std::getenv("PACKEDRNN_XCH");
     if (!proj && cluster_asked()) {  // an experiment; else as below
-      const cudaError_t e = run(plan_for<S>(p, NG, p.P, 0, true, true));
+      Plan c = plan_for<S>(p, NG, p.P, 0, true, true);
+      // st.async moves 4 bytes or more; built where the kernel has the registers for it.
+      c.cluster_async = cluster_asked(true) && c.Hb * sizeof(S) >= 4 &&
+                        (std::is_same<S, float>::value || c.rec.JT == kGateRowsAsM);
+      const cudaError_t e = run(c);
       if (e != cudaErrorNotSupported) return e;
     }
     Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);

@@ -11,7 +11,9 @@ extern "C" {
 
 void emu_configure(int sms, int optin, unsigned seed) { emu::configure(sms, optin, seed); }
 void emu_dry_run(int on) { emu::dry_run(on != 0); }
-void emu_last_launch(int* blocks, size_t* smem, int* cluster) { emu::last_launch(blocks, smem, cluster); }
+void emu_last_launch(int* blocks, size_t* smem, int* cluster, long long* stores) {
+  emu::last_launch(blocks, smem, cluster, stores);
+}
 
 // n: cell, T, B, D, H, P, K, proj. ptr: lengths, gx, h0, w_hh, b_hh, w_hr, c, m, out, h_n, saved, xch.
 int emu_forward(const int64_t* n, void* const* ptr, int dtype) {

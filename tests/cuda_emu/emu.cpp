@@ -87,6 +87,7 @@ int g_sms = 132, g_optin = 232448;  // an H100/H200
 unsigned g_seed = 0;
 bool g_dry_run = false;  // launches record their size and return without running
 int g_last_blocks = 0, g_last_cluster = 0;
+long long g_last_stores = 0;  // st.async of the last launch
 size_t g_last_smem = 0;
 
 void switch_out() { swapcontext(&G->cur->ctx, &G->sched); }
@@ -117,8 +118,8 @@ int sm_count() { return g_sms; }
 int shared_memory_optin() { return g_optin; }
 void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin, g_seed = seed; }
 void dry_run(bool on) { g_dry_run = on; }
-void last_launch(int* blocks, size_t* smem, int* cluster) {
-  *blocks = g_last_blocks, *smem = g_last_smem, *cluster = g_last_cluster;
+void last_launch(int* blocks, size_t* smem, int* cluster, long long* stores) {
+  *blocks = g_last_blocks, *smem = g_last_smem, *cluster = g_last_cluster, *stores = g_last_stores;
 }
 
 void block_barrier() { arrive(G->blocks[blockIdx.x].bar); }
@@ -227,6 +228,11 @@ void bulk_copy(void* dst, const void* src, unsigned bytes, void* bar) {
   m->copies.emplace_back(static_cast<unsigned char*>(dst), std::vector<unsigned char>(s, s + bytes));
 }
 
+void store_async(void* dst, const void* src, unsigned bytes, void* bar) {
+  ++g_last_stores;
+  bulk_copy(dst, src, bytes, bar);
+}
+
 bool bulk_done(void* bar, unsigned parity) {
   MBar* m = find_bar(bar);
   if (m == nullptr) return true;
@@ -257,7 +263,7 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
     std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
     return 1;
   }
-  g_last_blocks = blocks, g_last_smem = smem, g_last_cluster = cluster;
+  g_last_blocks = blocks, g_last_smem = smem, g_last_cluster = cluster, g_last_stores = 0;
   if (g_dry_run) return 0;
   Grid g;
   G = &g;

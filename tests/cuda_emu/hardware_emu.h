@@ -17,7 +17,7 @@ namespace emu {
 // The emulated device (SMs, shared memory per block) and the scheduling seed (emu.cpp).
 void configure(int sms, int optin, unsigned seed);
 void dry_run(bool on);                         // launches only record their size:
-void last_launch(int* blocks, size_t* smem, int* cluster);  // the last one's
+void last_launch(int* blocks, size_t* smem, int* cluster, long long* stores);  // the last one's (stores: st.async)
 // Runs body() on blocks x threads fibers (in clusters of `cluster` blocks, 0: no clusters);
 // nonzero (and a message on stderr) when the threads deadlock, a barrier is left unbalanced, or a
 // block writes past its shared memory.
@@ -26,6 +26,9 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
 // at the same offset in the shared memory of block `rank` of its cluster.
 void cluster_barrier();
 unsigned char* peer_shared(const void* p, unsigned rank);
+// st.async: `bytes` from src into dst (a peer's shared memory), counted on the peer's mbarrier
+// `bar`; lands like a bulk copy (when the peer waits, or at once under random orders).
+void store_async(void* dst, const void* src, unsigned bytes, void* bar);
 unsigned char* shared_memory();  // the running block's, `smem` bytes, 16-byte aligned
 void yield();                    // let the other threads run
 bool fail(const char* what);     // records the launch's first failure; returns false
@@ -68,6 +71,14 @@ T* peer_shared(T* p, unsigned rank) {
   return reinterpret_cast<T*>(emu::peer_shared(p, rank));
 }
 inline void cluster_sync() { emu::cluster_barrier(); }
+inline void store_async(void* dst, const void* src, unsigned bytes, unsigned long long* bar, unsigned rank) {
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || reinterpret_cast<uintptr_t>(dst) % bytes != 0 ||
+      !emu::in_shared(dst, 1) || !emu::in_shared(bar, 8)) {
+    emu::fail("st.async: a size other than 4, 8 or 16 bytes, unaligned, or not in this block's shared memory");
+    return;
+  }
+  emu::store_async(emu::peer_shared(dst, rank), src, bytes, emu::peer_shared(bar, rank));
+}
 
 inline unsigned long long now_ns() {
   return (unsigned long long)std::chrono::duration_cast<std::chrono::nanoseconds>(
