@@ -46,10 +46,12 @@ want build && { stage build python3 setup.py -q build_ext --inplace || { tail -4
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
 want probe && stage probe env PYTHONPATH="$PWD" timeout 200 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
-# The steps suite again with the cluster exchange (PACKEDRNN_XCH=cluster, an experiment: it takes
-# the bf16/fp16 forward rows there; the others run as without it).
-want steps && { stage cluster_steps env PACKEDRNN_XCH=cluster python3 -m packedrnn.bench --suite steps --backends cuda \
-  --out "$OUT/cluster_steps" --repeat 10 --budget 6; rm -f "$OUT/cluster_steps/speedup.png"; }
+# The steps suite again with the cluster exchange (PACKEDRNN_XCH=cluster|cluster_async, experiments:
+# they take the bf16/fp16 forward rows there; the others run as without them).
+for xch in cluster cluster_async; do
+  want steps && { stage "${xch}_steps" env PACKEDRNN_XCH=$xch python3 -m packedrnn.bench --suite steps \
+    --backends cuda --out "$OUT/${xch}_steps" --repeat 10 --budget 6; rm -f "$OUT/${xch}_steps/speedup.png"; }
+done
 want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider --maxfail=10 tests/test_cuda.py \
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit and not cluster}"

@@ -168,10 +168,11 @@ def experiment_latency():
 
 
 def cluster_latency():
-    """us per step of one layer, all rows T long, the forward exchanging h through L2 (the default:
-    tagged words below B*P = 8192, else the barrier) or inside a cluster (PACKEDRNN_XCH=cluster,
-    sm_90), alternately, twice each; the backward is the same in both. Then one run in a cluster
-    with PACKEDRNN_TIMING=1 (the phase split: "barrier" is the cluster barrier)."""
+    """us per step of one layer, all rows T long, h and the gate gradients exchanged through L2 (the
+    default) or inside a cluster (PACKEDRNN_XCH=cluster, sm_90), the forward with a cluster barrier
+    per step or by st.async (=cluster_async), alternately, twice each. Then one run of each cluster
+    form with PACKEDRNN_TIMING=1 (the phase split: "barrier" is the cluster barrier, or the wait for
+    the st.async bytes is in "stage")."""
     os.environ["PACKEDRNN_PERSISTENT"] = "force"
     T = 500
     for cell, H, B, dt in [("LSTM", 512, 8, "bf16"), ("LSTM", 512, 8, "fp16"), ("LSTM", 512, 16, "bf16"),
@@ -183,20 +184,21 @@ def cluster_latency():
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        times = {"L2": [], "cluster": []}
-        for xch in ("L2", "cluster") * 2:
-            os.environ["PACKEDRNN_XCH"] = "cluster" if xch == "cluster" else ""
+        times = {"L2": [], "cluster": [], "cluster_async": []}
+        for xch in list(times) * 2:
+            os.environ["PACKEDRNN_XCH"] = "" if xch == "L2" else xch
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
             times[xch].append((f, time_ms(train)))
         line = [f"{xch} fwd {statistics.mean(t[0] for t in ts) * 1e3 / T:.2f} "
                 f"fwd+bwd {statistics.mean(t[1] for t in ts) * 1e3 / T:.2f}" for xch, ts in times.items()]
         print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
-        os.environ.update(PACKEDRNN_XCH="cluster", PACKEDRNN_TIMING="1")
-        with torch.no_grad():
-            m(x, lengths=lengths)
-        torch.cuda.synchronize()
-        os.environ["PACKEDRNN_TIMING"] = "0"
+        for xch in ("cluster", "cluster_async"):
+            os.environ.update(PACKEDRNN_XCH=xch, PACKEDRNN_TIMING="1")
+            with torch.no_grad():
+                m(x, lengths=lengths)
+            torch.cuda.synchronize()
+            os.environ["PACKEDRNN_TIMING"] = "0"
     os.environ.pop("PACKEDRNN_XCH")
 
 

@@ -13,7 +13,7 @@ for cell, kw, xch, persistent, bwd, stage in (
         ("LSTM", {"proj_size": 6}, "", "force", "", ""), ("LSTM", {"proj_size": 6}, "", "0", "", ""),
         ("GRU", {}, "tagged", "1", "reduce", ""), ("GRU", {}, "barrier", "1", "staged", ""),
         ("LSTM", {"proj_size": 8}, "", "force", "", "bulk"), ("GRU", {}, "barrier", "force", "staged", "bulk"),
-        ("LSTM", {}, "cluster", "force", "", ""), ("GRU", {}, "cluster", "force", "", "")):
+        ("LSTM", {}, "cluster", "force", "", ""), ("GRU", {}, "cluster_async", "force", "", "")):
     os.environ["PACKEDRNN_XCH"] = xch  # how the persistent forward passes h between blocks (cluster: sm_90)
     os.environ["PACKEDRNN_STAGE"] = stage  # bulk: staging by bulk copies (sm_90 and later)
     os.environ["PACKEDRNN_PERSISTENT"] = persistent

@@ -55,13 +55,13 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
 # The persistent kernels (forced), the per-step kernels, and the persistent kernels with the cluster
 # exchange (PACKEDRNN_XCH=cluster, an experiment; at H=32 both directions take it, but not with a
 # projection).
-PERSISTENT_MODES = ["force", "0", "force, PACKEDRNN_XCH=cluster"]
+PERSISTENT_MODES = ["force", "0", "force, PACKEDRNN_XCH=cluster", "force, PACKEDRNN_XCH=cluster_async"]
 
 
 def set_persistent_mode(mode, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode.split(",")[0])
-    if "cluster" in mode:
-        monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
+    if "=" in mode:
+        monkeypatch.setenv(*mode.split(", ")[1].split("="))
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
@@ -256,11 +256,16 @@ CLUSTER_SIZES = [  # cell, I, H, B, T, bidirectional, dtype, tolerance
 
 
 @pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability()[0] < 9, reason="clusters need sm_90")
+@pytest.mark.parametrize("xch", ["cluster", "cluster_async"])
 @pytest.mark.parametrize("cell,I,H,B,T,bi,dtype,tol", CLUSTER_SIZES, ids=lambda v: str(v))
-def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, monkeypatch, capfd):
+def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, xch, monkeypatch, capfd):
     """The forward and the backward with h or the gate gradients exchanged inside a cluster, against
-    the per-step kernels; their phase clocks name the exchange, so a silent fallback fails."""
-    persistent_against_per_step(cell, I, H, B, T, bi, {}, dtype, tol, monkeypatch, PACKEDRNN_XCH="cluster",
+    the per-step kernels; their phase clocks name the exchange, so a silent fallback fails.
+    cluster_async: the forward by st.async (fp32, and bf16/fp16 at 32 units per block; the
+    backward as with cluster)."""
+    persistent_against_per_step(cell, I, H, B, T, bi, {}, dtype, tol, monkeypatch, PACKEDRNN_XCH=xch,
                                 PACKEDRNN_TIMING="1")
     printed = capfd.readouterr().out
-    assert "forward (cluster)" in printed and "backward (cluster)" in printed
+    sends = dtype == torch.float32 or H > 16 * 16
+    forward = "forward (cluster, st.async)" if xch == "cluster_async" and sends else "forward (cluster)"
+    assert forward in printed and "backward (cluster)" in printed
