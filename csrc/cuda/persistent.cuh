@@ -696,6 +696,12 @@ cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStrea
   return launch_cooperative(kernel, q.blocks, kThreads, q.smem, stream, p, q);
 }
 
+// Whether the developer switch `name` (an environment variable) is set to `value`.
+inline bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
 inline int pow2_at_least(int64_t n) {
   int v = 1;
   while (v < n) v *= 2;
@@ -738,14 +744,11 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   q.Hb = Hb;
   // Developer switches: the phase clock; two rows of Ws per thread in the FFMA product; staging by
   // bulk copies (Hopper and later).
-  const char* timing = std::getenv("PACKEDRNN_TIMING");
-  q.timing = timing != nullptr && std::strcmp(timing, "1") == 0;
-  const char* tile = std::getenv("PACKEDRNN_TILE");
-  const bool two_rows = tile != nullptr && std::strcmp(tile, "2") == 0;
-  const char* stage = std::getenv("PACKEDRNN_STAGE");
+  q.timing = env_is("PACKEDRNN_TIMING", "1");
+  const bool two_rows = env_is("PACKEDRNN_TILE", "2");
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return {};
-  q.bulk = stage != nullptr && std::strcmp(stage, "bulk") == 0 && major >= 9;
+  q.bulk = env_is("PACKEDRNN_STAGE", "bulk") && major >= 9;
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   if (cluster) {
     if (major < 9) return {};
@@ -771,10 +774,7 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
 
 // The experiment PACKEDRNN_XCH=cluster (see the top of this file), or =cluster_async: the same, the
 // forward's exchange by st.async onto each receiver's mbarriers instead of a cluster barrier.
-inline bool cluster_asked(bool async_only = false) {
-  const char* x = std::getenv("PACKEDRNN_XCH");
-  return x != nullptr && ((!async_only && std::strcmp(x, "cluster") == 0) || std::strcmp(x, "cluster_async") == 0);
-}
+inline bool cluster_asked() { return env_is("PACKEDRNN_XCH", "cluster") || env_is("PACKEDRNN_XCH", "cluster_async"); }
 
 // The backward's plan in a cluster (its staged form), where it is asked for and fits; else Hb = 0.
 // The reduce form steps aside for it.

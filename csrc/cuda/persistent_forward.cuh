@@ -283,11 +283,10 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
         return with_width<4, 8, 16, 32, 64, 128>(q.Hb ? q.rec.JT : 0, launch);
       }
     };
-    const char* x = std::getenv("PACKEDRNN_XCH");
     if (!proj && cluster_asked()) {  // an experiment; else as below
       Plan c = plan_for<S>(p, NG, p.P, 0, true, true);
       // st.async moves 4 bytes or more; built where the kernel has the registers for it.
-      c.cluster_async = cluster_asked(true) && c.Hb * sizeof(S) >= 4 &&
+      c.cluster_async = env_is("PACKEDRNN_XCH", "cluster_async") && c.Hb * sizeof(S) >= 4 &&
                         (std::is_same<S, float>::value || c.rec.JT == kGateRowsAsM);
       const cudaError_t e = run(c);
       if (e != cudaErrorNotSupported) return e;
@@ -298,8 +297,8 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     // bytes cost more than the barrier saves (measured on an H200, RESULTS.md). A projection
     // needs a barrier between its two products anyway: it always takes the barrier.
     // PACKEDRNN_XCH=barrier|tagged forces one (a cluster the call does not fit falls back here).
-    const bool forced = x != nullptr && (std::strcmp(x, "barrier") == 0 || std::strcmp(x, "tagged") == 0);
-    q.barrier = proj || (forced ? std::strcmp(x, "barrier") == 0 : p.B * p.P > kTaggedMax);
+    q.barrier = proj || env_is("PACKEDRNN_XCH", "barrier") ||
+                (!env_is("PACKEDRNN_XCH", "tagged") && p.B * p.P > kTaggedMax);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
     return run(q);
   }

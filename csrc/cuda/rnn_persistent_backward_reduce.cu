@@ -152,9 +152,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
 // PACKEDRNN_BWD=staged|reduce forces a form where it applies (for tests and measurements).
 template <typename S, int NG>
 Plan reduce_plan(const BackwardParams& p) {
-  const char* v = std::getenv("PACKEDRNN_BWD");
-  const bool forced = v != nullptr && std::strcmp(v, "reduce") == 0;
-  if ((v != nullptr && std::strcmp(v, "staged") == 0) || (!forced && !std::is_same<S, float>::value) ||
+  const bool forced = env_is("PACKEDRNN_BWD", "reduce");
+  if (env_is("PACKEDRNN_BWD", "staged") || (!forced && !std::is_same<S, float>::value) ||
       (p.cell == kLSTM && p.proj) || backward_cluster_plan<S, NG>(p).Hb)
     return {};
   const Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
