@@ -8,9 +8,107 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
 #include "layer_args.h"
 
 namespace packedrnn {
+
+// ---------------------------------------------------------------------------------------------
+// fp32 products from bf16 tensor-core products, fp32-accurate (experiment PACKEDRNN_GEMM=bf16x6).
+//
+// Why: these products are most of an fp32 layer's FLOPs in training, and an fp32 GEMM runs at
+// 51 TFLOP/s on an H200 where bf16 runs at 778 (anchors); TF32 alone fails our fp32 tolerance.
+// How: each operand is split into three bf16 pieces, v = v0 + v1 + v2 with v1 = bf16(v - v0),
+// v2 = bf16(v - v0 - v1) (each piece holds the next 8-9 significant bits, 24 in all: fp32's).
+// Of the nine piece products, the six of size >= 2^-18 |A||B| are kept,
+//   A B = A0 B0 + A0 B1 + A1 B0 + A0 B2 + A1 B1 + A2 B0  (+ terms below 2^-26 |A||B|),
+// run as ONE bf16 GEMM with fp32 accumulation and output over six times the depth:
+//   [A0 A0 A0 A1 A1 A2] [B0; B1; B2; B0; B1; B0].
+// The products of bf16 pieces are exact in fp32, so on the CPU (tests) the same GEMM runs in fp32
+// on the pieces. Work is cut into slices of the token rows so the pieces stay within ~200 MB.
+// Known difference: an Inf in an operand meets the other operand's lower pieces (Inf * w1 with w1
+// of either sign), so a row with an Inf at a real position of x gives NaN where fp32 products give
+// +-Inf and the gates saturate. Padding never reaches these products (it is skipped or zeroed).
+
+inline bool split_gemms(const at::Tensor& t) {
+  if (t.scalar_type() != at::kFloat) return false;
+  const char* v = std::getenv("PACKEDRNN_GEMM");
+  if (v == nullptr || std::strcmp(v, "bf16x6") != 0) return false;
+  // A caller who allows TF32 for matmuls gets it from the plain product, faster still.
+  return !(t.is_cuda() && at::globalContext().allowTF32CuBLAS());
+}
+
+// {v0, v1, v2}: v's three bf16 pieces, each with v's strides.
+inline std::vector<at::Tensor> bf16_pieces(const at::Tensor& v) {
+  const at::Tensor v0 = v.to(at::kBFloat16);
+  const at::Tensor r1 = v - v0;
+  const at::Tensor v1 = r1.to(at::kBFloat16);
+  return {v0, v1, (r1 - v1).to(at::kBFloat16)};
+}
+
+// Concatenates along `dim`; for transposed matrices, along the stored layout (then transposed
+// back), so the GEMM reads a transposed operand instead of the cat writing one.
+inline at::Tensor cat_pieces(std::vector<at::Tensor> v, int64_t dim) {
+  if (v[0].stride(0) == 1 && v[0].stride(1) != 1) {
+    for (auto& t : v) t = t.t();
+    return at::cat(v, 1 - dim).t();
+  }
+  return at::cat(v, dim);
+}
+
+// A [M, K] B [K, N] -> fp32 [M, N] as the six piece products.
+inline at::Tensor mm_bf16x6(const at::Tensor& A, const at::Tensor& B) {
+  const auto a = bf16_pieces(A), b = bf16_pieces(B);
+  const at::Tensor Ak = cat_pieces({a[0], a[0], a[0], a[1], a[1], a[2]}, 1);
+  const at::Tensor Bk = cat_pieces({b[0], b[1], b[2], b[0], b[1], b[0]}, 0);
+  return A.is_cuda() ? at::mm(Ak, Bk, at::kFloat) : at::mm(Ak.to(at::kFloat), Bk.to(at::kFloat));
+}
+
+// out (+)= A B: the plain product, or the six piece products in slices of the token dimension
+// (the longest: M for gx and dx, K for the weight gradients).
+inline void mm_into(at::Tensor out, const at::Tensor& A, const at::Tensor& B, bool accumulate) {
+  if (!split_gemms(A)) {
+    if (accumulate) {
+      out.addmm_(A, B);
+    } else {
+      at::mm_out(out, A, B);
+    }
+    return;
+  }
+  const int64_t M = A.size(0), K = A.size(1), N = B.size(1);
+  if (K == 0 && !accumulate) out.zero_();
+  // Elements of one operand or product per slice: pieces ~200 MB (PACKEDRNN_GEMM_SLICE, for tests).
+  const char* slice = std::getenv("PACKEDRNN_GEMM_SLICE");
+  const int64_t kSliceElems = slice != nullptr ? std::max<int64_t>(1, std::atoll(slice)) : int64_t(1) << 24;
+  if (K >= M) {
+    const int64_t step = std::max<int64_t>(1, kSliceElems / std::max(M, N));
+    for (int64_t k = 0; k < K; k += step) {
+      const int64_t n = std::min(step, K - k);
+      const at::Tensor part = mm_bf16x6(A.narrow(1, k, n), B.narrow(0, k, n));
+      if (accumulate || k > 0) {
+        out.add_(part);
+      } else {
+        out.copy_(part);
+      }
+    }
+  } else {
+    const int64_t step = std::max<int64_t>(1, kSliceElems / std::max(K, N));
+    for (int64_t i = 0; i < M; i += step) {
+      const int64_t n = std::min(step, M - i);
+      at::Tensor rows = out.narrow(0, i, n);
+      const at::Tensor part = mm_bf16x6(A.narrow(0, i, n), B);
+      if (accumulate) {
+        rows.add_(part);
+      } else {
+        rows.copy_(part);
+      }
+    }
+  }
+}
 
 // The flat positions t*B + b of the valid tokens (t < lengths[b]), time-major, from int64 lengths
 // on the CPU: the token rows' order.
@@ -26,11 +124,17 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
   at::Tensor gx = at::empty({a.D, x2.size(0), a.G}, x2.options());
   for (int64_t d = 0; d < a.D; ++d) {
     at::Tensor out = gx[d];
-    if (a.bias) {
-      at::Tensor b = a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
-      at::addmm_out(out, b, x2, w_ih[d].t());
+    const at::Tensor w = w_ih[d].t();
+    if (!a.bias) {
+      mm_into(out, x2, w, false);
+      continue;
+    }
+    const at::Tensor b = a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
+    if (split_gemms(x2)) {
+      out.copy_(b);
+      mm_into(out, x2, w, /*accumulate=*/true);
     } else {
-      at::mm_out(out, x2, w_ih[d].t());
+      at::addmm_out(out, b, x2, w);
     }
   }
   return gx;
@@ -51,18 +155,10 @@ weight_and_input_grads(const LayerArgs& a, const at::Tensor& x2, const at::Tenso
   at::Tensor dw_hh = at::empty({a.D, a.G, a.P}, opt);
   at::Tensor dw_hr = a.proj ? at::empty({a.D, a.P, a.H}, opt) : at::empty({0}, opt);
   for (int64_t d = 0; d < a.D; ++d) {
-    if (d == 0) {
-      at::mm_out(dx, dgx[d], w_ih[d]);
-    } else {
-      dx.addmm_(dgx[d], w_ih[d]);
-    }
-    at::Tensor dw_ih_d = dw_ih[d], dw_hh_d = dw_hh[d];
-    at::mm_out(dw_ih_d, dgx[d].t(), x2);
-    at::mm_out(dw_hh_d, dgh[d].t(), h_prev[d]);
-    if (a.proj) {
-      at::Tensor dw_hr_d = dw_hr[d];
-      at::mm_out(dw_hr_d, dH[d].t(), m[d]);
-    }
+    mm_into(dx, dgx[d], w_ih[d], /*accumulate=*/d > 0);
+    mm_into(dw_ih[d], dgx[d].t(), x2, false);
+    mm_into(dw_hh[d], dgh[d].t(), h_prev[d], false);
+    if (a.proj) mm_into(dw_hr[d], dH[d].t(), m[d], false);
   }
   at::Tensor db_ih = a.bias ? dgx.sum(1) : at::empty({0}, opt);
   at::Tensor db_hh = a.bias ? (a.cell == kLSTM ? db_ih.clone() : dgh.sum(1)) : at::empty({0}, opt);

@@ -7,7 +7,7 @@
 # kept between calls of a warm machine). Arguments: the stages to run (default: all), e.g.
 #   OUT=$OUT bash scripts/gpu_check.sh build probe tests      then      ... steps bench sanitize
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
-# suite with PACKEDRNN_TOKENS=1)
+# suite with PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit and not cluster)
@@ -53,15 +53,17 @@ for xch in cluster cluster_async; do
     --backends cuda --out "$OUT/${xch}_steps" --repeat 10 --budget 6; rm -f "$OUT/${xch}_steps/speedup.png"; }
 done
 want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider --maxfail=10 tests/test_cuda.py \
-  tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
+  tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py tests/test_split_products.py \
   -k "${TESTS_K:-cuda and not jit and not cluster}"
 # The cluster exchange (PACKEDRNN_XCH=cluster, an experiment never run on a GPU yet) on its own,
 # after the rest, so that a hang there costs nothing else.
 want tests && stage cluster_tests timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cluster
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-# The gpu suite again with the lengths passed to the op on the CPU (PACKEDRNN_TOKENS=1, an
-# experiment: the products around the recurrence skip the padding). Not among the defaults.
-want tokens && { stage tokens env PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --suite gpu --backends cuda \
+# The gpu suite again with the lengths passed to the op on the CPU (PACKEDRNN_TOKENS=1: the
+# products around the recurrence skip the padding) and the fp32 products as six bf16 products
+# (PACKEDRNN_GEMM=bf16x6; the probe's `products` lines time it alone); both experiments, and the
+# bench's correctness gate checks them on every row. Not among the defaults.
+want tokens && { stage tokens env PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6 python3 -m packedrnn.bench --suite gpu --backends cuda \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
 # Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).

@@ -7,7 +7,8 @@ timeout, so a hang shows up as the last case printed):
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
      split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the experiments: h exchanged
      inside a cluster (PACKEDRNN_XCH=cluster), staging by bulk copies (PACKEDRNN_STAGE=bulk), two
-     rows of W_hh per thread (PACKEDRNN_TILE=2). (The backward's two forms and the projection against
+     rows of W_hh per thread (PACKEDRNN_TILE=2), the fp32 products around the recurrence as six
+     bf16 products (PACKEDRNN_GEMM=bf16x6). (The backward's two forms and the projection against
      the per-step kernels were measured and decided: RESULTS.md, fourth session.)
 Prints as it goes; CUDA events, median of 5."""
 import os
@@ -202,11 +203,48 @@ def cluster_latency():
     os.environ.pop("PACKEDRNN_XCH")
 
 
+def gemm_latency():
+    """fp32 training of the GPU suite's fp32 layers with the products around the recurrence in fp32
+    or as six bf16 tensor-core products (PACKEDRNN_GEMM=bf16x6, csrc/layer_gemms.h), lengths on
+    the CPU with PACKEDRNN_TOKENS=1 (so the products skip the padding), alternately, twice each, ms
+    per fwd+bwd; then each form's largest error against fp64 (on the GPU; T cut to 40, relative to
+    the largest value of each result)."""
+    os.environ.update(PACKEDRNN_PERSISTENT="1", PACKEDRNN_TOKENS="1")
+    for cell, H, bi, B, T, lo in [("LSTM", 256, False, 64, 100, 0.1), ("LSTM", 512, True, 64, 500, 0.25),
+                                  ("GRU", 512, True, 64, 500, 0.25), ("LSTM", 1024, False, 256, 200, 0.25)]:
+        m = build(cell, H, H, bi, torch.float32)
+        x, lengths = inputs(m, B, T, lo=lo)
+
+        def train():
+            out, _ = m(x, lengths=lengths)
+            out.sum().backward()
+        times = {"fp32": [], "bf16x6": []}
+        for mode in list(times) * 2:
+            os.environ["PACKEDRNN_GEMM"] = mode
+            times[mode].append(time_ms(train))
+        m64 = build(cell, H, H, bi, torch.float64)
+        m64.load_state_dict(m.state_dict())
+        x64, short = x.detach()[:, :40].double().requires_grad_(True), lengths.clamp(max=40)
+        ref = results(m64, x64, short, "1")
+        errs = {}
+        for mode in times:
+            os.environ["PACKEDRNN_GEMM"] = mode
+            got = results(m, x64.detach().float().requires_grad_(True), short, "1")
+            errs[mode] = max(((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+                             for a, b in zip(got, ref))
+        print(f"products {cell} H={H} {'bi ' if bi else ''}B={B} T={T} fp32 train ms: " +
+              ", ".join(f"{k} {statistics.mean(v):.2f} (max rel err {errs[k]:.1e})" for k, v in times.items()),
+              flush=True)
+    for k in ("PACKEDRNN_GEMM", "PACKEDRNN_TOKENS"):
+        os.environ.pop(k)
+
+
 if __name__ == "__main__":
     w = agreement()
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
         experiment_latency()
+        gemm_latency()
         cluster_latency()  # last: never run on a GPU yet, so a hang there costs nothing else
     sys.exit(0 if w < 1e-4 else 1)
