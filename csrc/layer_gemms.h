@@ -27,7 +27,8 @@ namespace packedrnn {
 // Of the nine piece products, the six of size >= 2^-18 |A||B| are kept,
 //   A B = A0 B0 + A0 B1 + A1 B0 + A0 B2 + A1 B1 + A2 B0  (+ terms below 2^-26 |A||B|),
 // run as ONE bf16 GEMM with fp32 accumulation and output over six times the depth:
-//   [A0 A0 A0 A1 A1 A2] [B0; B1; B2; B0; B1; B0].
+//   [A0 A0 A0 A1 A1 A2] [B0; B1; B2; B0; B1; B0]
+// whose operands one kernel writes on CUDA (split_pieces.cu), ATen ops elsewhere.
 // The products of bf16 pieces are exact in fp32, so on the CPU (tests) the same GEMM runs in fp32
 // on the pieces. Work is cut into slices of the token rows so the pieces stay within ~200 MB.
 // Known difference: an Inf in an operand meets the other operand's lower pieces (Inf * w1 with w1
@@ -42,29 +43,42 @@ inline bool split_gemms(const at::Tensor& t) {
   return !(t.is_cuda() && at::globalContext().allowTF32CuBLAS());
 }
 
-// {v0, v1, v2}: v's three bf16 pieces, each with v's strides.
-inline std::vector<at::Tensor> bf16_pieces(const at::Tensor& v) {
-  const at::Tensor v0 = v.to(at::kBFloat16);
-  const at::Tensor r1 = v - v0;
-  const at::Tensor v1 = r1.to(at::kBFloat16);
-  return {v0, v1, (r1 - v1).to(at::kBFloat16)};
+// The one-pass split of the CUDA build (split_pieces.cu), set when its glue loads; null: ATen ops.
+using SplitPieces = void (*)(const at::Tensor& src, const at::Tensor& dst, bool stack_rows, unsigned order);
+inline SplitPieces& cuda_split_pieces() {
+  static SplitPieces fn = nullptr;
+  return fn;
 }
 
-// Concatenates along `dim`; for transposed matrices, along the stored layout (then transposed
-// back), so the GEMM reads a transposed operand instead of the cat writing one.
-inline at::Tensor cat_pieces(std::vector<at::Tensor> v, int64_t dim) {
-  if (v[0].stride(0) == 1 && v[0].stride(1) != 1) {
-    for (auto& t : v) t = t.t();
-    return at::cat(v, 1 - dim).t();
+// Which piece each of the six copies holds, two bits per copy (copy j: (order >> 2j) & 3).
+constexpr unsigned piece_order(unsigned p0, unsigned p1, unsigned p2, unsigned p3, unsigned p4, unsigned p5) {
+  return p0 | p1 << 2 | p2 << 4 | p3 << 6 | p4 << 8 | p5 << 10;
+}
+
+// Six copies of v's bf16 pieces concatenated along v's dimension `dim` (0 or 1). A transposed v
+// is split along its stored layout and transposed back, so the product reads a transposed
+// operand instead of the split writing one.
+inline at::Tensor stacked_pieces(const at::Tensor& v, int64_t dim, unsigned order) {
+  if (v.stride(0) == 1 && v.stride(1) != 1) return stacked_pieces(v.t(), 1 - dim, order).t();
+  const at::Tensor src = v.stride(1) == 1 ? v : v.contiguous();
+  if (src.is_cuda() && cuda_split_pieces() != nullptr) {
+    const int64_t R = src.size(0), C = src.size(1);
+    at::Tensor dst = at::empty(dim == 0 ? at::IntArrayRef{6 * R, C} : at::IntArrayRef{R, 6 * C},
+                               src.options().dtype(at::kBFloat16));
+    cuda_split_pieces()(src, dst, dim == 0, order);
+    return dst;
   }
-  return at::cat(v, dim);
+  const at::Tensor v0 = src.to(at::kBFloat16), rest = src - v0, v1 = rest.to(at::kBFloat16);
+  const at::Tensor piece[3] = {v0, v1, (rest - v1).to(at::kBFloat16)};
+  std::vector<at::Tensor> copies;
+  for (int j = 0; j < 6; ++j) copies.push_back(piece[(order >> (2 * j)) & 3]);
+  return at::cat(copies, dim);
 }
 
 // A [M, K] B [K, N] -> fp32 [M, N] as the six piece products.
 inline at::Tensor mm_bf16x6(const at::Tensor& A, const at::Tensor& B) {
-  const auto a = bf16_pieces(A), b = bf16_pieces(B);
-  const at::Tensor Ak = cat_pieces({a[0], a[0], a[0], a[1], a[1], a[2]}, 1);
-  const at::Tensor Bk = cat_pieces({b[0], b[1], b[2], b[0], b[1], b[0]}, 0);
+  const at::Tensor Ak = stacked_pieces(A, 1, piece_order(0, 0, 0, 1, 1, 2));
+  const at::Tensor Bk = stacked_pieces(B, 0, piece_order(0, 1, 2, 0, 1, 0));
   return A.is_cuda() ? at::mm(Ak, Bk, at::kFloat) : at::mm(Ak.to(at::kFloat), Bk.to(at::kFloat));
 }
 

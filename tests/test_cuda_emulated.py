@@ -26,6 +26,7 @@ SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_bf16.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_fp16.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_reduce.cu"),
+           os.path.join(ROOT, "csrc", "cuda", "split_pieces.cu"),
            os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
 DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
@@ -62,6 +63,8 @@ def emu(tmp_path_factory):
     for fn in (emu.emu_forward, emu.emu_backward):
         fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
         fn.restype = ctypes.c_int
+    emu.emu_split_pieces.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                     ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
     emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
     emu.emu_dry_run.argtypes = [ctypes.c_int]
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
@@ -415,3 +418,24 @@ def test_where_the_persistent_kernels_run(emu, case):
     finally:
         emu.emu_dry_run(0)
     assert got == [0 if fwd else 801, 0 if bwd else 801]
+
+
+@pytest.mark.parametrize("stack_rows", [True, False])
+def test_split_pieces_emulated(emu, stack_rows):
+    """split_pieces.cu (the one-pass operands of PACKEDRNN_GEMM=bf16x6) against torch's casts: six
+    copies of each value's three bf16 pieces, in the requested order, from a row slice of a wider
+    matrix (row stride > columns), NaN, Inf, zeros and values far apart in size included."""
+    g = torch.Generator().manual_seed(3)
+    wide = torch.randn(37, 130, generator=g) * torch.logspace(-30, 30, 130)
+    wide[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])
+    src = wide[:, 5:105]  # [37, 100], row stride 130
+    v0 = src.to(torch.bfloat16)
+    v1 = (src - v0.float()).to(torch.bfloat16)
+    v2 = (src - v0.float() - v1.float()).to(torch.bfloat16)
+    order = [2, 0, 1, 1, 0, 2]
+    want = torch.cat([(v0, v1, v2)[p] for p in order], dim=0 if stack_rows else 1)
+    got = torch.full_like(want, float("nan"))
+    code = sum(p << (2 * j) for j, p in enumerate(order))
+    emu.emu_configure(132, 232448, 0)  # the emulator runs every block at once: enough SMs for 15
+    assert emu.emu_split_pieces(src.data_ptr(), 37, 100, 130, got.data_ptr(), int(stack_rows), code) == 0
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))

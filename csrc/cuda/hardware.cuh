@@ -13,6 +13,13 @@ namespace persistent {
 // The block's dynamic shared memory, 16-byte aligned, as `unsigned char name[]`.
 #define PACKEDRNN_SHARED_BYTES(name) extern __shared__ __align__(16) unsigned char name[]
 
+// Launch kernel(args...) on `blocks` blocks of `threads` threads (an ordinary launch).
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream, Args... args) {
+  void* ptrs[] = {(void*)&args...};
+  return cudaLaunchKernel((const void*)kernel, dim3(blocks), dim3(threads), ptrs, smem, stream);
+}
+
 // Launch kernel(args...) on `blocks` blocks of `threads` threads, all resident at once.
 template <typename Kernel, typename... Args>
 cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream,

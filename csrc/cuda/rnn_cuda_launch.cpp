@@ -61,6 +61,13 @@ struct DeviceLengths {
   }
 };
 
+// The operands of PACKEDRNN_GEMM=bf16x6 in one pass (layer_gemms.h calls it once registered).
+void split_pieces_cuda(const at::Tensor& src, const at::Tensor& dst, bool stack_rows, unsigned order) {
+  check(split_pieces(src.data_ptr<float>(), src.size(0), src.size(1), src.stride(0), dst.data_ptr(), stack_rows,
+                     order, at::cuda::getCurrentCUDAStream()));
+}
+const bool split_pieces_registered = (cuda_split_pieces() = split_pieces_cuda, true);
+
 // The persistent kernel where it fits, else the per-step kernels.
 template <typename Params>
 void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),

@@ -38,4 +38,8 @@ int64_t emu_backward_partials(const int64_t* n, int dtype) {
   return packedrnn::rnn_backward_persistent_partials(p, static_cast<DType>(dtype));
 }
 
+int emu_split_pieces(const float* src, int64_t R, int64_t C, int64_t ld, void* dst, int stack_rows, unsigned order) {
+  return packedrnn::split_pieces(src, R, C, ld, dst, stack_rows != 0, order, nullptr);
+}
+
 }  // extern "C"

@@ -54,6 +54,11 @@ namespace persistent {
 #define PACKEDRNN_SHARED_BYTES(name) unsigned char* name = emu::shared_memory()
 
 template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t, Args... args) {
+  return emu::launch(blocks, threads, smem, [&] { kernel(args...); }) == 0 ? cudaSuccess : cudaErrorLaunchFailure;
+}
+
+template <typename Kernel, typename... Args>
 cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t, Args... args) {
   return emu::launch(blocks, threads, smem, [&] { kernel(args...); }) == 0 ? cudaSuccess : cudaErrorLaunchFailure;
 }
