@@ -7,7 +7,7 @@
 # kept between calls of a warm machine). Arguments: the stages to run (default: all), e.g.
 #   OUT=$OUT bash scripts/gpu_check.sh build probe tests      then      ... steps bench sanitize
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
-# suite with PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6)
+# suite with PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6; `gemm`, two rows with PACKEDRNN_PERSISTENT=gemm)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit and not cluster)
@@ -65,6 +65,12 @@ want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda
 # bench's correctness gate checks them on every row. Not among the defaults.
 want tokens && { stage tokens env PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6 python3 -m packedrnn.bench --suite gpu --backends cuda \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
+# The gpu suite's two B=256, H=1024 rows with the per-step kernels' products by cuBLAS
+# (PACKEDRNN_PERSISTENT=gemm, an experiment), to set beside the same rows of `bench`. Not among the defaults.
+# Its table goes to the log only ($OUT brings back 8 files at most).
+want gemm && stage gemm env PACKEDRNN_PERSISTENT=gemm python3 -m packedrnn.bench --backends cuda --out "$(mktemp -d)" \
+  --case cell=LSTM,B=256,T=200,H=1024,dtype=fp32,train=1,lo=0.25 \
+  --case cell=LSTM,B=256,T=200,H=1024,dtype=bf16,train=1,lo=0.25 ${BENCH_ARGS:---repeat 10 --budget 6}
 # Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then

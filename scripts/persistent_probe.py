@@ -7,8 +7,9 @@ timeout, so a hang shows up as the last case printed):
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
      split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the experiments: h exchanged
      inside a cluster (PACKEDRNN_XCH=cluster), staging by bulk copies (PACKEDRNN_STAGE=bulk), two
-     rows of W_hh per thread (PACKEDRNN_TILE=2), the fp32 products around the recurrence as six
-     bf16 products (PACKEDRNN_GEMM=bf16x6). (The backward's two forms and the projection against
+     rows of W_hh per thread (PACKEDRNN_TILE=2), the per-step kernels with cuBLAS products
+     (PACKEDRNN_PERSISTENT=gemm), the fp32 products around the recurrence as six bf16 products
+     (PACKEDRNN_GEMM=bf16x6). (The backward's two forms and the projection against
      the per-step kernels were measured and decided: RESULTS.md, fourth session.)
 Prints as it goes; CUDA events, median of 5."""
 import os
@@ -203,6 +204,33 @@ def cluster_latency():
     os.environ.pop("PACKEDRNN_XCH")
 
 
+def step_products_latency():
+    """us per step of one layer, all rows T long: the persistent kernels (where they fit) against
+    the per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm), alternately, twice
+    each. Large batches are where the persistent kernels' own products fall behind cuBLAS's."""
+    T = 200
+    for cell, H, dt, bi, B in [("LSTM", 1024, "fp32", False, 256), ("LSTM", 1024, "bf16", False, 256),
+                               ("LSTM", 512, "fp32", False, 256), ("LSTM", 512, "bf16", True, 64),
+                               ("GRU", 512, "fp32", True, 64), ("LSTM", 256, "fp32", False, 64)]:
+        m = build(cell, H, H, bi, DT[dt])
+        x, lengths = inputs(m, B, T, lo=1.0)
+
+        def train():
+            out, _ = m(x, lengths=lengths)
+            out.float().sum().backward()
+        times = {"1": [], "gemm": []}
+        for mode in list(times) * 2:
+            os.environ["PACKEDRNN_PERSISTENT"] = mode
+            with torch.no_grad():
+                f = time_ms(lambda: m(x, lengths=lengths))
+            times[mode].append((f, time_ms(train)))
+        line = [f"{'persistent' if k == '1' else k} fwd {statistics.mean(t[0] for t in v) * 1e3 / T:.2f} "
+                f"fwd+bwd {statistics.mean(t[1] for t in v) * 1e3 / T:.2f}" for k, v in times.items()]
+        print(f"step products {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} us/step: " + ", ".join(line),
+              flush=True)
+    os.environ["PACKEDRNN_PERSISTENT"] = "1"
+
+
 def gemm_latency():
     """fp32 training of the GPU suite's fp32 layers with the products around the recurrence in fp32
     or as six bf16 tensor-core products (PACKEDRNN_GEMM=bf16x6, csrc/layer_gemms.h), lengths on
@@ -245,6 +273,7 @@ if __name__ == "__main__":
     if "--latency" in sys.argv:
         latency(CONFIGS)
         experiment_latency()
+        step_products_latency()
         gemm_latency()
         cluster_latency()  # last: never run on a GPU yet, so a hang there costs nothing else
     sys.exit(0 if w < 1e-4 else 1)

@@ -52,10 +52,10 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
     assert err(o_ours, s_ours) <= 2 * err(o_th, s_th) + 1e-6
 
 
-# The persistent kernels (forced), the per-step kernels, and the persistent kernels with the cluster
-# exchange (PACKEDRNN_XCH=cluster, an experiment; at H=32 both directions take it, but not with a
-# projection).
-PERSISTENT_MODES = ["force", "0", "force, PACKEDRNN_XCH=cluster", "force, PACKEDRNN_XCH=cluster_async"]
+# The persistent kernels (forced), the per-step kernels (alone, or with cuBLAS products:
+# PACKEDRNN_PERSISTENT=gemm, an experiment), and the persistent kernels with the cluster exchange
+# (PACKEDRNN_XCH=cluster, an experiment; at H=32 both directions take it, but not with a projection).
+PERSISTENT_MODES = ["force", "0", "gemm", "force, PACKEDRNN_XCH=cluster", "force, PACKEDRNN_XCH=cluster_async"]
 
 
 def set_persistent_mode(mode, monkeypatch):
@@ -130,10 +130,13 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("tokens", ["", "1"])
-def test_cuda_matches_cpu_op_float64(cell, kw, tokens, monkeypatch):
+@pytest.mark.parametrize("persistent", ["1", "gemm"])
+def test_cuda_matches_cpu_op_float64(cell, kw, tokens, persistent, monkeypatch):
     """And with PACKEDRNN_TOKENS=1 (an experiment: the CUDA op gets the lengths on the CPU and runs
-    its products over the valid rows only, as the CPU op does)."""
+    its products over the valid rows only, as the CPU op does), and with the per-step kernels'
+    products by cuBLAS (PACKEDRNN_PERSISTENT=gemm, an experiment; fp64 never runs persistent)."""
     monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     assert "cpu" in OP_DEVICES
     torch.manual_seed(1)
     ours, _ = make_pair(cell, 12, 20, dtype=torch.float64, num_layers=2, bidirectional=True,
@@ -179,14 +182,16 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 @pytest.mark.parametrize("xch,bwd,experiment", [
     ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
     ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2"),
-    ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1")])
+    ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1"),
+    ("", "", "PACKEDRNN_PERSISTENT=gemm")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
     kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
     always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the experiments
     (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product;
-    lengths passed to the op on the CPU, so that its products skip the padding)."""
+    lengths passed to the op on the CPU, so that its products skip the padding; instead of the
+    persistent kernels, the per-step kernels with cuBLAS products)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
@@ -209,10 +214,11 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
 
 
-def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, **env):
-    """The persistent kernels, forced (with the variables `env` set), against the per-step kernels
-    on the same inputs, relative to the largest value of each result (the two round at different
-    places, so they agree to the dtype's precision, not bitwise)."""
+def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="force", **env):
+    """The persistent kernels, forced (or PACKEDRNN_PERSISTENT=`mode`; with the variables `env`
+    set), against the per-step kernels on the same inputs, relative to the largest value of each
+    result (the two round at different places, so they agree to the dtype's precision, not
+    bitwise)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -223,8 +229,8 @@ def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatc
     lengths[0] = T
     x, hx = random_inputs(ours, lengths, T, with_hx=True)
     results = []
-    for mode in ("force", "0"):
-        monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
+    for m in (mode, "0"):
+        monkeypatch.setenv("PACKEDRNN_PERSISTENT", m)
         out, states = run_ours(ours, x, hx, lengths)
         results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
     torch.cuda.synchronize()
@@ -241,6 +247,14 @@ def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monk
     """bf16/fp16 (tensor-core products) at the same sizes, against the per-step kernels; staging by
     cp.async or (PACKEDRNN_STAGE=bulk, sm_90 and later) by bulk copies."""
     persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, PACKEDRNN_STAGE=stage)
+
+
+@pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
+def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch):
+    """The per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm: tensor cores into
+    fp32) against their own tile products, bf16/fp16."""
+    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="gemm")
 
 
 # Sizes that the cluster exchange takes, forward and backward (PACKEDRNN_XCH=cluster, an experiment

@@ -32,13 +32,13 @@ __device__ __forceinline__ int64_t clamp_length(const int64_t* lengths, int64_t 
 
 }  // namespace packedrnn
 
-// return FN<S, NG>(P, STREAM) for the storage type named by DTYPE and NG = 4 (LSTM) or 3 (GRU).
-#define PACKEDRNN_DISPATCH(FN, P, DTYPE, STREAM)                                                     \
-  switch (DTYPE) {                                                                                   \
-    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, STREAM) : FN<float, 3>(P, STREAM);     \
-    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, STREAM) : FN<double, 3>(P, STREAM);   \
-    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, STREAM) : FN<__half, 3>(P, STREAM);   \
-    case DType::bf16:                                                                                \
-      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, STREAM) : FN<__nv_bfloat16, 3>(P, STREAM);    \
-  }                                                                                                  \
+// return FN<S, NG>(P, ARGS...) for the storage type named by DTYPE and NG = 4 (LSTM) or 3 (GRU).
+#define PACKEDRNN_DISPATCH(FN, P, DTYPE, ...)                                                                   \
+  switch (DTYPE) {                                                                                              \
+    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, __VA_ARGS__) : FN<float, 3>(P, __VA_ARGS__);      \
+    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, __VA_ARGS__) : FN<double, 3>(P, __VA_ARGS__);    \
+    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, __VA_ARGS__) : FN<__half, 3>(P, __VA_ARGS__);    \
+    case DType::bf16:                                                                                           \
+      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, __VA_ARGS__) : FN<__nv_bfloat16, 3>(P, __VA_ARGS__);     \
+  }                                                                                                             \
   return cudaErrorInvalidValue;

@@ -34,6 +34,9 @@ struct ForwardParams {
   void* saved;             // [D, T*B, K]  S  zeroed by the caller, or null (no backward)
   void* xch;               // [2, D, B, P] 64-bit words, zeroed: the persistent kernel's exchange
                            //              of h between blocks (persistent.cuh), or null
+  // Per-step kernels with the caller's products (StepProducts below), else null:
+  void* hbuf = nullptr;    // [D, B, P]    S  every row's latest h (in: h0), the products' input
+  const void* gh = nullptr;  // [D, B, G]  A  hbuf W_hh^T of the step (set per step)
 };
 
 struct BackwardParams {
@@ -52,11 +55,25 @@ struct BackwardParams {
   void* dH;                // [D, T*B, P]  S  zeroed; dL/dh per row (projection only, else null)
   void* direct;            // [D, B, H]    A  scratch for the persistent GRU backward, or null
   void* part = nullptr;    // float scratch of rnn_backward_persistent_partials() values, or null
+  // Per-step kernels with the caller's products (StepProducts below), else null:
+  void* dgbuf = nullptr;   // [D, B, G]    S  zeroed; every row's latest gate gradients (dgh's)
+  const void* ghb = nullptr;  // [D, B, P] A  dgbuf W_hh of the step (set per step)
 };
 
-// Per-step kernels (rnn_kernels.cu): every case. Both return the first CUDA error of their launches.
-cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream);
-cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream);
+// The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, the
+// experiment PACKEDRNN_PERSISTENT=gemm) instead of their own tile products. fn(ctx, s) enqueues
+// step s's product on the stream and returns its device pointer: forward, called before the
+// step's kernels, hbuf W_hh^T (p.gh); backward, called after the step's gate gradients,
+// dgbuf W_hh (p.ghb). Rows not active at s take part in the product; their results are unused.
+struct StepProducts {
+  const void* (*fn)(void* ctx, int64_t s) = nullptr;
+  void* ctx = nullptr;
+};
+
+// Per-step kernels (rnn_kernels.cu): every case. Both return the first CUDA error of their launches
+// (cudaErrorUnknown if products.fn returns null).
+cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream, StepProducts products = {});
+cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream, StepProducts products = {});
 
 // Persistent kernels (persistent_forward.cuh, persistent_backward.cuh, persistent.cuh): one
 // cooperative launch for all steps, W_hh (and W_hr) on chip. Return cudaErrorNotSupported, having

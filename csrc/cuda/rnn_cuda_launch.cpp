@@ -36,12 +36,33 @@ const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() :
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
 
 // PACKEDRNN_PERSISTENT=0 turns the persistent kernels off (to compare, or to rule them out);
-// =force makes a call they refuse an error (tests use it to know which path they checked).
+// =force makes a call they refuse an error (tests use it to know which path they checked);
+// =gemm (an experiment) runs the per-step kernels with each step's recurrent product by cuBLAS
+// (GemmProducts below) instead of their own tile products.
 std::string persistent_mode() {
   const char* v = std::getenv("PACKEDRNN_PERSISTENT");
   return v == nullptr ? "1" : v;
 }
-bool persistent_allowed() { return persistent_mode() != "0"; }
+bool persistent_allowed() { return persistent_mode() != "0" && persistent_mode() != "gemm"; }
+bool gemm_products() { return persistent_mode() == "gemm"; }
+
+// One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w
+// over every row, batched over directions: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
+// backward in = dgbuf [D, B, G], w = W_hh [D, G, P]. In the accumulation dtype: half types
+// multiply on tensor cores into fp32.
+struct GemmProducts {
+  at::Tensor in, w, out;
+  static const void* step(void* self, int64_t) {
+    auto& g = *static_cast<GemmProducts*>(self);
+    if (g.in.scalar_type() == g.out.scalar_type()) {
+      at::bmm_out(g.out, g.in, g.w);
+    } else {
+      g.out = at::bmm(g.in, g.w, g.out.scalar_type());
+    }
+    return g.out.data_ptr();
+  }
+  StepProducts products() { return {&GemmProducts::step, this}; }
+};
 
 // The lengths for the kernels, on x's device. Lengths the caller passed on the CPU (it knew them,
 // so reading them here is no sync) also give the valid positions (`tokens`): the products around
@@ -68,17 +89,17 @@ void split_pieces_cuda(const at::Tensor& src, const at::Tensor& dst, bool stack_
 }
 const bool split_pieces_registered = (cuda_split_pieces() = split_pieces_cuda, true);
 
-// The persistent kernel where it fits, else the per-step kernels.
+// The persistent kernel where it fits, else the per-step kernels (with `products`, if any).
 template <typename Params>
 void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
-         cudaError_t (*per_step)(const Params&, DType, cudaStream_t)) {
+         cudaError_t (*per_step)(const Params&, DType, cudaStream_t, StepProducts), StepProducts products) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   cudaError_t e = persistent_allowed() ? persistent(p, dtype, stream) : cudaErrorNotSupported;
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
     TORCH_CHECK(persistent_mode() != "force", "packedrnn: the persistent kernel refused this call "
                 "(PACKEDRNN_PERSISTENT=force): B=", p.B, " H=", p.H, " D=", p.D, " proj=", p.proj);
-    e = per_step(p, dtype, stream);
+    e = per_step(p, dtype, stream, products);
   }
   check(e);
 }
@@ -127,7 +148,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
-  run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda);
+  GemmProducts gemm;
+  if (gemm_products()) {
+    const at::Tensor hbuf = h0.clone();
+    gemm = {hbuf, w_hh.transpose(1, 2), at::empty({a.D, a.B, a.G}, opt.dtype(acc_of(x.scalar_type())))};
+    p.hbuf = hbuf.data_ptr();
+  }
+  run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda,
+      gemm_products() ? gemm.products() : StepProducts{});
   at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
   return {out, h_n, c_n, saved};
 }
@@ -169,7 +197,14 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   const int64_t partials = persistent_allowed() ? rnn_backward_persistent_partials(p, dtype_of(x.scalar_type())) : 0;
   at::Tensor part = partials > 0 ? at::empty({partials}, opt.dtype(at::kFloat)) : at::Tensor();
   p.part = part.defined() ? part.data_ptr() : nullptr;
-  run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda);
+  GemmProducts gemm;
+  if (gemm_products()) {
+    const at::Tensor dgbuf = at::zeros({a.D, a.B, a.G}, opt);
+    gemm = {dgbuf, w_hh, at::empty({a.D, a.B, a.P}, opt.dtype(acc))};
+    p.dgbuf = dgbuf.data_ptr();
+  }
+  run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda,
+      gemm_products() ? gemm.products() : StepProducts{});
 
   // The products over the valid positions where they are known (gathered), else over all T*B.
   auto rows_of = [&](const at::Tensor& t, int64_t dim) { return dl.tokens ? t.index_select(dim, *dl.tokens) : t; };

@@ -8,6 +8,9 @@
 //   backward  backward_dh, backward_projection   dL/dh and dL/dm (projection only)
 //             backward_cell       gate gradients of the step, into dgx/dgh rows
 //             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ dh z for GRU)
+// With StepProducts (rnn_cuda.h; PACKEDRNN_PERSISTENT=gemm) the caller forms the recurrent
+// products of a step with cuBLAS over dense buffers of every row (hbuf, dgbuf, which the kernels
+// keep), and forward_step / backward_recurrent read them instead of running tile_dot.
 // Time index of row b at step s: t = s forward, t = lengths[b]-1-s reverse; the row is active
 // while s < lengths[b]. Blocks are 8 rows x 32 columns; each reduction is staged through shared
 // memory 32 deep. Half types load and store as half and accumulate in float.
@@ -88,8 +91,16 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
   }
   if (!__syncthreads_or(rs.active)) return;
   A acc[NG];
-  tile_dot<NG, true>(rows, P, static_cast<const S*>(p.w_hh) + d * G * P, P, H, blockIdx.x * kCols, acc);
-  if (!rs.active || u >= H) return;
+  if (p.gh != nullptr) {
+    if (!rs.active || u >= H) return;
+    const A* gh = static_cast<const A*>(p.gh) + (d * B + b) * G + u;
+#pragma unroll
+    for (int g = 0; g < NG; ++g) acc[g] = gh[g * H];
+  } else {
+    tile_dot<NG, true>(rows, P, static_cast<const S*>(p.w_hh) + d * G * P, P, H, blockIdx.x * kCols, acc);
+    if (!rs.active || u >= H) return;
+  }
+  S* hbuf = p.hbuf ? static_cast<S*>(p.hbuf) + (d * B + b) * P + u : nullptr;
 
   const SavedLayout L(p.cell, H, P, p.proj);
   const int64_t row = rs.t * B + b;
@@ -113,6 +124,7 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
       put(static_cast<S*>(p.m) + (d * B + b) * H + u, r.m);
     } else {
       put(o + u, r.m);
+      if (hbuf) put(hbuf, r.m);
     }
   } else {
     const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
@@ -123,6 +135,7 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
                                   to_acc(h_prev[u]));
     if (sv) put(sv + u, r.r), put(sv + H + u, r.z), put(sv + 2 * H + u, r.n), put(sv + 3 * H + u, hn);
     put(o + u, r.h);
+    if (hbuf) put(hbuf, r.h);
   }
 }
 
@@ -139,7 +152,9 @@ __global__ void __launch_bounds__(kThreads) forward_projection(ForwardParams p, 
   if (!__syncthreads_or(rs.active)) return;
   A acc[1];
   tile_dot<1, true>(rows, H, static_cast<const S*>(p.w_hr) + d * P * H, H, P, blockIdx.x * kCols, acc);
-  if (rs.active && n < P) put(static_cast<S*>(p.out) + (rs.t * B + b) * p.D * P + d * P + n, acc[0]);
+  if (!rs.active || n >= P) return;
+  put(static_cast<S*>(p.out) + (rs.t * B + b) * p.D * P + d * P + n, acc[0]);
+  if (p.hbuf) put(static_cast<S*>(p.hbuf) + (d * B + b) * P + n, acc[0]);
 }
 
 // h_n: each row's output at its last step (t = L-1 forward, t = 0 reverse), h0 when L == 0.
@@ -198,6 +213,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
   const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
   A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + u;
   S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
+  S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + b) * G + u : nullptr;  // dgh's values, dense
   if constexpr (lstm) {
     const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
                         : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
@@ -206,6 +222,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
                                     to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dm, *dc);
     *dc = g.dc_prev;
     put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
+    if (dgb) put(dgb, g.di), put(dgb + H, g.df), put(dgb + 2 * H, g.dg), put(dgb + 3 * H, g.do_);
   } else {
     const A dhv = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
     const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
@@ -213,6 +230,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
     S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
     put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
     put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
+    if (dgb) put(dgb, g.dr), put(dgb + H, g.dz), put(dgb + 2 * H, g.dhn);
     *dh = g.dh_prev;  // the direct term; backward_recurrent adds dgh W_hh
   }
 }
@@ -229,7 +247,11 @@ __global__ void __launch_bounds__(kThreads) backward_recurrent(BackwardParams p,
   if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dgh) + (d * p.T * B + rs.t * B + b) * G : nullptr;
   if (!__syncthreads_or(rs.active)) return;
   A acc[1];
-  tile_dot<1, false>(rows, G, static_cast<const S*>(p.w_hh) + d * G * P, P, P, blockIdx.x * kCols, acc);
+  if (p.ghb != nullptr) {
+    acc[0] = rs.active && n < P ? static_cast<const A*>(p.ghb)[(d * B + b) * P + n] : A(0);
+  } else {
+    tile_dot<1, false>(rows, G, static_cast<const S*>(p.w_hh) + d * G * P, P, P, blockIdx.x * kCols, acc);
+  }
   if (rs.active && n < P) {
     A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + n;
     *dh = (NG == 3 ? *dh : A(0)) + acc[0];
@@ -241,9 +263,11 @@ dim3 tiles(int64_t columns, int64_t B, int64_t D) {
 }
 
 template <typename S, int NG>
-cudaError_t forward(const ForwardParams& p, cudaStream_t stream) {
-  if (p.B == 0) return cudaSuccess;
+cudaError_t forward(const ForwardParams& p0, cudaStream_t stream, StepProducts products) {
+  if (p0.B == 0) return cudaSuccess;
+  ForwardParams p = p0;
   for (int64_t s = 0; s < p.T; ++s) {
+    if (products.fn != nullptr && (p.gh = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
     forward_step<S, NG><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
     if (p.proj) forward_projection<S><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
   }
@@ -253,14 +277,16 @@ cudaError_t forward(const ForwardParams& p, cudaStream_t stream) {
 }
 
 template <typename S, int NG>
-cudaError_t backward(const BackwardParams& p, cudaStream_t stream) {
-  if (p.B == 0) return cudaSuccess;
+cudaError_t backward(const BackwardParams& p0, cudaStream_t stream, StepProducts products) {
+  if (p0.B == 0) return cudaSuccess;
+  BackwardParams p = p0;
   for (int64_t s = p.T - 1; s >= 0; --s) {
     if (p.proj) {
       backward_dh<S><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
       backward_projection<S><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
     }
     backward_cell<S, NG><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    if (products.fn != nullptr && (p.ghb = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
     backward_recurrent<S, NG><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
   }
   return cudaGetLastError();
@@ -268,12 +294,12 @@ cudaError_t backward(const BackwardParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream) {
-  PACKEDRNN_DISPATCH(forward, p, dtype, stream)
+cudaError_t rnn_forward_cuda(const ForwardParams& p, DType dtype, cudaStream_t stream, StepProducts products) {
+  PACKEDRNN_DISPATCH(forward, p, dtype, stream, products)
 }
 
-cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream) {
-  PACKEDRNN_DISPATCH(backward, p, dtype, stream)
+cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t stream, StepProducts products) {
+  PACKEDRNN_DISPATCH(backward, p, dtype, stream, products)
 }
 
 }  // namespace packedrnn
