@@ -218,17 +218,18 @@ def step_products_latency():
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        times = {"1": [], "gemm": []}
+        times = {"persistent": [], "gemm": []} | ({"gemm bf16x6": []} if dt == "fp32" else {})
         for mode in list(times) * 2:
-            os.environ["PACKEDRNN_PERSISTENT"] = mode
+            os.environ["PACKEDRNN_PERSISTENT"] = "1" if mode == "persistent" else "gemm"
+            os.environ["PACKEDRNN_GEMM"] = "bf16x6" if "bf16x6" in mode else ""
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
             times[mode].append((f, time_ms(train)))
-        line = [f"{'persistent' if k == '1' else k} fwd {statistics.mean(t[0] for t in v) * 1e3 / T:.2f} "
+        line = [f"{k} fwd {statistics.mean(t[0] for t in v) * 1e3 / T:.2f} "
                 f"fwd+bwd {statistics.mean(t[1] for t in v) * 1e3 / T:.2f}" for k, v in times.items()]
         print(f"step products {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} us/step: " + ", ".join(line),
               flush=True)
-    os.environ["PACKEDRNN_PERSISTENT"] = "1"
+    os.environ.update(PACKEDRNN_PERSISTENT="1", PACKEDRNN_GEMM="")
 
 
 def gemm_latency():

@@ -183,7 +183,7 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
     ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
     ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2"),
     ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm")])
+    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_GEMM=bf16x6")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
@@ -191,13 +191,13 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
     always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the experiments
     (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product;
     lengths passed to the op on the CPU, so that its products skip the padding; instead of the
-    persistent kernels, the per-step kernels with cuBLAS products)."""
+    persistent kernels, the per-step kernels with cuBLAS products, also as six bf16 products)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     monkeypatch.setenv("PACKEDRNN_BWD", bwd)
-    if experiment:
-        monkeypatch.setenv(*experiment.split("="))
+    for variable in experiment.split():
+        monkeypatch.setenv(*variable.split("="))
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True, **kw)

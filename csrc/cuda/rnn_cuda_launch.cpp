@@ -49,12 +49,27 @@ bool gemm_products() { return persistent_mode() == "gemm"; }
 // One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w
 // over every row, batched over directions: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
 // backward in = dgbuf [D, B, G], w = W_hh [D, G, P]. In the accumulation dtype: half types
-// multiply on tensor cores into fp32.
+// multiply on tensor cores into fp32; fp32 does too, as six bf16 piece products, under
+// PACKEDRNN_GEMM=bf16x6 (layer_gemms.h: w's pieces once per call, in's per step).
 struct GemmProducts {
   at::Tensor in, w, out;
+  bool split = false;
+  GemmProducts() = default;
+  GemmProducts(const at::Tensor& in_, const at::Tensor& w_, at::ScalarType acc)
+      : in(in_), w(w_), out(at::empty({in_.size(0), in_.size(1), w_.size(2)}, in_.options().dtype(acc))),
+        split(split_gemms(in_)) {
+    if (!split) return;
+    std::vector<at::Tensor> pieces;
+    for (int64_t d = 0; d < w.size(0); ++d) pieces.push_back(stacked_pieces(w[d], 0, piece_order(0, 1, 2, 0, 1, 0)));
+    w = at::stack(pieces);  // [D, 6X, Y] bf16
+  }
   static const void* step(void* self, int64_t) {
     auto& g = *static_cast<GemmProducts*>(self);
-    if (g.in.scalar_type() == g.out.scalar_type()) {
+    if (g.split) {
+      const int64_t D = g.in.size(0), B = g.in.size(1), X = g.in.size(2);
+      const at::Tensor in = stacked_pieces(g.in.view({D * B, X}), 1, piece_order(0, 0, 0, 1, 1, 2));
+      g.out = at::bmm(in.view({D, B, 6 * X}), g.w, at::kFloat);
+    } else if (g.in.scalar_type() == g.out.scalar_type()) {
       at::bmm_out(g.out, g.in, g.w);
     } else {
       g.out = at::bmm(g.in, g.w, g.out.scalar_type());
@@ -150,9 +165,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   xch.defined() ? xch.data_ptr() : nullptr};
   GemmProducts gemm;
   if (gemm_products()) {
-    const at::Tensor hbuf = h0.clone();
-    gemm = {hbuf, w_hh.transpose(1, 2), at::empty({a.D, a.B, a.G}, opt.dtype(acc_of(x.scalar_type())))};
-    p.hbuf = hbuf.data_ptr();
+    gemm = GemmProducts(h0.clone(), w_hh.transpose(1, 2), acc_of(x.scalar_type()));
+    p.hbuf = gemm.in.data_ptr();
   }
   run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda,
       gemm_products() ? gemm.products() : StepProducts{});
@@ -199,9 +213,8 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   p.part = part.defined() ? part.data_ptr() : nullptr;
   GemmProducts gemm;
   if (gemm_products()) {
-    const at::Tensor dgbuf = at::zeros({a.D, a.B, a.G}, opt);
-    gemm = {dgbuf, w_hh, at::empty({a.D, a.B, a.P}, opt.dtype(acc))};
-    p.dgbuf = dgbuf.data_ptr();
+    gemm = GemmProducts(at::zeros({a.D, a.B, a.G}, opt), w_hh, acc);
+    p.dgbuf = gemm.in.data_ptr();
   }
   run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda,
       gemm_products() ? gemm.products() : StepProducts{});
