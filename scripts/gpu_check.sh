@@ -65,10 +65,11 @@ want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda
 # bench's correctness gate checks them on every row. Not among the defaults.
 want tokens && { stage tokens env PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6 python3 -m packedrnn.bench --suite gpu --backends cuda \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
-# The gpu suite's two B=256, H=1024 rows with the per-step kernels' products by cuBLAS
-# (PACKEDRNN_PERSISTENT=gemm, an experiment), to set beside the same rows of `bench`. Not among the defaults.
-# Its table goes to the log only ($OUT brings back 8 files at most).
-want gemm && stage gemm env PACKEDRNN_PERSISTENT=gemm python3 -m packedrnn.bench --backends cuda --out "$(mktemp -d)" \
+# The gpu suite's two B=256, H=1024 rows with the per-step kernels' products by cuBLAS over the
+# active rows (PACKEDRNN_PERSISTENT=gemm with PACKEDRNN_TOKENS=1, experiments), to set beside the
+# same rows of `bench` and `tokens`. Not among the defaults. Its table goes to the log only ($OUT
+# brings back 8 files at most).
+want gemm && stage gemm env PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --backends cuda --out "$(mktemp -d)" \
   --case cell=LSTM,B=256,T=200,H=1024,dtype=fp32,train=1,lo=0.25 \
   --case cell=LSTM,B=256,T=200,H=1024,dtype=bf16,train=1,lo=0.25 ${BENCH_ARGS:---repeat 10 --budget 6}
 # Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):

@@ -183,7 +183,8 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
     ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
     ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2"),
     ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_GEMM=bf16x6")])
+    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1"),
+    ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_GEMM=bf16x6")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
@@ -191,7 +192,8 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
     always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the experiments
     (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product;
     lengths passed to the op on the CPU, so that its products skip the padding; instead of the
-    persistent kernels, the per-step kernels with cuBLAS products, also as six bf16 products)."""
+    persistent kernels, the per-step kernels with cuBLAS products: over every row, over the
+    active rows only (lengths on the host: rows placed longest first), as six bf16 products)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
@@ -251,10 +253,13 @@ def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monk
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch):
+@pytest.mark.parametrize("tokens", ["", "1"])
+def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, tokens, monkeypatch):
     """The per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm: tensor cores into
-    fp32) against their own tile products, bf16/fp16."""
-    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="gemm")
+    fp32) against their own tile products, bf16/fp16; over every row, or (lengths on the host,
+    PACKEDRNN_TOKENS=1) over the active rows only."""
+    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="gemm",
+                                PACKEDRNN_TOKENS=tokens)
 
 
 # Sizes that the cluster exchange takes, forward and backward (PACKEDRNN_XCH=cluster, an experiment

@@ -37,6 +37,7 @@ struct ForwardParams {
   // Per-step kernels with the caller's products (StepProducts below), else null:
   void* hbuf = nullptr;    // [D, B, P]    S  every row's latest h (in: h0), the products' input
   const void* gh = nullptr;  // [D, B, G]  A  hbuf W_hh^T of the step (set per step)
+  const int64_t* slot = nullptr;  // [B]   row b's place in hbuf/gh, or null: b (see StepProducts)
 };
 
 struct BackwardParams {
@@ -58,13 +59,16 @@ struct BackwardParams {
   // Per-step kernels with the caller's products (StepProducts below), else null:
   void* dgbuf = nullptr;   // [D, B, G]    S  zeroed; every row's latest gate gradients (dgh's)
   const void* ghb = nullptr;  // [D, B, P] A  dgbuf W_hh of the step (set per step)
+  const int64_t* slot = nullptr;  // [B]   row b's place in dgbuf/ghb, or null: b
 };
 
 // The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, the
 // experiment PACKEDRNN_PERSISTENT=gemm) instead of their own tile products. fn(ctx, s) enqueues
 // step s's product on the stream and returns its device pointer: forward, called before the
 // step's kernels, hbuf W_hh^T (p.gh); backward, called after the step's gate gradients,
-// dgbuf W_hh (p.ghb). Rows not active at s take part in the product; their results are unused.
+// dgbuf W_hh (p.ghb). Row b sits at place slot[b] of those buffers: when the caller knows the
+// lengths on the host it puts rows longest first, so the rows active at a step are a prefix and
+// the product can stop there; rows past it, or not active, have results nobody reads.
 struct StepProducts {
   const void* (*fn)(void* ctx, int64_t s) = nullptr;
   void* ctx = nullptr;

@@ -51,32 +51,58 @@ bool gemm_products() { return persistent_mode() == "gemm"; }
 // backward in = dgbuf [D, B, G], w = W_hh [D, G, P]. In the accumulation dtype: half types
 // multiply on tensor cores into fp32; fp32 does too, as six bf16 piece products, under
 // PACKEDRNN_GEMM=bf16x6 (layer_gemms.h: w's pieces once per call, in's per step).
+// Rows are at places `slot` of in and out; `active[s]` (when the lengths are known on the host)
+// is how many places, from the first, hold rows active at step s: the product stops there.
 struct GemmProducts {
   at::Tensor in, w, out;
+  std::vector<int64_t> active;
   bool split = false;
   GemmProducts() = default;
-  GemmProducts(const at::Tensor& in_, const at::Tensor& w_, at::ScalarType acc)
+  GemmProducts(const at::Tensor& in_, const at::Tensor& w_, at::ScalarType acc, std::vector<int64_t> active_)
       : in(in_), w(w_), out(at::empty({in_.size(0), in_.size(1), w_.size(2)}, in_.options().dtype(acc))),
-        split(split_gemms(in_)) {
+        active(std::move(active_)), split(split_gemms(in_)) {
     if (!split) return;
     std::vector<at::Tensor> pieces;
     for (int64_t d = 0; d < w.size(0); ++d) pieces.push_back(stacked_pieces(w[d], 0, piece_order(0, 1, 2, 0, 1, 0)));
     w = at::stack(pieces);  // [D, 6X, Y] bf16
   }
-  static const void* step(void* self, int64_t) {
+  static const void* step(void* self, int64_t s) {
     auto& g = *static_cast<GemmProducts*>(self);
-    if (g.split) {
-      const int64_t D = g.in.size(0), B = g.in.size(1), X = g.in.size(2);
-      const at::Tensor in = stacked_pieces(g.in.view({D * B, X}), 1, piece_order(0, 0, 0, 1, 1, 2));
-      g.out = at::bmm(in.view({D, B, 6 * X}), g.w, at::kFloat);
-    } else if (g.in.scalar_type() == g.out.scalar_type()) {
-      at::bmm_out(g.out, g.in, g.w);
-    } else {
-      g.out = at::bmm(g.in, g.w, g.out.scalar_type());
+    const int64_t n = g.active.empty() ? g.in.size(1) : g.active[s];
+    for (int64_t d = 0; d < g.in.size(0) && n > 0; ++d) {
+      at::Tensor out = g.out[d].narrow(0, 0, n);
+      const at::Tensor in = g.in[d].narrow(0, 0, n);
+      if (g.split) {
+        at::mm_out(out, stacked_pieces(in, 1, piece_order(0, 0, 0, 1, 1, 2)), g.w[d], at::kFloat);
+      } else if (in.scalar_type() == out.scalar_type()) {
+        at::mm_out(out, in, g.w[d]);
+      } else {
+        at::mm_out(out, in, g.w[d], out.scalar_type());
+      }
     }
     return g.out.data_ptr();
   }
   StepProducts products() { return {&GemmProducts::step, this}; }
+};
+
+// The places of the gemm mode's rows when the lengths are on the host: longest first (stable), so
+// the rows active at a step are a prefix. order[i] = the row at place i, slot[b] = row b's place
+// (both on the device), active[s] = rows longer than s.
+struct RowPlaces {
+  at::Tensor order, slot;
+  std::vector<int64_t> active;
+  RowPlaces(const at::Tensor& host_lengths, int64_t T, const at::Device& device) {
+    const auto [sorted, idx] = at::sort(host_lengths.to(at::kLong), /*stable=*/true, /*dim=*/0, /*descending=*/true);
+    const int64_t B = sorted.numel();
+    order = idx.pin_memory().to(device, /*non_blocking=*/true);
+    slot = at::argsort(idx).pin_memory().to(device, /*non_blocking=*/true);
+    const int64_t* L = sorted.data_ptr<int64_t>();
+    int64_t n = B;
+    for (int64_t s = 0; s < T; ++s) {
+      while (n > 0 && L[n - 1] <= s) --n;
+      active.push_back(n);
+    }
+  }
 };
 
 // The lengths for the kernels, on x's device. Lengths the caller passed on the CPU (it knew them,
@@ -85,15 +111,21 @@ struct GemmProducts {
 // through pinned memory, asynchronous.
 struct DeviceLengths {
   at::Tensor lengths;
+  std::optional<at::Tensor> host;    // the lengths as given, when on the CPU
   std::optional<at::Tensor> tokens;  // flat positions t*B + b of the valid tokens, on x's device
   DeviceLengths(const at::Tensor& given, const LayerArgs& a, const at::Tensor& x) {
     if (!given.is_cpu()) {
       lengths = given.contiguous();
       return;
     }
-    const at::Tensor host = given.contiguous();
-    lengths = host.pin_memory().to(x.device(), /*non_blocking=*/true);
-    tokens = valid_positions(host, a.T, a.B).pin_memory().to(x.device(), /*non_blocking=*/true);
+    host = given.contiguous();
+    lengths = host->pin_memory().to(x.device(), /*non_blocking=*/true);
+    tokens = valid_positions(*host, a.T, a.B).pin_memory().to(x.device(), /*non_blocking=*/true);
+  }
+  // The gemm mode's row places (RowPlaces) where the lengths are on the host.
+  std::optional<RowPlaces> places(const LayerArgs& a, const at::Tensor& x) const {
+    if (!host) return std::nullopt;
+    return RowPlaces(*host, a.T, x.device());
   }
 };
 
@@ -164,9 +196,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
   GemmProducts gemm;
+  const auto places = gemm_products() ? dl.places(a, x) : std::nullopt;
   if (gemm_products()) {
-    gemm = GemmProducts(h0.clone(), w_hh.transpose(1, 2), acc_of(x.scalar_type()));
+    gemm = GemmProducts(places ? h0.index_select(1, places->order) : h0.clone(), w_hh.transpose(1, 2),
+                        acc_of(x.scalar_type()), places ? places->active : std::vector<int64_t>{});
     p.hbuf = gemm.in.data_ptr();
+    p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
   run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda,
       gemm_products() ? gemm.products() : StepProducts{});
@@ -212,9 +247,12 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   at::Tensor part = partials > 0 ? at::empty({partials}, opt.dtype(at::kFloat)) : at::Tensor();
   p.part = part.defined() ? part.data_ptr() : nullptr;
   GemmProducts gemm;
+  const auto places = gemm_products() ? dl.places(a, x) : std::nullopt;
   if (gemm_products()) {
-    gemm = GemmProducts(at::zeros({a.D, a.B, a.G}, opt), w_hh, acc);
+    gemm = GemmProducts(at::zeros({a.D, a.B, a.G}, opt), w_hh, acc,
+                        places ? places->active : std::vector<int64_t>{});
     p.dgbuf = gemm.in.data_ptr();
+    p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
   run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda,
       gemm_products() ? gemm.products() : StepProducts{});

@@ -38,6 +38,9 @@ __device__ __forceinline__ RowStep row_step(const int64_t* lengths, int64_t B, i
   return {reverse ? L - 1 - s : s, s < L};
 }
 
+// Row b's place in the dense buffers of the caller's products (StepProducts).
+__device__ __forceinline__ int64_t place(const int64_t* slot, int64_t b) { return slot ? slot[b] : b; }
+
 // acc[g] = sum_k rows[ty][k] * W(g*N + n, k) for the block's kRows rows and column n = n0 + tx,
 // where W(j, k) = w[j*ldw + k] (NT: rows of W along k) or w[k*ldw + j] (NN). Null rows are
 // finished rows: they read as zero. Every thread of the block must call it.
@@ -93,14 +96,14 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
   A acc[NG];
   if (p.gh != nullptr) {
     if (!rs.active || u >= H) return;
-    const A* gh = static_cast<const A*>(p.gh) + (d * B + b) * G + u;
+    const A* gh = static_cast<const A*>(p.gh) + (d * B + place(p.slot, b)) * G + u;
 #pragma unroll
     for (int g = 0; g < NG; ++g) acc[g] = gh[g * H];
   } else {
     tile_dot<NG, true>(rows, P, static_cast<const S*>(p.w_hh) + d * G * P, P, H, blockIdx.x * kCols, acc);
     if (!rs.active || u >= H) return;
   }
-  S* hbuf = p.hbuf ? static_cast<S*>(p.hbuf) + (d * B + b) * P + u : nullptr;
+  S* hbuf = p.hbuf ? static_cast<S*>(p.hbuf) + (d * B + place(p.slot, b)) * P + u : nullptr;
 
   const SavedLayout L(p.cell, H, P, p.proj);
   const int64_t row = rs.t * B + b;
@@ -154,7 +157,7 @@ __global__ void __launch_bounds__(kThreads) forward_projection(ForwardParams p, 
   tile_dot<1, true>(rows, H, static_cast<const S*>(p.w_hr) + d * P * H, H, P, blockIdx.x * kCols, acc);
   if (!rs.active || n >= P) return;
   put(static_cast<S*>(p.out) + (rs.t * B + b) * p.D * P + d * P + n, acc[0]);
-  if (p.hbuf) put(static_cast<S*>(p.hbuf) + (d * B + b) * P + n, acc[0]);
+  if (p.hbuf) put(static_cast<S*>(p.hbuf) + (d * B + place(p.slot, b)) * P + n, acc[0]);
 }
 
 // h_n: each row's output at its last step (t = L-1 forward, t = 0 reverse), h0 when L == 0.
@@ -213,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
   const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
   A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + u;
   S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
-  S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + b) * G + u : nullptr;  // dgh's values, dense
+  S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + place(p.slot, b)) * G + u : nullptr;  // dgh's, dense
   if constexpr (lstm) {
     const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
                         : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
@@ -248,7 +251,7 @@ __global__ void __launch_bounds__(kThreads) backward_recurrent(BackwardParams p,
   if (!__syncthreads_or(rs.active)) return;
   A acc[1];
   if (p.ghb != nullptr) {
-    acc[0] = rs.active && n < P ? static_cast<const A*>(p.ghb)[(d * B + b) * P + n] : A(0);
+    acc[0] = rs.active && n < P ? static_cast<const A*>(p.ghb)[(d * B + place(p.slot, b)) * P + n] : A(0);
   } else {
     tile_dot<1, false>(rows, G, static_cast<const S*>(p.w_hh) + d * G * P, P, P, blockIdx.x * kCols, acc);
   }
