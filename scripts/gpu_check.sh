@@ -3,9 +3,11 @@
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
-# output to $OUT/log.txt. About 8-11 minutes: on a lent machine run it in two calls (the build is
-# kept between calls of a warm machine). Arguments: the stages to run (default: all), e.g.
-#   OUT=$OUT bash scripts/gpu_check.sh build probe tests      then      ... steps bench sanitize
+# output to $OUT/log.txt. All of it takes longer than one lease's 15 minutes of device time: run
+# it in calls of at most 600 s (the build is kept between calls of a warm machine), the checks of
+# never-run code first, e.g.
+#   OUT=$OUT bash scripts/gpu_check.sh build tests     then   ... probe     then   ... bench tokens gemm steps
+# Arguments: the stages to run (default: build probe steps tests bench sanitize).
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
 # suite with PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6; `gemm`, two rows with PACKEDRNN_PERSISTENT=gemm)
 #   OUT          results folder (default ./gpu_out)
@@ -44,7 +46,7 @@ STAGES=${*:-build probe steps tests bench sanitize}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 want build && { stage build python3 setup.py -q build_ext --inplace || { tail -40 "$LOG"; exit 1; }; }
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
-want probe && stage probe env PYTHONPATH="$PWD" timeout 200 python3 scripts/persistent_probe.py --latency
+want probe && stage probe env PYTHONPATH="$PWD" timeout 300 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
 # The steps suite again with the cluster exchange (PACKEDRNN_XCH=cluster|cluster_async, experiments:
 # they take the bf16/fp16 forward rows there; the others run as without them).
