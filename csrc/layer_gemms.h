@@ -75,11 +75,18 @@ inline at::Tensor stacked_pieces(const at::Tensor& v, int64_t dim, unsigned orde
   return at::cat(copies, dim);
 }
 
-// A [M, K] B [K, N] -> fp32 [M, N] as the six piece products.
-inline at::Tensor mm_bf16x6(const at::Tensor& A, const at::Tensor& B) {
-  const at::Tensor Ak = stacked_pieces(A, 1, piece_order(0, 0, 0, 1, 1, 2));
-  const at::Tensor Bk = stacked_pieces(B, 0, piece_order(0, 1, 2, 0, 1, 0));
-  return A.is_cuda() ? at::mm(Ak, Bk, at::kFloat) : at::mm(Ak.to(at::kFloat), Bk.to(at::kFloat));
+// out (+)= A B for A [M, K], B [K, N], out fp32 [M, N], as the six piece products.
+inline void mm_bf16x6(at::Tensor out, const at::Tensor& A, const at::Tensor& B, bool accumulate) {
+  at::Tensor Ak = stacked_pieces(A, 1, piece_order(0, 0, 0, 1, 1, 2));
+  at::Tensor Bk = stacked_pieces(B, 0, piece_order(0, 1, 2, 0, 1, 0));
+  if (!A.is_cuda()) Ak = Ak.to(at::kFloat), Bk = Bk.to(at::kFloat);
+  if (accumulate) {
+    out.add_(A.is_cuda() ? at::mm(Ak, Bk, at::kFloat) : at::mm(Ak, Bk));
+  } else if (A.is_cuda()) {
+    at::mm_out(out, Ak, Bk, at::kFloat);
+  } else {
+    at::mm_out(out, Ak, Bk);
+  }
 }
 
 // out (+)= A B: the plain product, or the six piece products in slices of the token dimension
@@ -102,24 +109,13 @@ inline void mm_into(at::Tensor out, const at::Tensor& A, const at::Tensor& B, bo
     const int64_t step = std::max<int64_t>(1, kSliceElems / std::max(M, N));
     for (int64_t k = 0; k < K; k += step) {
       const int64_t n = std::min(step, K - k);
-      const at::Tensor part = mm_bf16x6(A.narrow(1, k, n), B.narrow(0, k, n));
-      if (accumulate || k > 0) {
-        out.add_(part);
-      } else {
-        out.copy_(part);
-      }
+      mm_bf16x6(out, A.narrow(1, k, n), B.narrow(0, k, n), accumulate || k > 0);
     }
   } else {
     const int64_t step = std::max<int64_t>(1, kSliceElems / std::max(K, N));
     for (int64_t i = 0; i < M; i += step) {
       const int64_t n = std::min(step, M - i);
-      at::Tensor rows = out.narrow(0, i, n);
-      const at::Tensor part = mm_bf16x6(A.narrow(0, i, n), B);
-      if (accumulate) {
-        rows.add_(part);
-      } else {
-        rows.copy_(part);
-      }
+      mm_bf16x6(out.narrow(0, i, n), A.narrow(0, i, n), B, accumulate);
     }
   }
 }
@@ -145,8 +141,8 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
     }
     const at::Tensor b = a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
     if (split_gemms(x2)) {
-      out.copy_(b);
-      mm_into(out, x2, w, /*accumulate=*/true);
+      mm_into(out, x2, w, false);
+      out.add_(b);
     } else {
       at::addmm_out(out, b, x2, w);
     }

@@ -306,7 +306,7 @@ def our_backends(device) -> List[str]:
 
 def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
              backends: Optional[List[str]] = None, rate: Optional[float] = None,
-             extra_runners: Optional[Dict[str, Callable]] = None) -> Dict[str, object]:
+             extra_runners: Optional[Dict[str, Callable]] = None, baselines: bool = True) -> Dict[str, object]:
     dtype = DTYPES[case.dtype]
     ours, theirs = _models(case, device, dtype)
     lengths = case.lengths()
@@ -330,7 +330,7 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
         with _TF32(True):  # the user's default: cuDNN may use TF32; our fp32 stays fp32
             row["results"][name] = _time(fn, device, warmup, repeat, budget_s)
 
-    tf32_modes = (True, False) if cuda else (None,)
+    tf32_modes = ((True, False) if cuda else (None,)) if baselines else ()
     for allow in tf32_modes:
         suffix = "" if allow in (None, True) else " tf32-off"
         for kind in ("packed", "padded"):
@@ -345,8 +345,9 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
     mine = row["results"].get(f"packedrnn:{best}", {})
     row["primary"] = f"packedrnn:{best}"
     if "ms" in mine:
-        row["speedup_vs_packed"] = row["results"]["packed"]["ms"] / mine["ms"]
-        row["speedup_vs_padded"] = row["results"]["padded"]["ms"] / mine["ms"]
+        if baselines:
+            row["speedup_vs_packed"] = row["results"]["packed"]["ms"] / mine["ms"]
+            row["speedup_vs_padded"] = row["results"]["padded"]["ms"] / mine["ms"]
         if rate:
             row["floor_ms"] = floor_ms(case, lengths, rate, device)
             row["vs_floor"] = mine["ms"] / row["floor_ms"]
@@ -450,6 +451,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per backend at most")
     p.add_argument("--out", default="bench_out", help="folder for results.json and speedup.png")
+    p.add_argument("--ours-only", action="store_true", help="time packedrnn only (still checked against nn + "
+                   "packing): an A/B of a switch beside a full run of the same session")
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -468,7 +471,7 @@ def main(argv=None) -> int:
         if dtype not in rates:
             rates[dtype] = _matmul_rate(device, dtype)
         rows.append(run_case(case, device, warmup=warmup, repeat=repeat, budget_s=args.budget,
-                             backends=backends, rate=rates[dtype]))
+                             backends=backends, rate=rates[dtype], baselines=not args.ours_only))
 
     os.makedirs(args.out, exist_ok=True)
     title = f"packedrnn {suite_name} suite on {info.get('device')}{' / ' + info['cpu'] if 'cpu' in info else ''}, torch {info['torch']}"

@@ -3,9 +3,10 @@
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
-# output to $OUT/log.txt. All of it takes longer than one lease's 15 minutes of device time: run
-# it in calls of at most 600 s (the build is kept between calls of a warm machine), the checks of
-# never-run code first, e.g.
+# output to $OUT/log.txt. The A/B stages of a switch (cluster steps, tokens, gemm) time packedrnn
+# only (--ours-only): set them beside the `steps` and `bench` stages of the same lease. All of it
+# takes longer than one lease's 15 minutes of device time: run it in calls of at most 600 s (the
+# build is kept between calls of a warm machine), the checks of never-run code first, e.g.
 #   OUT=$OUT bash scripts/gpu_check.sh build tests     then   ... probe     then   ... bench tokens gemm steps
 # Arguments: the stages to run (default: build probe steps tests bench sanitize).
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
@@ -52,7 +53,7 @@ want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends 
 # they take the bf16/fp16 forward rows there; the others run as without them).
 for xch in cluster cluster_async; do
   want steps && { stage "${xch}_steps" env PACKEDRNN_XCH=$xch python3 -m packedrnn.bench --suite steps \
-    --backends cuda --out "$OUT/${xch}_steps" --repeat 10 --budget 6; rm -f "$OUT/${xch}_steps/speedup.png"; }
+    --backends cuda --ours-only --out "$OUT/${xch}_steps" --repeat 10 --budget 6; rm -f "$OUT/${xch}_steps/speedup.png"; }
 done
 want tests && stage tests timeout 300 python3 -m pytest -q -p no:cacheprovider --maxfail=10 tests/test_cuda.py \
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py tests/test_split_products.py \
@@ -65,13 +66,13 @@ want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda
 # products around the recurrence skip the padding) and the fp32 products as six bf16 products
 # (PACKEDRNN_GEMM=bf16x6; the probe's `products` lines time it alone); both experiments, and the
 # bench's correctness gate checks them on every row. Not among the defaults.
-want tokens && { stage tokens env PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6 python3 -m packedrnn.bench --suite gpu --backends cuda \
+want tokens && { stage tokens env PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
 # The gpu suite's two B=256, H=1024 rows with the per-step kernels' products by cuBLAS over the
 # active rows (PACKEDRNN_PERSISTENT=gemm with PACKEDRNN_TOKENS=1, experiments), to set beside the
 # same rows of `bench` and `tokens`. Not among the defaults. Its table goes to the log only ($OUT
 # brings back 8 files at most).
-want gemm && stage gemm env PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --backends cuda --out "$(mktemp -d)" \
+want gemm && stage gemm env PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --backends cuda --ours-only --out "$(mktemp -d)" \
   --case cell=LSTM,B=256,T=200,H=1024,dtype=fp32,train=1,lo=0.25 \
   --case cell=LSTM,B=256,T=200,H=1024,dtype=bf16,train=1,lo=0.25 ${BENCH_ARGS:---repeat 10 --budget 6}
 # Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):

@@ -37,6 +37,17 @@ def test_a_wrong_backend_is_reported_as_wrong():
     assert "WRONG" in bench.table([row])
 
 
+def test_ours_only_times_no_baseline(tmp_path, capsys):
+    """--ours-only: packedrnn checked and timed, torch's paths not timed, no speedups claimed."""
+    code = bench.main(["--case", "cell=GRU,B=4,T=6,H=8", "--ours-only", "--repeat", "1", "--warmup", "0",
+                       "--out", str(tmp_path)])
+    assert code == 0
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    assert all(c["ok"] for c in row["checks"].values()) and row["checks"]
+    assert row["results"] and all(k.startswith("packedrnn:") for k in row["results"])
+    assert "speedup_vs_packed" not in row and "geometric-mean" not in capsys.readouterr().out
+
+
 def test_parse_case():
     c = bench.parse_case("cell=GRU,B=3,T=7,H=5,I=2,layers=2,bidir=1,dtype=fp64,train=0,lo=0.5")
     assert (c.cell, c.B, c.T, c.H, c.input_size, c.layers, c.bidir, c.dtype, c.train, c.lo) == \
