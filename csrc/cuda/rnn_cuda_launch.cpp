@@ -46,8 +46,8 @@ std::string persistent_mode() {
 bool persistent_allowed() { return persistent_mode() != "0" && persistent_mode() != "gemm"; }
 bool gemm_products() { return persistent_mode() == "gemm"; }
 
-// One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w
-// over every row, batched over directions: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
+// One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w,
+// one GEMM per direction: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
 // backward in = dgbuf [D, B, G], w = W_hh [D, G, P]. In the accumulation dtype: half types
 // multiply on tensor cores into fp32; fp32 does too, as six bf16 piece products, under
 // PACKEDRNN_GEMM=bf16x6 (layer_gemms.h: w's pieces once per call, in's per step).
