@@ -1,6 +1,6 @@
 // The persistent backward's entry point (the reduce form where it takes the call, else the staged
-// form), and the staged form's fp32 kernels (persistent_backward.cuh; bf16 and fp16 in files of
-// their own).
+// form), and the staged form's fp32 LSTM kernels (persistent_backward.cuh; fp32 GRU, bf16 and
+// fp16 in files of their own).
 #include "persistent_backward.cuh"
 
 namespace packedrnn {
