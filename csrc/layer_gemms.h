@@ -89,12 +89,15 @@ inline void mm_bf16x6(at::Tensor out, const at::Tensor& A, const at::Tensor& B, 
   }
 }
 
-// out (+)= A B: the plain product, or the six piece products in slices of the token dimension
-// (the longest: M for gx and dx, K for the weight gradients).
-inline void mm_into(at::Tensor out, const at::Tensor& A, const at::Tensor& B, bool accumulate) {
+// out = A B (+ bias), or out += A B (accumulate): the plain product, or the six piece products in
+// slices of the token dimension (the longest: M for gx and dx, K for the weight gradients).
+inline void mm_into(at::Tensor out, const at::Tensor& A, const at::Tensor& B, bool accumulate,
+                    const at::Tensor& bias = {}) {
   if (!split_gemms(A)) {
     if (accumulate) {
       out.addmm_(A, B);
+    } else if (bias.defined()) {
+      at::addmm_out(out, bias, A, B);
     } else {
       at::mm_out(out, A, B);
     }
@@ -118,6 +121,7 @@ inline void mm_into(at::Tensor out, const at::Tensor& A, const at::Tensor& B, bo
       mm_bf16x6(out.narrow(0, i, n), A.narrow(0, i, n), B, accumulate);
     }
   }
+  if (bias.defined()) out.add_(bias);
 }
 
 // The flat positions t*B + b of the valid tokens (t < lengths[b]), time-major, from int64 lengths
@@ -133,19 +137,8 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
                                    const std::optional<at::Tensor>& b_hh) {
   at::Tensor gx = at::empty({a.D, x2.size(0), a.G}, x2.options());
   for (int64_t d = 0; d < a.D; ++d) {
-    at::Tensor out = gx[d];
-    const at::Tensor w = w_ih[d].t();
-    if (!a.bias) {
-      mm_into(out, x2, w, false);
-      continue;
-    }
-    const at::Tensor b = a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
-    if (split_gemms(x2)) {
-      mm_into(out, x2, w, false);
-      out.add_(b);
-    } else {
-      at::addmm_out(out, b, x2, w);
-    }
+    const at::Tensor b = !a.bias ? at::Tensor() : a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
+    mm_into(gx[d], x2, w_ih[d].t(), false, b);
   }
   return gx;
 }

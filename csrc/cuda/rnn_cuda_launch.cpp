@@ -82,7 +82,8 @@ struct GemmProducts {
     }
     return g.out.data_ptr();
   }
-  StepProducts products() { return {&GemmProducts::step, this}; }
+  // None (the per-step kernels' own products) unless constructed for the gemm mode.
+  StepProducts products() { return in.defined() ? StepProducts{&GemmProducts::step, this} : StepProducts{}; }
 };
 
 // The places of the gemm mode's rows when the lengths are on the host: longest first (stable), so
@@ -203,8 +204,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
     p.hbuf = gemm.in.data_ptr();
     p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
-  run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda,
-      gemm_products() ? gemm.products() : StepProducts{});
+  run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda, gemm.products());
   at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
   return {out, h_n, c_n, saved};
 }
@@ -254,8 +254,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
     p.dgbuf = gemm.in.data_ptr();
     p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
-  run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda,
-      gemm_products() ? gemm.products() : StepProducts{});
+  run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda, gemm.products());
 
   // The products over the valid positions where they are known (gathered), else over all T*B.
   auto rows_of = [&](const at::Tensor& t, int64_t dim) { return dl.tokens ? t.index_select(dim, *dl.tokens) : t; };

@@ -53,14 +53,14 @@ namespace persistent {
 
 #define PACKEDRNN_SHARED_BYTES(name) unsigned char* name = emu::shared_memory()
 
-template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t, Args... args) {
-  return emu::launch(blocks, threads, smem, [&] { kernel(args...); }) == 0 ? cudaSuccess : cudaErrorLaunchFailure;
-}
-
+// Every launch runs all its blocks at once here, so an ordinary launch is a cooperative one.
 template <typename Kernel, typename... Args>
 cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t, Args... args) {
   return emu::launch(blocks, threads, smem, [&] { kernel(args...); }) == 0 ? cudaSuccess : cudaErrorLaunchFailure;
+}
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream, Args... args) {
+  return launch_cooperative(kernel, blocks, threads, smem, stream, args...);
 }
 
 // Every cluster runs at once here (on the GPU they need not: they never wait for each other).
