@@ -3,17 +3,18 @@
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
-# output to $OUT/log.txt. The A/B stages of a switch (cluster steps, tokens, gemm) time packedrnn
-# only (--ours-only): set them beside the `steps` and `bench` stages of the same lease. All of it
-# takes longer than one lease's 15 minutes of device time: run it in calls of at most 600 s (the
-# build is kept between calls of a warm machine), the checks of never-run code first, e.g.
-#   OUT=$OUT bash scripts/gpu_check.sh build tests     then   ... probe     then   ... bench tokens gemm steps
+# output to $OUT/log.txt. The A/B stages of a switch (tile steps, tokens) time packedrnn only
+# (--ours-only): set them beside the `steps` and `bench` stages of the same lease. All of it takes
+# about 6 minutes of a lease's 15 minutes of device time (H100, 2026-11-26: build 33 s, probe 70 s,
+# tests 110 s, bench 41 s, sanitizers 44 s); calls run at most 600 s, and the machine's build is
+# kept between calls of a warm one, e.g.
+#   OUT=$OUT bash scripts/gpu_check.sh build tests probe     then   ... bench tokens steps sanitize
 # Arguments: the stages to run (default: build probe steps tests bench sanitize).
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
-# suite with PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6; `gemm`, two rows with PACKEDRNN_PERSISTENT=gemm)
+# suite with PACKEDRNN_TOKENS=1)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
-#   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit and not cluster)
+#   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -49,33 +50,19 @@ want build && { stage build python3 setup.py -q build_ext --inplace || { tail -4
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
 want probe && stage probe env PYTHONPATH="$PWD" timeout 300 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
-# The steps suite again with the cluster exchange (PACKEDRNN_XCH=cluster|cluster_async, experiments:
-# they take the bf16/fp16 forward rows there; the others run as without them).
-for xch in cluster cluster_async; do
-  want steps && { stage "${xch}_steps" env PACKEDRNN_XCH=$xch python3 -m packedrnn.bench --suite steps \
-    --backends cuda --ours-only --out "$OUT/${xch}_steps" --repeat 10 --budget 6; rm -f "$OUT/${xch}_steps/speedup.png"; }
-done
+# The steps suite again with one row of W_hh per thread in the fp32 product (PACKEDRNN_TILE=1; two
+# by default): its table goes to the log only ($OUT brings back 8 files at most).
+want steps && stage tile_steps env PACKEDRNN_TILE=1 python3 -m packedrnn.bench --suite steps --backends cuda \
+  --ours-only --out "$(mktemp -d)" --repeat 10 --budget 6
 want tests && stage tests timeout 400 python3 -m pytest -q -p no:cacheprovider --maxfail=10 tests/test_cuda.py \
-  tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py tests/test_split_products.py \
-  -k "${TESTS_K:-cuda and not jit and not cluster}"
-# The cluster exchange (PACKEDRNN_XCH=cluster, an experiment never run on a GPU yet) on its own,
-# after the rest, so that a hang there costs nothing else.
-want tests && stage cluster_tests timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cluster
+  tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
+  -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 # The gpu suite again with the lengths passed to the op on the CPU (PACKEDRNN_TOKENS=1: the
-# products around the recurrence skip the padding) and the fp32 products as six bf16 products
-# (PACKEDRNN_GEMM=bf16x6; the probe's `products` lines time it alone); both experiments, and the
-# bench's correctness gate checks them on every row. Not among the defaults.
-want tokens && { stage tokens env PACKEDRNN_TOKENS=1 PACKEDRNN_GEMM=bf16x6 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
+# products around the recurrence skip the padding). Not among the defaults.
+want tokens && { stage tokens env PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
-# The gpu suite's two B=256, H=1024 rows with the per-step kernels' products by cuBLAS over the
-# active rows (PACKEDRNN_PERSISTENT=gemm with PACKEDRNN_TOKENS=1, experiments), to set beside the
-# same rows of `bench` and `tokens`. Not among the defaults. Its table goes to the log only ($OUT
-# brings back 8 files at most).
-want gemm && stage gemm env PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --backends cuda --ours-only --out "$(mktemp -d)" \
-  --case cell=LSTM,B=256,T=200,H=1024,dtype=fp32,train=1,lo=0.25 \
-  --case cell=LSTM,B=256,T=200,H=1024,dtype=bf16,train=1,lo=0.25 ${BENCH_ARGS:---repeat 10 --budget 6}
-# Nsight Compute on three persistent forward launches (cp.async, bulk staging, two rows per thread):
+# Nsight Compute on three persistent forward launches (default, cp.async staging, one row per thread):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then
   stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 3 \

@@ -5,12 +5,12 @@ timeout, so a hang shows up as the last case printed):
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
-     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the experiments: h exchanged
-     inside a cluster (PACKEDRNN_XCH=cluster), staging by bulk copies (PACKEDRNN_STAGE=bulk), two
-     rows of W_hh per thread (PACKEDRNN_TILE=2), the per-step kernels with cuBLAS products
-     (PACKEDRNN_PERSISTENT=gemm), the fp32 products around the recurrence as six bf16 products
-     (PACKEDRNN_GEMM=bf16x6). (The backward's two forms and the projection against
-     the per-step kernels were measured and decided: RESULTS.md, fourth session.)
+     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then one or two rows of W_hh per
+     thread in the fp32 product (PACKEDRNN_TILE), and the persistent kernels against the per-step
+     kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm) around the batch size where fp32
+     changes over. (Decided and gone from here: the backward's two forms and the projection,
+     RESULTS.md fourth session; staging by bulk copies, the cluster exchange and bf16x6 products,
+     RESULTS.md 2026-11-26, H100.)
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -129,142 +129,59 @@ CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
     [("LSTM", 512, "bf16", False, 64), ("LSTM", 1024, "fp32", False, 256), ("GRU", 512, "fp32", True, 64)]
 
 
-def experiment_latency():
-    """us per step of one layer, all rows T long, for the two experiments and their combination,
-    alternately, twice each: staging by cp.async (default) or by bulk copies (PACKEDRNN_STAGE=bulk,
-    sm_90), and one or two rows of W_hh per thread in the FFMA product (PACKEDRNN_TILE=2, fp32).
-    The forward exchanges through the barrier and the backward is the staged form (which stages);
-    fp32 rows also with the reduce form (which does not). Then one run with both experiments on
-    and PACKEDRNN_TIMING=1 (the phase split)."""
-    os.environ.update(PACKEDRNN_PERSISTENT="force", PACKEDRNN_XCH="barrier")
-    T = 300
-    for cell, H, B, dt in [("LSTM", 512, 64, "fp32"), ("LSTM", 512, 256, "fp32"), ("LSTM", 1024, 256, "fp32"),
-                           ("LSTM", 512, 64, "bf16"), ("LSTM", 1024, 256, "bf16"), ("GRU", 512, 64, "fp32")]:
-        m = build(cell, H, H, False, DT[dt])
-        x, lengths = inputs(m, B, T, lo=1.0)
-
-        def train():
-            out, _ = m(x, lengths=lengths)
-            out.float().sum().backward()
-        modes = [("", ""), ("bulk", ""), ("", "2"), ("bulk", "2")] if dt == "fp32" else [("", ""), ("bulk", "")]
-        times = {mode: [] for mode in modes}
-        os.environ["PACKEDRNN_BWD"] = "staged"
-        for mode in modes * 2:
-            os.environ.update(PACKEDRNN_STAGE=mode[0], PACKEDRNN_TILE=mode[1])
-            with torch.no_grad():
-                f = time_ms(lambda: m(x, lengths=lengths))
-            times[mode].append((f, time_ms(train)))
-        us = {mode: [statistics.mean(t[i] for t in ts) * 1e3 / T for i in (0, 1)] for mode, ts in times.items()}
-        line = [f"{stage or 'cp.async'}{' tile 2' if tile else ''} fwd {f:.2f} fwd+bwd {tr:.2f}"
-                for (stage, tile), (f, tr) in us.items()]
-        if dt == "fp32":
-            os.environ.update(PACKEDRNN_BWD="reduce", PACKEDRNN_STAGE="", PACKEDRNN_TILE="")
-            line.append(f"reduce form fwd+bwd {time_ms(train) * 1e3 / T:.2f}")
-        print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
-        os.environ.update(PACKEDRNN_BWD="staged", PACKEDRNN_STAGE="bulk", PACKEDRNN_TILE="2", PACKEDRNN_TIMING="1")
-        train()
-        torch.cuda.synchronize()
-        os.environ.update(PACKEDRNN_TIMING="0")
-    for k in ("PACKEDRNN_XCH", "PACKEDRNN_BWD", "PACKEDRNN_STAGE", "PACKEDRNN_TILE"):
-        os.environ.pop(k)
-
-
-def cluster_latency():
-    """us per step of one layer, all rows T long, h and the gate gradients exchanged through L2 (the
-    default) or inside a cluster (PACKEDRNN_XCH=cluster, sm_90), the forward with a cluster barrier
-    per step or by st.async (=cluster_async), alternately, twice each. Then one run of each cluster
-    form with PACKEDRNN_TIMING=1 (the phase split: "barrier" is the cluster barrier, or the wait for
-    the st.async bytes is in "stage")."""
+def tile_latency():
+    """us per step of one fp32 layer, all rows T long, with two rows of W_hh per thread in the FFMA
+    product (the default where a block has 16 or more) or one (PACKEDRNN_TILE=1), alternately,
+    twice each, forward and forward + backward (the backward in its default form)."""
     os.environ["PACKEDRNN_PERSISTENT"] = "force"
-    T = 500
-    for cell, H, B, dt in [("LSTM", 512, 8, "bf16"), ("LSTM", 512, 8, "fp16"), ("LSTM", 512, 16, "bf16"),
-                           ("GRU", 512, 8, "bf16"), ("LSTM", 256, 8, "bf16"), ("LSTM", 128, 32, "fp32"),
-                           ("GRU", 128, 32, "fp32"), ("LSTM", 128, 8, "fp32")]:
-        m = build(cell, H, H, False, DT[dt])
+    T = 300
+    for cell, H, B in [("LSTM", 512, 8), ("LSTM", 512, 64), ("GRU", 512, 8), ("LSTM", 1024, 64)]:
+        m = build(cell, H, H, False, torch.float32)
         x, lengths = inputs(m, B, T, lo=1.0)
 
         def train():
             out, _ = m(x, lengths=lengths)
-            out.float().sum().backward()
-        times = {"L2": [], "cluster": [], "cluster_async": []}
-        for xch in list(times) * 2:
-            os.environ["PACKEDRNN_XCH"] = "" if xch == "L2" else xch
+            out.sum().backward()
+        times = {"2": [], "1": []}
+        for tile in list(times) * 2:
+            os.environ["PACKEDRNN_TILE"] = tile
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
-            times[xch].append((f, time_ms(train)))
-        line = [f"{xch} fwd {statistics.mean(t[0] for t in ts) * 1e3 / T:.2f} "
-                f"fwd+bwd {statistics.mean(t[1] for t in ts) * 1e3 / T:.2f}" for xch, ts in times.items()]
-        print(f"latency {cell} H={H} {dt} B={B} T={T} us/step: " + ", ".join(line), flush=True)
-        for xch in ("cluster", "cluster_async"):
-            os.environ.update(PACKEDRNN_XCH=xch, PACKEDRNN_TIMING="1")
-            with torch.no_grad():
-                m(x, lengths=lengths)
-            torch.cuda.synchronize()
-            os.environ["PACKEDRNN_TIMING"] = "0"
-    os.environ.pop("PACKEDRNN_XCH")
+            times[tile].append((f, time_ms(train)))
+        line = [f"{tile} row(s) fwd {statistics.mean(t[0] for t in ts) * 1e3 / T:.2f} "
+                f"fwd+bwd {statistics.mean(t[1] for t in ts) * 1e3 / T:.2f}" for tile, ts in times.items()]
+        print(f"tile {cell} H={H} fp32 B={B} T={T} us/step: " + ", ".join(line), flush=True)
+    os.environ.pop("PACKEDRNN_TILE")
 
 
 def step_products_latency():
-    """us per step of one layer, all rows T long: the persistent kernels (where they fit) against
-    the per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm), alternately, twice
-    each. Large batches are where the persistent kernels' own products fall behind cuBLAS's."""
+    """us per step of one layer: the persistent kernels (forced) against the per-step kernels with
+    cuBLAS products (PACKEDRNN_PERSISTENT=gemm, the fp32 default from B = 256), alternately, twice
+    each; where lengths vary, also with the lengths passed to the op on the host (PACKEDRNN_TOKENS=1:
+    the products then stop at the rows still active). Around the batch size where fp32 changes
+    over, and the half types at the largest batch."""
     T = 200
-    for cell, H, dt, bi, B in [("LSTM", 1024, "fp32", False, 256), ("LSTM", 1024, "bf16", False, 256),
-                               ("LSTM", 512, "fp32", False, 256), ("LSTM", 512, "bf16", True, 64),
-                               ("GRU", 512, "fp32", True, 64), ("LSTM", 256, "fp32", False, 64)]:
-        m = build(cell, H, H, bi, DT[dt])
-        x, lengths = inputs(m, B, T, lo=1.0)
+    for cell, H, dt, B, lo in [("LSTM", 512, "fp32", 128, 1.0), ("LSTM", 1024, "fp32", 128, 1.0),
+                               ("LSTM", 512, "fp32", 192, 1.0), ("GRU", 512, "fp32", 256, 1.0),
+                               ("LSTM", 1024, "fp32", 256, 0.25), ("LSTM", 1024, "bf16", 256, 0.25),
+                               ("LSTM", 1024, "bf16", 256, 1.0)]:
+        m = build(cell, H, H, False, DT[dt])
+        x, lengths = inputs(m, B, T, lo=lo)
 
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        times = {"persistent": [], "gemm": []} | ({"gemm bf16x6": []} if dt == "fp32" else {})
+        times = {"persistent": [], "gemm": []} | ({"gemm tokens": []} if lo < 1 else {})
         for mode in list(times) * 2:
-            os.environ["PACKEDRNN_PERSISTENT"] = "1" if mode == "persistent" else "gemm"
-            os.environ["PACKEDRNN_GEMM"] = "bf16x6" if "bf16x6" in mode else ""
+            os.environ["PACKEDRNN_PERSISTENT"] = "force" if mode == "persistent" else "gemm"
+            os.environ["PACKEDRNN_TOKENS"] = "1" if "tokens" in mode else ""
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
             times[mode].append((f, time_ms(train)))
         line = [f"{k} fwd {statistics.mean(t[0] for t in v) * 1e3 / T:.2f} "
                 f"fwd+bwd {statistics.mean(t[1] for t in v) * 1e3 / T:.2f}" for k, v in times.items()]
-        print(f"step products {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} us/step: " + ", ".join(line),
-              flush=True)
-    os.environ.update(PACKEDRNN_PERSISTENT="1", PACKEDRNN_GEMM="")
-
-
-def gemm_latency():
-    """fp32 training of the GPU suite's fp32 layers with the products around the recurrence in fp32
-    or as six bf16 tensor-core products (PACKEDRNN_GEMM=bf16x6, csrc/layer_gemms.h), lengths on
-    the CPU with PACKEDRNN_TOKENS=1 (so the products skip the padding), alternately, twice each, ms
-    per fwd+bwd; then each form's largest error against fp64 (on the GPU; T cut to 40, relative to
-    the largest value of each result)."""
-    os.environ.update(PACKEDRNN_PERSISTENT="1", PACKEDRNN_TOKENS="1")
-    for cell, H, bi, B, T, lo in [("LSTM", 256, False, 64, 100, 0.1), ("LSTM", 512, True, 64, 500, 0.25),
-                                  ("GRU", 512, True, 64, 500, 0.25), ("LSTM", 1024, False, 256, 200, 0.25)]:
-        m = build(cell, H, H, bi, torch.float32)
-        x, lengths = inputs(m, B, T, lo=lo)
-
-        def train():
-            out, _ = m(x, lengths=lengths)
-            out.sum().backward()
-        times = {"fp32": [], "bf16x6": []}
-        for mode in list(times) * 2:
-            os.environ["PACKEDRNN_GEMM"] = mode
-            times[mode].append(time_ms(train))
-        m64 = build(cell, H, H, bi, torch.float64)
-        m64.load_state_dict(m.state_dict())
-        x64, short = x.detach()[:, :40].double().requires_grad_(True), lengths.clamp(max=40)
-        ref = results(m64, x64, short, "1")
-        errs = {}
-        for mode in times:
-            os.environ["PACKEDRNN_GEMM"] = mode
-            got = results(m, x64.detach().float().requires_grad_(True), short, "1")
-            errs[mode] = max(((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-                             for a, b in zip(got, ref))
-        print(f"products {cell} H={H} {'bi ' if bi else ''}B={B} T={T} fp32 train ms: " +
-              ", ".join(f"{k} {statistics.mean(v):.2f} (max rel err {errs[k]:.1e})" for k, v in times.items()),
-              flush=True)
-    for k in ("PACKEDRNN_GEMM", "PACKEDRNN_TOKENS"):
+        print(f"step products {cell} H={H} {dt} B={B} T={T} lo={lo} us/step: " + ", ".join(line), flush=True)
+    for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_TOKENS"):
         os.environ.pop(k)
 
 
@@ -273,8 +190,6 @@ if __name__ == "__main__":
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
-        experiment_latency()
+        tile_latency()
         step_products_latency()
-        gemm_latency()
-        cluster_latency()  # last: never run on a GPU yet, so a hang there costs nothing else
     sys.exit(0 if w < 1e-4 else 1)

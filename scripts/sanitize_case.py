@@ -1,6 +1,6 @@
 """A small forward + backward on CUDA for compute-sanitizer (scripts/gpu_check.sh): the persistent
-kernels (LSTM, GRU; the three exchanges; both backward forms; a projection; staging by bulk copies) and
-the per-step kernels (a projection), with zero and full lengths."""
+kernels (LSTM, GRU; both exchanges; both backward forms; a projection; staging by bulk copies and by
+cp.async) and the per-step kernels (a projection; cuBLAS products), with zero and full lengths."""
 import os
 
 import torch
@@ -9,13 +9,13 @@ import packedrnn
 
 os.environ["PACKEDRNN_BACKEND"] = "cuda"
 for cell, kw, xch, persistent, bwd, stage in (
-        ("LSTM", {}, "tagged", "1", "staged", ""), ("LSTM", {}, "barrier", "1", "reduce", ""),
+        ("LSTM", {}, "tagged", "1", "staged", "cp.async"), ("LSTM", {}, "barrier", "1", "reduce", ""),
         ("LSTM", {"proj_size": 6}, "", "force", "", ""), ("LSTM", {"proj_size": 6}, "", "0", "", ""),
-        ("GRU", {}, "tagged", "1", "reduce", ""), ("GRU", {}, "barrier", "1", "staged", ""),
-        ("LSTM", {"proj_size": 8}, "", "force", "", "bulk"), ("GRU", {}, "barrier", "force", "staged", "bulk"),
-        ("LSTM", {}, "cluster", "force", "", ""), ("GRU", {}, "cluster_async", "force", "", "")):
-    os.environ["PACKEDRNN_XCH"] = xch  # how the persistent forward passes h between blocks (cluster: sm_90)
-    os.environ["PACKEDRNN_STAGE"] = stage  # bulk: staging by bulk copies (sm_90 and later)
+        ("GRU", {}, "tagged", "1", "reduce", ""), ("GRU", {}, "barrier", "1", "staged", "cp.async"),
+        ("LSTM", {"proj_size": 8}, "", "force", "", "cp.async"), ("GRU", {}, "barrier", "force", "staged", ""),
+        ("LSTM", {}, "", "gemm", "", ""), ("GRU", {}, "", "gemm", "", "")):
+    os.environ["PACKEDRNN_XCH"] = xch  # how the persistent forward passes h between blocks
+    os.environ["PACKEDRNN_STAGE"] = stage  # cp.async: sm_80's staging (bulk copies on sm_90 otherwise)
     os.environ["PACKEDRNN_PERSISTENT"] = persistent
     os.environ["PACKEDRNN_BWD"] = bwd  # the backward's two forms
     cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU

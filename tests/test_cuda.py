@@ -53,21 +53,14 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
 
 
 # The persistent kernels (forced), the per-step kernels (alone, or with cuBLAS products:
-# PACKEDRNN_PERSISTENT=gemm, an experiment), and the persistent kernels with the cluster exchange
-# (PACKEDRNN_XCH=cluster, an experiment; at H=32 both directions take it, but not with a projection).
-PERSISTENT_MODES = ["force", "0", "gemm", "force, PACKEDRNN_XCH=cluster", "force, PACKEDRNN_XCH=cluster_async"]
-
-
-def set_persistent_mode(mode, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode.split(",")[0])
-    if "=" in mode:
-        monkeypatch.setenv(*mode.split(", ")[1].split("="))
+# PACKEDRNN_PERSISTENT=gemm, the fp32 default from B = 256).
+PERSISTENT_MODES = ["force", "0", "gemm"]
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("persistent", PERSISTENT_MODES)
 def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
-    set_persistent_mode(persistent, monkeypatch)
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 16, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, **kw)
@@ -85,7 +78,7 @@ def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
 @pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda", "cpu, PACKEDRNN_TOKENS=1"])
 @pytest.mark.parametrize("persistent", PERSISTENT_MODES)
 def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
-    set_persistent_mode(persistent, monkeypatch)
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     if "TOKENS" in lengths_kind:  # the op gets the lengths on the CPU and gathers the valid rows
         monkeypatch.setenv("PACKEDRNN_TOKENS", "1")
         lengths_kind = "cpu"
@@ -134,7 +127,7 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
 def test_cuda_matches_cpu_op_float64(cell, kw, tokens, persistent, monkeypatch):
     """And with PACKEDRNN_TOKENS=1 (an experiment: the CUDA op gets the lengths on the CPU and runs
     its products over the valid rows only, as the CPU op does), and with the per-step kernels'
-    products by cuBLAS (PACKEDRNN_PERSISTENT=gemm, an experiment; fp64 never runs persistent)."""
+    products by cuBLAS (PACKEDRNN_PERSISTENT=gemm; fp64 never runs persistent)."""
     monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
     assert "cpu" in OP_DEVICES
@@ -181,19 +174,18 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("xch,bwd,experiment", [
     ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
-    ("barrier", "staged", "PACKEDRNN_STAGE=bulk"), ("barrier", "staged", "PACKEDRNN_TILE=2"),
+    ("barrier", "staged", "PACKEDRNN_STAGE=cp.async"), ("barrier", "staged", "PACKEDRNN_TILE=1"),
     ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_GEMM=bf16x6")])
+    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
     kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
-    always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the experiments
-    (staging by bulk copies, sm_90 and later only; two rows of W_hh per thread in the FFMA product;
-    lengths passed to the op on the CPU, so that its products skip the padding; instead of the
-    persistent kernels, the per-step kernels with cuBLAS products: over every row, over the
-    active rows only (lengths on the host: rows placed longest first), as six bf16 products)."""
+    always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the other switches
+    (staging by cp.async, sm_80's path, on sm_90 too; one row of W_hh per thread in the FFMA
+    product; lengths passed to the op on the CPU, so that its products skip the padding; instead of
+    the persistent kernels, the per-step kernels with cuBLAS products: over every row, over the
+    active rows only (lengths on the host: rows placed longest first))."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
@@ -244,10 +236,10 @@ def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatc
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("stage", ["", "bulk"])
+@pytest.mark.parametrize("stage", ["", "cp.async"])
 def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monkeypatch):
     """bf16/fp16 (tensor-core products) at the same sizes, against the per-step kernels; staging by
-    cp.async or (PACKEDRNN_STAGE=bulk, sm_90 and later) by bulk copies."""
+    bulk copies (sm_90 and later) or by cp.async (sm_80's, PACKEDRNN_STAGE=cp.async)."""
     persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, PACKEDRNN_STAGE=stage)
 
 
@@ -262,29 +254,16 @@ def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, tokens, monkey
                                 PACKEDRNN_TOKENS=tokens)
 
 
-# Sizes that the cluster exchange takes, forward and backward (PACKEDRNN_XCH=cluster, an experiment
-# for sm_90): one direction's W_hh in <= 16 blocks, every row in each block (tests/
-# test_cuda_emulated.py checks the decisions): 32 units per block (the B=8 steps case), two tiles
-# of rows, fp32 at 8 units.
-CLUSTER_SIZES = [  # cell, I, H, B, T, bidirectional, dtype, tolerance
-    ("LSTM", 64, 512, 8, 30, False, torch.bfloat16, 2e-2),
-    ("GRU", 40, 500, 13, 20, True, torch.float16, 4e-3),
-    ("LSTM", 32, 128, 32, 40, False, torch.float32, 1e-5),
-    ("GRU", 24, 100, 20, 25, True, torch.float32, 1e-5),
-]
-
-
-@pytest.mark.skipif(HAS_CUDA and torch.cuda.get_device_capability()[0] < 9, reason="clusters need sm_90")
-@pytest.mark.parametrize("xch", ["cluster", "cluster_async"])
-@pytest.mark.parametrize("cell,I,H,B,T,bi,dtype,tol", CLUSTER_SIZES, ids=lambda v: str(v))
-def test_cluster_exchange(cell, I, H, B, T, bi, dtype, tol, xch, monkeypatch, capfd):
-    """The forward and the backward with h or the gate gradients exchanged inside a cluster, against
-    the per-step kernels; their phase clocks name the exchange, so a silent fallback fails.
-    cluster_async: the forward by st.async (fp32, and bf16/fp16 at 32 units per block; the
-    backward as with cluster)."""
-    persistent_against_per_step(cell, I, H, B, T, bi, {}, dtype, tol, monkeypatch, PACKEDRNN_XCH=xch,
-                                PACKEDRNN_TIMING="1")
-    printed = capfd.readouterr().out
-    sends = dtype == torch.float32 or H > 16 * 16
-    forward = "forward (cluster, st.async)" if xch == "cluster_async" and sends else "forward (cluster)"
-    assert forward in printed and "backward (cluster)" in printed
+@pytest.mark.parametrize("B,dtype,persistent", [(255, torch.float32, True), (256, torch.float32, False),
+                                                (256, torch.bfloat16, True)])
+def test_which_recurrence_by_default(B, dtype, persistent, monkeypatch, capfd):
+    """Without PACKEDRNN_PERSISTENT: the persistent kernels (whose phase clock prints), except for
+    fp32 from B = 256 on, where the per-step kernels with cuBLAS products run (no clock)."""
+    monkeypatch.delenv("PACKEDRNN_PERSISTENT", raising=False)
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    monkeypatch.setenv("PACKEDRNN_TIMING", "1")
+    m = packedrnn.PackedLSTM(16, 64, batch_first=True, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        m(torch.randn(B, 5, 16, device="cuda", dtype=dtype), lengths=torch.full((B,), 5))
+    torch.cuda.synchronize()
+    assert ("packedrnn timing forward" in capfd.readouterr().out) == persistent

@@ -27,7 +27,6 @@ SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_bf16.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_fp16.cu"),
            os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_reduce.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "split_pieces.cu"),
            os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
 DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
@@ -64,14 +63,11 @@ def emu(tmp_path_factory):
     for fn in (emu.emu_forward, emu.emu_backward):
         fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
         fn.restype = ctypes.c_int
-    emu.emu_split_pieces.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                     ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
     emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
     emu.emu_dry_run.argtypes = [ctypes.c_int]
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
     emu.emu_backward_partials.restype = ctypes.c_int64
-    emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t),
-                                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_longlong)]
+    emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
     return emu
 
 
@@ -91,22 +87,11 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
 
 
-def last_launch(emu):
-    """(blocks, bytes of shared memory, blocks per cluster or 0, st.async stores) of the emulator's
-    last launch."""
-    blocks, smem, cluster, stores = ctypes.c_int(), ctypes.c_size_t(), ctypes.c_int(), ctypes.c_longlong()
-    emu.emu_last_launch(ctypes.byref(blocks), ctypes.byref(smem), ctypes.byref(cluster), ctypes.byref(stores))
-    return blocks.value, smem.value, cluster.value, stores.value
-
-
-def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
-             expect_cluster=None, expect_async=None):
+def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None):
     """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
     as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
-    expect_reduce: whether the backward's reduce form takes the call (None: either).
-    expect_cluster: the forward's and the backward's blocks per cluster (0: a cooperative launch;
-    None: either). expect_async: whether the forward sends h by st.async (None: either)."""
+    expect_reduce: whether the backward's reduce form takes the call (None: either)."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -139,8 +124,6 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     rc = _call(emu.emu_forward, [cell, T, B, D, H, P, K, int(proj)],
                [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch], dtype)
     assert rc == 0, f"forward: CUDA error {rc}"
-    assert expect_cluster is None or last_launch(emu)[2] == expect_cluster
-    assert expect_async is None or (last_launch(emu)[3] > 0) == expect_async
     # (`saved` itself is not compared: the CPU op orders its rows by rank. The weight gradients
     # below read the kernel's own `saved`.)
     results = [("out", out, out_r), ("h_n", h_n, hn_r)]
@@ -168,7 +151,6 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     rc = _call(emu.emu_backward, sizes, [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct, part],
                dtype)
     assert rc == 0, f"backward: CUDA error {rc}"
-    assert expect_cluster is None or last_launch(emu)[2] == expect_cluster
     # The products around the recurrence, as layer_gemms.h forms them.
     rows = saved.double().view(D, T * B, K)
     h_prev = 6 * H if lstm and proj else (5 * H if lstm else 4 * H)
@@ -245,12 +227,12 @@ def test_persistent_kernels_emulated(emu, case, seed, bwd, monkeypatch):
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("case", [c for c in CASES if c[10] != "tagged"], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
-def test_bulk_staging_emulated(emu, case, seed, monkeypatch):
-    """PACKEDRNN_STAGE=bulk (an experiment for sm_90: whole rows through the TMA engine, counted on
-    an mbarrier; the emulated device is an H100/H200): the same results, forward (barrier exchange)
-    and the staged backward, projections included."""
+def test_cp_async_staging_emulated(emu, case, seed, monkeypatch):
+    """PACKEDRNN_STAGE=cp.async (sm_80's staging, by every thread in 16-byte pieces, one commit group
+    per tile of rows; the emulated device is an H100/H200, which stages by bulk copies otherwise):
+    the same results, forward (barrier exchange) and the staged backward, projections included."""
     cell, I, H, P, B, T, D, dtype, sms, optin, _ = case
-    monkeypatch.setenv("PACKEDRNN_STAGE", "bulk")
+    monkeypatch.setenv("PACKEDRNN_STAGE", "cp.async")
     monkeypatch.setenv("PACKEDRNN_XCH", "barrier")
     monkeypatch.setenv("PACKEDRNN_BWD", "staged")
     emu.emu_configure(sms, optin, seed)
@@ -261,78 +243,15 @@ def test_bulk_staging_emulated(emu, case, seed, monkeypatch):
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("case", [c for c in CASES if c[7] == torch.float32], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], c[10] or "auto"))
-def test_two_rows_per_thread_emulated(emu, case, seed, monkeypatch):
-    """PACKEDRNN_TILE=2 (an experiment: the FFMA product holds two rows of W_hh per thread where a
-    block has 16 or more, so each row of h it loads feeds twice the products): the same results."""
+def test_one_row_per_thread_emulated(emu, case, seed, monkeypatch):
+    """PACKEDRNN_TILE=1: the FFMA product with one row of W_hh per thread also where a block has 16
+    or more (by default two, so each row of h it loads feeds twice the products): the same results."""
     cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
-    monkeypatch.setenv("PACKEDRNN_TILE", "2")
+    monkeypatch.setenv("PACKEDRNN_TILE", "1")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
     emu.emu_configure(sms, optin, seed)
     lengths = case_lengths(B, T)
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
-
-
-# The cluster exchange (PACKEDRNN_XCH=cluster): H / units per block blocks per cluster, up to 16
-# (a non-portable size), 32 units per block only in half types (128 gate rows), partial last
-# blocks, both directions (a cluster each), rows not 16-byte multiples (h0 staged through registers).
-CLUSTER_CASES = [  # cell, I, H, B, T, D, dtype, blocks per cluster
-    (LSTM, 5, 20, 9, 6, 2, torch.float32, 10),
-    (GRU, 5, 12, 9, 7, 1, torch.float32, 12),
-    (LSTM, 4, 128, 20, 4, 1, torch.float32, 16),
-    (GRU, 3, 13, 5, 5, 2, torch.float32, 13),
-    (LSTM, 6, 40, 12, 5, 2, torch.bfloat16, 10),
-    (GRU, 6, 200, 6, 4, 1, torch.float16, 13),
-    (LSTM, 6, 300, 6, 4, 1, torch.bfloat16, 10),   # 128 gate rows: block_gemm_mma_gates, one tile of rows
-    (GRU, 5, 400, 13, 3, 1, torch.float16, 13),    # and two
-]
-
-
-@pytest.mark.parametrize("xch", ["cluster", "cluster_async"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("case", CLUSTER_CASES, ids=lambda c: "{}-H{}-B{}-D{}-{}".format(
-    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[5], str(c[6])[6:]))
-def test_cluster_exchange_emulated(emu, case, seed, xch, monkeypatch):
-    """PACKEDRNN_XCH=cluster (an experiment for sm_90): each block writes its units of h_t (forward)
-    or of the gate gradients (backward) into the shared memory of every block of its cluster, one
-    cluster barrier per step. Random orders (seeds 1-2) catch a slot overwritten before its last
-    read or read before it was written. cluster_async: the forward sends h by st.async onto each
-    receiver's mbarriers, no barrier per step (fp32, and bf16/fp16 at 32 units per block)."""
-    cell, I, H, B, T, D, dtype, cluster = case
-    monkeypatch.setenv("PACKEDRNN_XCH", xch)
-    emu.emu_configure(132, 232448, seed)
-    sends = dtype == torch.float32 or -(-H // cluster) > 16  # (32 units per block)
-    run_case(emu, cell, I, H, H, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed,
-             expect_cluster=cluster, expect_async=xch == "cluster_async" and sends)
-
-
-@pytest.mark.parametrize("cell,H,P,D,B,dtype,forward,backward", [  # (blocks per cluster, blocks)
-    (LSTM, 512, 512, 1, 8, torch.bfloat16, (16, 16), (16, 16)),  # the B=8 steps case: 32 units per block
-    (LSTM, 512, 512, 2, 12, torch.float16, (16, 32), (0, 128)),  # backward: 2 x 12 rows of 4H do not fit
-    (LSTM, 128, 128, 1, 32, torch.float32, (16, 16), (16, 16)),
-    (GRU, 128, 128, 2, 32, torch.float32, (16, 32), (16, 32)),
-    (LSTM, 512, 512, 1, 8, torch.float32, (0, 128), (0, 128)),  # forward: fp32 takes <= 8 units per block
-    (LSTM, 512, 512, 1, 16, torch.bfloat16, (16, 16), (0, 128)),
-    (LSTM, 512, 512, 1, 17, torch.bfloat16, (0, 128), (0, 128)),  # more (row, unit) pairs than threads
-    (LSTM, 1024, 1024, 1, 8, torch.bfloat16, (0, 128), (0, 128)),  # 64 units per block
-    (LSTM, 128, 128, 1, 80, torch.float32, (0, 128), (0, 128)),  # likewise
-    (LSTM, 512, 128, 1, 8, torch.bfloat16, (0, 128), (0, 128)),  # a projection
-])
-def test_where_the_cluster_exchange_runs(emu, cell, H, P, D, B, dtype, forward, backward, monkeypatch):
-    """With PACKEDRNN_XCH=cluster on a 132-SM device, the launch decisions only: a cluster where
-    the call fits one per direction, else the cooperative launch as without the switch."""
-    monkeypatch.setenv("PACKEDRNN_XCH", "cluster")
-    emu.emu_configure(132, 232448, 0)
-    emu.emu_dry_run(1)
-    got = []
-    try:
-        lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
-        sizes = [cell, 4, B, D, H, P, 1, int(P != H)]
-        for fn in (emu.emu_forward, emu.emu_backward):
-            assert _call(fn, sizes, [lens] + [dummy] * 12, dtype) == 0
-            got.append(last_launch(emu)[2::-2])
-    finally:
-        emu.emu_dry_run(0)
-    assert got == [forward, backward]
 
 
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
@@ -419,24 +338,3 @@ def test_where_the_persistent_kernels_run(emu, case):
     finally:
         emu.emu_dry_run(0)
     assert got == [0 if fwd else 801, 0 if bwd else 801]
-
-
-@pytest.mark.parametrize("stack_rows", [True, False])
-def test_split_pieces_emulated(emu, stack_rows):
-    """split_pieces.cu (the one-pass operands of PACKEDRNN_GEMM=bf16x6) against torch's casts: six
-    copies of each value's three bf16 pieces, in the requested order, from a row slice of a wider
-    matrix (row stride > columns), NaN, Inf, zeros and values far apart in size included."""
-    g = torch.Generator().manual_seed(3)
-    wide = torch.randn(37, 130, generator=g) * torch.logspace(-30, 30, 130)
-    wide[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])
-    src = wide[:, 5:105]  # [37, 100], row stride 130
-    v0 = src.to(torch.bfloat16)
-    v1 = (src - v0.float()).to(torch.bfloat16)
-    v2 = (src - v0.float() - v1.float()).to(torch.bfloat16)
-    order = [2, 0, 1, 1, 0, 2]
-    want = torch.cat([(v0, v1, v2)[p] for p in order], dim=0 if stack_rows else 1)
-    got = torch.full_like(want, float("nan"))
-    code = sum(p << (2 * j) for j, p in enumerate(order))
-    emu.emu_configure(132, 232448, 0)  # the emulator runs every block at once: enough SMs for 15
-    assert emu.emu_split_pieces(src.data_ptr(), 37, 100, 130, got.data_ptr(), int(stack_rows), code) == 0
-    assert torch.equal(got.view(torch.int16), want.view(torch.int16))

@@ -13,13 +13,6 @@ namespace persistent {
 // The block's dynamic shared memory, 16-byte aligned, as `unsigned char name[]`.
 #define PACKEDRNN_SHARED_BYTES(name) extern __shared__ __align__(16) unsigned char name[]
 
-// Launch kernel(args...) on `blocks` blocks of `threads` threads (an ordinary launch).
-template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream, Args... args) {
-  void* ptrs[] = {(void*)&args...};
-  return cudaLaunchKernel((const void*)kernel, dim3(blocks), dim3(threads), ptrs, smem, stream);
-}
-
 // Launch kernel(args...) on `blocks` blocks of `threads` threads, all resident at once.
 template <typename Kernel, typename... Args>
 cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream,
@@ -28,79 +21,8 @@ cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t sm
   return cudaLaunchCooperativeKernel((const void*)kernel, dim3(blocks), dim3(threads), ptrs, smem, stream);
 }
 
-// Launch kernel(args...) on `blocks` blocks in clusters of `cluster` (sm_90; more than 8 is a
-// non-portable size, which H100/H200 allow up to 16): the blocks of a cluster run at once on one
-// GPC and reach each other's shared memory. Clusters do not wait for each other, so one resident
-// cluster suffices; cudaErrorNotSupported when not even one fits.
-template <typename Kernel, typename... Args>
-cudaError_t launch_cluster(Kernel kernel, int blocks, int cluster, int threads, size_t smem, cudaStream_t stream,
-                           Args... args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks), cfg.blockDim = dim3(threads), cfg.dynamicSmemBytes = smem, cfg.stream = stream;
-  cfg.attrs = attr, cfg.numAttrs = 1;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, cluster > 8);
-  int active = 0;
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&active, kernel, &cfg);
-  if (e != cudaSuccess || active < 1) {
-    (void)cudaGetLastError();  // a size this device refuses is not an error of the caller's
-    return cudaErrorNotSupported;
-  }
-  void* ptrs[] = {(void*)&args...};
-  return cudaLaunchKernelExC(&cfg, (const void*)kernel, ptrs);
-}
-
 // The shared-memory address (state space .shared::cta) of a generic pointer into shared memory.
 __device__ __forceinline__ unsigned shared_address(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-
-// Inside a cluster (sm_90): the address of the same shared-memory location in block `rank` of
-// this block's cluster (plain loads and stores reach it), and the cluster-wide barrier, whose
-// arrival releases and whose wait acquires this block's shared- and global-memory writes. Not
-// built below sm_90, where the host never launches clusters (plan_for).
-template <typename T>
-__device__ __forceinline__ T* peer_shared(T* p, unsigned rank) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
-  unsigned long long q;
-  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(rank));
-  return reinterpret_cast<T*>(q);
-#else
-  __trap();
-  return p;
-#endif
-}
-// st.async (sm_90): `bytes` (4, 8 or 16, aligned) from `src` into block `rank` of the cluster, at
-// the address of `dst` there, counted (complete_tx) on that block's mbarrier at the address of
-// `bar`. Used by PACKEDRNN_XCH=cluster_async, an experiment.
-__device__ __forceinline__ void store_async(void* dst, const void* src, unsigned bytes, unsigned long long* bar,
-                                            unsigned rank) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
-  unsigned d, b;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(d) : "r"(shared_address(dst)), "r"(rank));
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(b) : "r"(shared_address(bar)), "r"(rank));
-  const unsigned* v = static_cast<const unsigned*>(src);
-  if (bytes == 16) {
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];"
-                 ::"r"(d), "r"(v[0]), "r"(v[1]), "r"(v[2]), "r"(v[3]), "r"(b) : "memory");
-  } else if (bytes == 8) {
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];"
-                 ::"r"(d), "r"(v[0]), "r"(v[1]), "r"(b) : "memory");
-  } else {
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
-                 ::"r"(d), "r"(v[0]), "r"(b) : "memory");
-  }
-#else
-  __trap();
-#endif
-}
-__device__ __forceinline__ void cluster_sync() {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#else
-  __trap();
-#endif
-}
 
 // Time in nanoseconds, for PACKEDRNN_TIMING.
 __device__ __forceinline__ unsigned long long now_ns() {
@@ -153,7 +75,7 @@ __device__ __forceinline__ void wait_copies(int pending) {
   }
 }
 
-// Bulk copies (Hopper, sm_90: the TMA engine), an experiment (PACKEDRNN_STAGE=bulk): one
+// Bulk copies (Hopper, sm_90: the TMA engine), the persistent kernels' staging there: one
 // instruction copies a whole row global -> shared and counts its bytes on an mbarrier in shared
 // memory. A phase of the barrier completes when its one arrival (bulk_expect, which also adds the
 // bytes to wait for) has happened and every byte has landed; threads wait for it by its parity.

@@ -1,6 +1,6 @@
 // Persistent CUDA recurrence, shared part of persistent_forward.cuh, persistent_backward.cuh and
 // rnn_persistent_backward_reduce.cu (instantiated one dtype per .cu file, so that each compiles in
-// seconds). One cooperative launch (or one cluster launch, below) runs every step of a layer, both
+// seconds). One cooperative launch runs every step of a layer, both
 // directions; fp32, bf16 and fp16 (fp64 takes the per-step kernels). Framework-free; interface in
 // rnn_cuda.h, gate math in cells.h, shape legend there.
 //
@@ -29,26 +29,11 @@
 //             block's h_{s+1}, which each block wrote after reading slot s&1 at step s+1.
 //             Larger B*P: h is read back from `out` after one grid barrier per step (the tagged
 //             words carry 2-4x the bytes of h, and every block reads all of h).
-//             Experiment PACKEDRNN_XCH=cluster (sm_90): where one direction's part of W_hh fits in
-//             the shared memory of one cluster of at most 16 blocks, and all B rows in each block,
-//             each block writes its units of h_t straight into every block's Xs (distributed shared
-//             memory) and one cluster barrier per step replaces the trip through L2. Xs then has
-//             two slots, by step parity: a block writes slot (s+1)&1 at step s only after the
-//             barrier that ended step s-1, which every block passed after its product of step s-1,
-//             the last read of that slot. Each direction is a cluster of its own. The backward's
-//             staged form does the same with the gate gradients.
-//             PACKEDRNN_XCH=cluster_async: the forward without the barrier per step. A block writes
-//             its units of h_t into its own Xs, then sends them with st.async to every other block,
-//             whose mbarrier for that slot counts the bytes; a block waits for step s's bytes
-//             before its product. The slots stay safe without a barrier for the reason the tagged
-//             words are: a block sends into slot (s+1)&1 at step s only after it has received
-//             every block's h_{s-1}, which each block sent after its product of step s-1, the last
-//             read of that slot.
 //   backward  one grid barrier per step. The staged form reads the next step's gate gradients (4x
 //             the size of h); the reduce form, fp32's, exchanges partial sums of dL/dh instead
 //             (rnn_persistent_backward_reduce.cu).
-// Staging from memory written before a barrier uses cp.async (or, as an experiment on sm_90,
-// PACKEDRNN_STAGE=bulk, one TMA bulk copy per row: Stage). Cooperative launch guarantees that
+// Staging from memory written before a barrier uses one TMA bulk copy per row on sm_90 and later,
+// cp.async before (Stage). Cooperative launch guarantees that
 // all blocks are resident, which both schemes rely on. A call that does not fit (more than 16
 // units per block, or 8 for an fp32 forward; shared memory; co-residency) returns cudaErrorNotSupported and the
 // caller runs the per-step kernels of rnn_kernels.cu instead.
@@ -81,9 +66,6 @@ constexpr int kTile = 16;      // rows of Xs per pass of block_gemm (the m of mm
 constexpr int kItems = 2;      // (row, unit) pairs per thread and chunk: NC * Hb <= kItems * kThreads
 constexpr int kGroups = 8;     // cp.async groups of a staging (wait_group takes 0..7 pending)
 constexpr int kMaxUnits = 16;  // units per block (16: half types only in the forward, see forward_dispatch)
-constexpr int kMaxCluster = 16;       // blocks per cluster (H100/H200's non-portable limit)
-constexpr int kMaxClusterUnits = 32;  // units per block in a cluster (the fp32 forward's product takes 8)
-constexpr int kGateRowsAsM = 16 * kWarps;  // JT that only block_gemm_mma_gates takes (32 units per block)
 
 // One product of a step, Y = Ws X^T (block_gemm).
 struct Gemm {
@@ -91,7 +73,8 @@ struct Gemm {
   int K = 0, Kp = 0;  // reduction length, and padded with zeros (gemm_for)
   int ld = 0;         // row stride of Ws and of the rows of Xs staged for it: Kp + 16 bytes, so
                       // that the 8 rows a fragment load touches fall in distinct shared-memory banks
-  int rj = 1;         // FFMA: rows of Ws per thread (2: PACKEDRNN_TILE=2, an experiment, JT >= 16)
+  int rj = 1;         // FFMA: rows of Ws per thread (2 where JT >= 16: each row of Xs loaded once
+                      // for twice the products)
 };
 
 // Sizes of one launch, fixed on the host (plan_for) and passed by value.
@@ -104,9 +87,7 @@ struct Plan {
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
   bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
-  bool bulk = false;       // staging by bulk copies (sm_90; PACKEDRNN_STAGE=bulk, an experiment)
-  int cluster = 0;         // blocks per cluster, exchanging through shared memory (PACKEDRNN_XCH=cluster)
-  bool cluster_async = false;  // forward: by st.async onto the receivers' mbarriers (=cluster_async)
+  bool bulk = false;       // staging by bulk copies (sm_90 and later)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
@@ -138,28 +119,28 @@ template <typename S>
 struct Smem {
   S* Ws;       // [rec.JT][rec.ld]
   S* Wr;       // [proj.JT][proj.ld]  (projection only)
-  S* Xs;       // [NC][ld], two such slots in a cluster
+  S* Xs;       // [NC][ld]
   float* Y;    // [JT][NC]
-  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm (none at kGateRowsAsM,
-               // whose block_gemm_mma_gates needs none; below, it needs [kWarps][2 * 128] at most)
+  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm (block_gemm_mma_gates
+               // needs [kWarps][2 * 128] at most)
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
-  unsigned long long* bar;  // mbarriers: [0] bulk staging (Stage), [1 + slot] the forward's cluster_async
+  unsigned long long* bar;  // the mbarrier of bulk staging (Stage)
   __host__ __device__ static size_t sizes(const Plan& q, int64_t B, size_t (&n)[6]) {
     auto up = [](size_t v) { return (v + 15) / 16 * 16; };
     const size_t JT = q.rec.JT > q.proj.JT ? q.rec.JT : q.proj.JT;
     const size_t ld = q.rec.ld > q.proj.ld ? q.rec.ld : q.proj.ld;
     n[0] = up((size_t)q.rec.JT * q.rec.ld * sizeof(S));
     n[1] = up((size_t)q.proj.JT * q.proj.ld * sizeof(S));
-    n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) * (q.cluster ? 2 : 1) : 0;
+    n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) : 0;
     n[3] = up(JT * q.NC * 4);
     auto red = [](const Gemm& gm) {  // floats of `red` that the product needs (block_gemm)
-      return gm.JT == kGateRowsAsM ? 0 : (size_t)kWarps * (gm.JT > 8 ? gm.JT : 8) * kTile;
+      return (size_t)kWarps * (gm.JT > 8 ? gm.JT : 8) * kTile;
     };
     n[4] = (red(q.rec) > red(q.proj) ? red(q.rec) : red(q.proj)) * 4;
     n[5] = up((size_t)B * 4);
-    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 32;
+    return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 16;  // + the mbarrier
   }
   static size_t bytes(const Plan& q, int64_t B) {
     size_t n[6];
@@ -355,7 +336,7 @@ __device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
 // nr - 1, and their sums are dropped), so the NR shared-memory loads of a step issue back to back:
 // with 8 warps per SM the loop is bound by load latency unless each warp keeps many in flight.
 // A thread holds RJ rows of Ws, JG = JT / RJ apart (w points at the first): RJ = 2 loads each row
-// of Xs once for twice the products (PACKEDRNN_TILE=2, an experiment).
+// of Xs once for twice the products (the default where JT >= 16).
 template <int NR, int JT, int RJ>
 __device__ __forceinline__ void gemm_group(const Gemm& gm, int NC, const float* w, const float* x, int nr, int r0,
                                            float* red, float* Y) {
@@ -522,97 +503,40 @@ __device__ void block_gemm_mma(const Gemm& gm, int NC, const S* Ws, const S* Xs,
   __syncthreads();
 }
 
-// The A fragments of a warp's 16 rows of Ws for all of K, held in registers for a whole launch
-// where a block has 128 rows (32 units per block: a cluster, so K = H <= 16 * 32): its product then
-// reads only Xs from shared memory, not the 128 KB of Ws per step (2/3 of the bytes it read). 128
-// registers per thread: ptxas fits them without spilling only because those kernels compile the
-// cluster path alone (persistent_forward.cuh).
-struct GateFragments {
-  static constexpr int kSteps = kMaxClusterUnits * kMaxCluster / 16;  // k-steps of 16
-  unsigned a[kSteps][4];
-  template <typename S>
-  __device__ __forceinline__ void load(const Gemm& gm, const S* Ws) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
-    const S* w0 = Ws + (size_t)(warp * 16 + g) * gm.ld + 2 * q4;
-    const S* w8 = w0 + 8 * (size_t)gm.ld;
-    auto word = [](const S* p) { return *reinterpret_cast<const unsigned*>(p); };
-#pragma unroll
-    for (int ks = 0; ks < kSteps; ++ks) {
-      const int k = ks * 16 < gm.Kp ? ks * 16 : 0;
-      a[ks][0] = word(w0 + k), a[ks][1] = word(w8 + k), a[ks][2] = word(w0 + k + 8), a[ks][3] = word(w8 + k + 8);
-    }
-  }
-};
-
-// Few rows (n <= 8; or 128 rows of Ws, the cluster exchange's 32 units per block, where n <= 16):
-// the product the other way round, D(16x8) += A B with A = 16 rows of Ws (the m) and B = a tile of
-// 8 rows of Xs (the n; at most two). At n <= 8 that is half the mma of block_gemm_mma, whose m
+// Few rows (n <= 8): the product the other way round, D(16x8) += A B with A = 16 rows of Ws (the
+// m) and B = the tile of 8 rows of Xs (the n). That is half the mma of block_gemm_mma, whose m
 // would be the rows (half of it padding), and half the reads of Xs. The JT / 16 tiles of Ws rows
-// take kWarps / (JT / 16) warps each, which split K and add their parts through `red` (none at
-// 128 rows: a warp per tile). Two accumulators per tile (even and odd k) halve the chain of
-// dependent mma.
+// take kWarps / (JT / 16) warps each, which split K and add their parts through `red`. Two
+// accumulators (even and odd k) halve the chain of dependent mma.
 template <int JT, typename S>
-__device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
-                                     float* Y, const GateFragments* wf = nullptr) {
-  static_assert(JT >= 16 && JT <= kGateRowsAsM, "one warp per tile of 16 rows of Ws at most");
+__device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups,
+                                     float* red, float* Y) {
+  static_assert(JT >= 16 && JT <= 16 * kWarps / 2, "two warps or more per tile of 16 rows of Ws");
   constexpr int MT = JT / 16, split = kWarps / MT;  // tiles of Ws rows, warps per tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   const int m = warp % MT, part = warp / MT, span = gm.Kp / split;  // Kp: a multiple of 128
   auto word = [](const S* p) { return *reinterpret_cast<const unsigned*>(p); };
-  tile_ready(groups, (n - 1) / kTile);
+  tile_ready(groups, 0);
   const S* w0 = Ws + (size_t)(m * 16 + g) * gm.ld + 2 * q4;
   const S* w8 = w0 + 8 * (size_t)gm.ld;
-  const S* x[2] = {Xs + (size_t)min(g, n - 1) * gm.ld + 2 * q4, Xs + (size_t)min(8 + g, n - 1) * gm.ld + 2 * q4};
-  const int tiles = n > 8 ? 2 : 1;
-  float d[2][2][4] = {};  // [tile][k parity]
-  if constexpr (JT == kGateRowsAsM) {
-    if (wf != nullptr) {  // split == 1: all of K (Kp <= 16 * kSteps), A from registers
-#pragma unroll
-      for (int ks = 0; ks < GateFragments::kSteps; ++ks) {
-        if (ks * 16 >= gm.Kp) break;
-#pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          if (t >= tiles) break;
-          const unsigned b[2] = {word(x[t] + ks * 16), word(x[t] + ks * 16 + 8)};
-          mma(d[t][ks & 1], wf->a[ks], b, S());
-        }
-      }
-    }
-  }
-  const int k_end = wf != nullptr ? 0 : (part + 1) * span;  // else A from Ws
+  const S* x = Xs + (size_t)min(g, n - 1) * gm.ld + 2 * q4;
+  float d[2][4] = {};  // [k parity]
 #pragma unroll 2
-  for (int k = part * span; k < k_end; k += 16) {
+  for (int k = part * span; k < (part + 1) * span; k += 16) {
     const unsigned a[4] = {word(w0 + k), word(w8 + k), word(w0 + k + 8), word(w8 + k + 8)};
-    const int par = (k / 16) & 1;
-#pragma unroll
-    for (int t = 0; t < 2; ++t) {
-      if (t >= tiles) break;
-      const unsigned b[2] = {word(x[t] + k), word(x[t] + k + 8)};
-      mma(d[t][par], a, b, S());
-    }
+    const unsigned b[2] = {word(x + k), word(x + k + 8)};
+    mma(d[(k / 16) & 1], a, b, S());
   }
 #pragma unroll
-  for (int t = 0; t < 2; ++t) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = t * 8 + 2 * q4 + i % 2, j = m * 16 + g + 8 * (i / 2);
-      if constexpr (split == 1) {
-        if (r < n) Y[j * NC + r] = d[t][0][i] + d[t][1][i];
-      } else {
-        red[(warp * 2 + t) * 128 + lane * 4 + i] = d[t][0][i] + d[t][1][i];
-      }
-    }
-  }
-  if constexpr (split > 1) {
-    __syncthreads();
-    for (int e = threadIdx.x; e < MT * tiles * 128; e += kThreads) {
-      const int mm = e / (tiles * 128), t = e / 128 % tiles, l = e % 128 / 4, i = e % 4;
-      const int r = t * 8 + 2 * (l % 4) + i % 2, j = mm * 16 + l / 4 + 8 * (i / 2);
-      if (r >= n) continue;
-      float v = 0.f;
-      for (int pp = 0; pp < split; ++pp) v += red[((pp * MT + mm) * 2 + t) * 128 + l * 4 + i];
-      Y[j * NC + r] = v;
-    }
+  for (int i = 0; i < 4; ++i) red[warp * 128 + lane * 4 + i] = d[0][i] + d[1][i];
+  __syncthreads();
+  for (int e = threadIdx.x; e < MT * 128; e += kThreads) {
+    const int mm = e / 128, l = e % 128 / 4, i = e % 4;
+    const int r = 2 * (l % 4) + i % 2, j = mm * 16 + l / 4 + 8 * (i / 2);
+    if (r >= n) continue;
+    float v = 0.f;
+    for (int pp = 0; pp < split; ++pp) v += red[(pp * MT + mm) * 128 + l * 4 + i];
+    Y[j * NC + r] = v;
   }
   __syncthreads();
 }
@@ -621,14 +545,12 @@ __device__ void block_gemm_mma_gates(const Gemm& gm, int NC, const S* Ws, const 
 // for Xs. Every thread of the block must call it; it ends past a __syncthreads.
 template <int JT, typename S>
 __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
-                           float* Y, const GateFragments* wf = nullptr) {
+                           float* Y) {
   if constexpr (std::is_same<S, float>::value) {
     if constexpr (JT >= 16) {
       if (gm.rj == 2) return block_gemm_ffma<JT, 2>(gm, NC, Ws, Xs, n, groups, red, Y);
     }
     block_gemm_ffma<JT, 1>(gm, NC, Ws, Xs, n, groups, red, Y);
-  } else if constexpr (JT == kGateRowsAsM) {
-    block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y, wf);
   } else {
     if constexpr (JT >= 16) {
       if (n <= 8) return block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
@@ -678,8 +600,7 @@ __device__ void fill_gate_rows(const Gemm& gm, S* Ws, const Params& p, int64_t d
   });
 }
 
-// Launch `kernel` in clusters (Plan::cluster), or cooperatively if every block fits on the device
-// at once.
+// Launch `kernel` cooperatively if every block fits on the device at once.
 template <typename Kernel, typename Params>
 cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStream_t stream) {
   int dev = 0, optin = 0, per_sm = 0, sms = 0;
@@ -689,7 +610,6 @@ cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStrea
   if (e != cudaSuccess) return e;
   if (q.smem > (size_t)optin) return cudaErrorNotSupported;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)q.smem);
-  if (e == cudaSuccess && q.cluster) return launch_cluster(kernel, q.blocks, q.cluster, kThreads, q.smem, stream, p, q);
   if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, q.smem);
   if (e != cudaSuccess) return e;
   if (per_sm * sms < q.blocks) return cudaErrorNotSupported;
@@ -726,11 +646,8 @@ Gemm gemm_for(int64_t rows, int64_t K) {
 // values), the projection's (Hb rows of proj_K values; proj_K = 0 without a projection), and the
 // largest chunk of rows that fits in shared memory. Hb = 0 when the persistent kernels cannot take
 // the call (an empty batch, more than kMaxUnits units per block, or no room for one row).
-// `cluster`: the cluster exchange instead (sm_90): ceil(H / Hb) <= kMaxCluster blocks per
-// direction, up to kMaxClusterUnits units per block, every row in one chunk (else Hb = 0).
 template <typename S, typename Params>
-Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, bool staged = true,
-              bool cluster = false) {
+Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, bool staged = true) {
   Plan q;
   q.staged = staged;
   int dev = 0, sms = 0, optin = 0;
@@ -739,30 +656,22 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
     return {};
   int Hb = 1;
-  while ((cluster ? 1 : p.D) * ((p.H + Hb - 1) / Hb) > (cluster ? kMaxCluster : sms)) Hb *= 2;
-  if (Hb > (cluster ? kMaxClusterUnits : kMaxUnits)) return {};
+  while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
+  if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  // Developer switches: the phase clock; two rows of Ws per thread in the FFMA product; staging by
-  // bulk copies (Hopper and later).
+  // Developer switches: the phase clock; one row of Ws per thread in the FFMA product, and staging
+  // by cp.async on sm_90 (sm_80's path), to compare and to test.
   q.timing = env_is("PACKEDRNN_TIMING", "1");
-  const bool two_rows = env_is("PACKEDRNN_TILE", "2");
+  const bool two_rows = !env_is("PACKEDRNN_TILE", "1");
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return {};
-  q.bulk = env_is("PACKEDRNN_STAGE", "bulk") && major >= 9;
+  // The TMA engine stages faster than cp.async (RESULTS.md, 2026-11-26, H100).
+  q.bulk = major >= 9 && !env_is("PACKEDRNN_STAGE", "cp.async");
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
-  if (cluster) {
-    if (major < 9) return {};
-    q.cluster = (int)((p.H + Hb - 1) / Hb);
-  }
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);
   q.rec.rj = two_rows && q.rec.JT >= 16 ? 2 : 1;
   q.proj.rj = two_rows && q.proj.JT >= 16 ? 2 : 1;
-  if (cluster) {  // every row at once
-    q.NC = (int)p.B;
-    q.smem = Smem<S>::bytes(q, p.B);
-    return p.B <= kItems * kThreads / Hb && q.smem <= (size_t)optin ? q : Plan{};
-  }
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
     q.NC = nc >= kTile ? nc / kTile * kTile : nc;
     q.smem = Smem<S>::bytes(q, p.B);
@@ -770,17 +679,6 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
     nc = q.NC;
   }
   return {};
-}
-
-// The experiment PACKEDRNN_XCH=cluster (see the top of this file), or =cluster_async: the same, the
-// forward's exchange by st.async onto each receiver's mbarriers instead of a cluster barrier.
-inline bool cluster_asked() { return env_is("PACKEDRNN_XCH", "cluster") || env_is("PACKEDRNN_XCH", "cluster_async"); }
-
-// The backward's plan in a cluster (its staged form), where it is asked for and fits; else Hb = 0.
-// The reduce form steps aside for it.
-template <typename S, int NG>
-Plan backward_cluster_plan(const BackwardParams& p) {
-  return cluster_asked() && !(NG == 4 && p.proj) ? plan_for<S>(p, 1, NG * p.H, 0, true, true) : Plan{};
 }
 
 // f(std::integral_constant<int, W>()) for the W among Ws equal to `width` (compile-time widths

@@ -7,9 +7,6 @@
 // Projection (LSTM, P < H): the units u < P of the block give dL/dh_t[u] (into dH [D][T*B][P] S,
 // which the weight gradient of W_hr reads too); after a grid barrier, Wr [JT][ld] S,
 // Wr[kk][k] = W_hr[k][u0 + kk], K = P, turns the staged dH rows into dL/dm of its units.
-// Cluster exchange (PACKEDRNN_XCH=cluster, as the forward's): Xs [2][B][ld] S, slot t&1 holds the
-// gate gradients of step t of every row by rank, written by the blocks of the cluster (a block
-// writes slot s&1 at step s, after the barrier that ended step s+1, whose product read it last).
 #pragma once
 
 #include "persistent.cuh"
@@ -35,7 +32,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
   const bool proj = lstm && p.proj;
-  const bool cluster = q.cluster > 0;  // never with a projection
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
   fill_weights(q.rec, sm.Ws, [&](int kk, int j) {
     return kk < Hb && u0 + kk < P && j < G ? w + j * P + u0 + kk : nullptr;
@@ -46,10 +42,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       return kk < Hb && u0 + kk < H && k < P ? wr + k * H + u0 + kk : nullptr;
     });
   }
-  zero_padding(q.rec, cluster ? 2 * q.NC : q.NC, sm.Xs);
+  zero_padding(q.rec, q.NC, sm.Xs);
   Stage st(q.bulk, sm.bar);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
-  if (cluster) cluster_sync();  // every block of the cluster runs before any writes into its Xs
   const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
   const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
@@ -86,15 +81,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
     grid.sync();
   };
   PhaseClock clock(q.timing);
-  const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: gate gradients of step t in slot t&1
   // The rows of step s: n_here active at s, of those n_next with a step s+1; the pass takes n.
   auto rows_at = [&](int64_t s, int& n_here, int& n_next) {
     n_here = active_after(sm.lens, (int)B, s);
     n_next = active_after(sm.lens, n_here, s + 1);
     return s >= 0 ? n_here : n_next;
   };
-  // What each pair of a chunk at step s needs besides the product (in a cluster, loaded before
-  // the barrier that ends the step before, so that its latency hides behind it).
+  // What each pair of a chunk at step s needs besides the product.
   Item<A> it[kItems];
   auto load_items = [&](const Chunk& ch) {
 #pragma unroll
@@ -110,24 +103,23 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   };
   // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
-    S* xs = cluster ? sm.Xs + ((s + 1) & 1) * xs_slot : sm.Xs;
     int n_here, n_next;
     const int n = rows_at(s, n_here, n_next);
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
       // With a projection this pass gives dL/dh of the units u < P only; the cell comes later.
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
-      if (!cluster || s == steps - 1) load_items(ch);
+      load_items(ch);
       // Stage the gate gradients of the rows' next step (written by every block before the last
-      // grid barrier; in a cluster, into Xs).
+      // grid barrier).
       if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower
-      const int groups = cluster ? 0 : stage_rows(st, q.rec, sm.Xs, np, vec, [&](int r) {
+      const int groups = stage_rows(st, q.rec, sm.Xs, np, vec, [&](int r) {
         const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
         return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
       });
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q.rec, q.NC, sm.Ws, xs, np, groups, sm.red, sm.Y);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, np, groups, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -147,30 +139,15 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         }
         float gh[NG];
         cell_backward<S, NG>(p, d, m, m.v, dht, gh);
-        if (cluster) {  // into slot s&1 of every block of the cluster, rounded as dgh is stored
-          S* next = sm.Xs + (s & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u;
-#pragma unroll
-          for (int g = 0; g < NG; ++g) {
-            S v;
-            put(&v, gh[g]);
-            for (int c = 0; c < q.cluster; ++c) *peer_shared(next + g * H, c) = v;
-          }
-        }
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
       clock.mark(2);
     }
-    if (s >= 0 && cluster) {  // one chunk of every row: load the items of step s-1, then the barrier
-      int h, x;
-      load_items(Chunk{0, rows_at(s - 1, h, x), Hb, u0, d, s - 1, B, sm.order, sm.lens});
-      cluster_sync();
-    } else if (s >= 0) {
-      grid.sync();
-    }
+    if (s >= 0) grid.sync();
     if (proj && s >= 0) project_cells(s, n_here);
     clock.mark(3);
   }
-  clock.report(cluster ? "backward (cluster)" : "backward (staged)", steps + 1);
+  clock.report("backward (staged)", steps + 1);
 }
 
 template <typename S, int NG>
@@ -179,15 +156,11 @@ cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
     return cudaErrorNotSupported;  // fp64: the per-step kernels
   } else {
     if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
-    auto run = [&](const Plan& q) {  // 32 units per block only in a cluster
-      return with_width<1, 2, 4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
-        constexpr int J = decltype(jt)::value;
-        return cooperative(persistent_backward<S, NG, J>, p, q, stream);
-      });
-    };
-    const cudaError_t e = run(backward_cluster_plan<S, NG>(p));
-    if (e != cudaErrorNotSupported) return e;
-    return run(plan_for<S>(p, 1, NG * p.H, NG == 4 && p.proj ? p.P : 0));
+    const Plan q = plan_for<S>(p, 1, NG * p.H, NG == 4 && p.proj ? p.P : 0);
+    return with_width<1, 2, 4, 8, 16>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
+      constexpr int J = decltype(jt)::value;
+      return cooperative(persistent_backward<S, NG, J>, p, q, stream);
+    });
   }
 }
 

@@ -5,8 +5,6 @@
 // Shapes (legend in cells.h): Ws [JT][ld] S, rows j = g*Hb + uu (gate g of unit u0 + uu), K = P;
 // Xs [NC][ld] S: h_{t-1} of the chunk's rows; Y [JT][NC] float: their gate products;
 // xch [2][D][B][P] 64-bit {h_t as float, tag t+1}: the exchange between blocks (zeroed by the caller).
-// Cluster exchange: Xs [2][B][ld] S, slot s&1 holds h_{t-1} of every row by rank, written by the
-// blocks of the cluster.
 // Projection (LSTM, P < H): Wr [JT/4][ld] S, row uu = W_hr[u0 + uu], K = H; Xs then holds m_t of
 // the chunk's rows, from the scratch m [D][B][H] S, and Y their outputs h_t.
 #pragma once
@@ -17,8 +15,7 @@ namespace packedrnn {
 namespace persistent {
 
 // What one (row, unit) pair of a chunk needs besides h_{t-1} W_hh^T, loaded before the wait for
-// h_{t-1} (in a cluster: before the barrier that ends the step before) so that its latency hides
-// behind it.
+// h_{t-1} so that its latency hides behind it.
 template <typename A>
 struct Item : Pair {
   A gx[4], c = A(0);
@@ -77,10 +74,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
-  // 128 rows of Ws only in a cluster, never with a projection: those kernels compile nothing else.
-  constexpr bool cluster_only = JT == kGateRowsAsM;
-  const bool proj = !cluster_only && lstm && p.proj;
-  const bool cluster = cluster_only || q.cluster > 0;
+  const bool proj = lstm && p.proj;
   const SavedLayout L(p.cell, H, P, proj);
   fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   if (proj) {
@@ -89,13 +83,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       return uu < Hb && u0 + uu < P && k < H ? wr + (u0 + uu) * H + k : nullptr;
     });
   }
-  zero_padding(q.rec, cluster ? 2 * q.NC : q.NC, sm.Xs);
+  zero_padding(q.rec, q.NC, sm.Xs);
   Stage st(q.bulk, sm.bar);
-  // st.async onto the mbarriers sm.bar[1 + slot]; compiled for fp32 and for the half types' 32 units
-  // per block only (the 16-unit half kernels, near 255 registers, would spill).
-  constexpr bool async_built = std::is_same<S, float>::value || cluster_only;
-  const bool async = async_built && cluster && q.cluster_async;
-  if (async && threadIdx.x == 0) bulk_init(sm.bar + 1), bulk_init(sm.bar + 2);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   const S* h0 = static_cast<const S*>(p.h0) + d * B * P;
   S* h_n = static_cast<S*>(p.h_n) + d * B * P;
@@ -103,9 +92,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     const int64_t b = i / Hb, u = u0 + i % Hb;
     if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
   }
-  // Every block of the cluster runs (and has zeroed its padding and set up its mbarriers) before any
-  // block writes into its Xs.
-  if (cluster) cluster_sync();
   S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
   const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
   unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
@@ -118,35 +104,24 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   PhaseClock clock(q.timing);
   int n = (int)B;
   Item<A> it[kItems];
-  [[maybe_unused]] GateFragments wf;  // 128 rows of Ws (a cluster): their fragments in registers
-  if constexpr (cluster_only) wf.load(q.rec, sm.Ws);
-  const int64_t xs_slot = (int64_t)q.NC * q.rec.ld;  // cluster: Xs slot s&1 now, (s+1)&1 next
-  unsigned slot_parity = 0;  // async: bit k, the phase parity that slot k's mbarrier completes next
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
     const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
     unsigned long long* xout = xch + (s & 1) * slot;
-    S* xs = cluster ? sm.Xs + (s & 1) * xs_slot : sm.Xs;
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
-      if (!cluster || s == 0) load_items<S, NG>(p, ch, gx_all, it);  // a cluster loaded them a step ahead
+      load_items<S, NG>(p, ch, gx_all, it);
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
-      // (barrier) or the tagged words of step s-1; in a cluster the blocks wrote it into Xs.
+      // (barrier) or the tagged words of step s-1.
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
       int groups = 0;
       if (s == 0 || q.barrier) {
-        groups = stage_rows(st, q.rec, xs, nc, vec, [&](int r) {
+        groups = stage_rows(st, q.rec, sm.Xs, nc, vec, [&](int r) {
           const int64_t b = sm.order[r0 + r], t_prev = d == 1 ? sm.lens[r0 + r] - s : s - 1;
           return s == 0 ? h0 + b * P : out_c + (t_prev * B + b) * DP + d * P;
         });
-      } else if (async) {  // wait until every other block's h_{t-1} of the active rows has landed
-        unsigned long long* bar = sm.bar + 1 + (s & 1);
-        if (threadIdx.x == 0) bulk_expect(bar, (unsigned)(nc * (q.cluster - 1) * Hb * sizeof(S)));
-        while (!bulk_done(bar, (slot_parity >> (s & 1)) & 1)) {
-        }
-        slot_parity ^= 1u << (s & 1);
-      } else if (!cluster) {  // wait for tag s, asking again for all late words at once
+      } else {  // wait for tag s, asking again for all late words at once
         constexpr int U = 16;  // loads in flight per thread
         const int total = nc * q.rec.K;
         for (int e0 = threadIdx.x; e0 < total; e0 += U * kThreads) {
@@ -164,7 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
             for (int k = 0; k < U; ++k) {
               if (((pending >> k) & 1) && (v[k] >> 32) == (unsigned long long)s) {
                 const int e = e0 + k * kThreads;
-                put(xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
+                put(sm.Xs + (e / q.rec.K) * q.rec.ld + e % q.rec.K, __uint_as_float((unsigned)v[k]));  // exact
                 pending &= ~(1u << k);
               }
             }
@@ -178,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       }
       __syncthreads();
       clock.mark(0);
-      block_gemm<JT>(q.rec, q.NC, sm.Ws, xs, nc, groups, sm.red, sm.Y, cluster_only ? &wf : nullptr);
+      block_gemm<JT>(q.rec, q.NC, sm.Ws, sm.Xs, nc, groups, sm.red, sm.Y);
       clock.mark(1);
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
@@ -187,7 +162,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const int64_t u = m.u;
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
-        const A hp = u < P ? to_acc(xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
+        const A hp = u < P ? to_acc(sm.Xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
         S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
         if (sv && u < P) put(sv + L.h_prev + u, hp);
         A h;
@@ -218,11 +193,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
         if (s + 1 == m.len) {
           h_n[m.b * P + u] = hs;
-        } else if (async) {  // into this block's slot (s+1)&1; sent to the others below
-          sm.Xs[((s + 1) & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u] = hs;
-        } else if (cluster) {  // into slot (s+1)&1 of every block of the cluster, itself included
-          S* next = sm.Xs + ((s + 1) & 1) * xs_slot + (int64_t)m.r * q.rec.ld + u;
-          for (int c = 0; c < q.cluster; ++c) *peer_shared(next, c) = hs;
         } else if (!q.barrier) {
           store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
         }
@@ -233,31 +203,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     if constexpr (lstm) {
       if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
     }
-    if (cluster) {  // one chunk of every active row
-      if (s + 1 < steps) {
-        const int n_next = active_after(sm.lens, n, s + 1);
-        if (async) {  // this block's units of the rows that go on, to every other block, <= 16 bytes a piece
-          const int piece = Hb * sizeof(S) < 16 ? Hb * (int)sizeof(S) : 16, per_row = Hb * (int)sizeof(S) / piece;
-          const int others = q.cluster - 1, me = blockIdx.x % q.cluster;
-          unsigned char* row0 = reinterpret_cast<unsigned char*>(sm.Xs + ((s + 1) & 1) * xs_slot + u0);
-          for (int e = threadIdx.x; e < n_next * others * per_row; e += kThreads) {
-            const int r = e / (others * per_row), c = e / per_row % others, k = e % per_row;
-            unsigned char* at = row0 + (int64_t)r * q.rec.ld * sizeof(S) + k * piece;
-            store_async(at, at, piece, sm.bar + 1 + ((s + 1) & 1), c < me ? c : c + 1);
-          }
-        }
-        load_items<S, NG>(p, Chunk{0, n_next, Hb, u0, d, s + 1, B, sm.order, sm.lens}, gx_all, it);
-      }
-      if (!async) cluster_sync();  // the next step's items were loaded before it
-    } else if (q.barrier) {
-      grid.sync();
-    }
+    if (q.barrier) grid.sync();
     clock.mark(3);
   }
-  if (async) cluster_sync();  // no block leaves while another may still send to it
-  clock.report(async ? "forward (cluster, st.async)" : cluster ? "forward (cluster)" : q.barrier ? "forward (barrier)"
-                                                                                               : "forward (tagged)",
-               steps);
+  clock.report(q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
 }
 
 constexpr int64_t kTaggedMax = 8192;
@@ -268,39 +217,26 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
     const bool proj = NG == 4 && p.proj;
-    // 64 gate rows (16 units per block) and more only on tensor cores: block_gemm_ffma takes at
-    // most 32, so an fp32 forward that needs 16 units per block runs the per-step kernels. 128
-    // (32 units per block) only in a cluster.
-    auto run = [&](const Plan& q) {
-      if (q.Hb && q.rec.JT == kGateRowsAsM && !q.cluster) return cudaErrorNotSupported;  // cluster-only kernels
-      auto launch = [&](auto jt) {
-        constexpr int J = decltype(jt)::value;
-        return cooperative(persistent_forward<S, NG, J>, p, q, stream);
-      };
-      if constexpr (std::is_same<S, float>::value) {
-        return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
-      } else {
-        return with_width<4, 8, 16, 32, 64, 128>(q.Hb ? q.rec.JT : 0, launch);
-      }
-    };
-    if (!proj && cluster_asked()) {  // an experiment; else as below
-      Plan c = plan_for<S>(p, NG, p.P, 0, true, true);
-      // st.async moves 4 bytes or more; built where the kernel has the registers for it.
-      c.cluster_async = env_is("PACKEDRNN_XCH", "cluster_async") && c.Hb * sizeof(S) >= 4 &&
-                        (std::is_same<S, float>::value || c.rec.JT == kGateRowsAsM);
-      const cudaError_t e = run(c);
-      if (e != cudaErrorNotSupported) return e;
-    }
     Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);
     // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
     // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
     // bytes cost more than the barrier saves (measured on an H200, RESULTS.md). A projection
     // needs a barrier between its two products anyway: it always takes the barrier.
-    // PACKEDRNN_XCH=barrier|tagged forces one (a cluster the call does not fit falls back here).
+    // PACKEDRNN_XCH=barrier|tagged forces one.
     q.barrier = proj || env_is("PACKEDRNN_XCH", "barrier") ||
                 (!env_is("PACKEDRNN_XCH", "tagged") && p.B * p.P > kTaggedMax);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
-    return run(q);
+    // 64 gate rows (16 units per block) only on tensor cores: block_gemm_ffma takes at most 32, so
+    // an fp32 forward that needs 16 units per block runs the per-step kernels.
+    auto launch = [&](auto jt) {
+      constexpr int J = decltype(jt)::value;
+      return cooperative(persistent_forward<S, NG, J>, p, q, stream);
+    };
+    if constexpr (std::is_same<S, float>::value) {
+      return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
+    } else {
+      return with_width<4, 8, 16, 32, 64>(q.Hb ? q.rec.JT : 0, launch);
+    }
   }
 }
 

@@ -91,10 +91,4 @@ cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaSt
 // (rnn_persistent_backward_reduce.cu). The caller allocates them.
 int64_t rnn_backward_persistent_partials(const BackwardParams& p, DType dtype);
 
-// The six bf16 copies of a matrix's three-piece split that PACKEDRNN_GEMM=bf16x6 multiplies
-// (split_pieces.cu; layer_gemms.h): src [R, C] fp32 with row stride ld, dst [6R, C] (stack_rows)
-// or [R, 6C] bf16, copy j being piece (order >> 2j) & 3.
-cudaError_t split_pieces(const float* src, int64_t R, int64_t C, int64_t ld, void* dst, bool stack_rows,
-                         unsigned order, cudaStream_t stream);
-
 }  // namespace packedrnn

@@ -35,46 +35,47 @@ const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() :
 
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
 
-// PACKEDRNN_PERSISTENT=0 turns the persistent kernels off (to compare, or to rule them out);
-// =force makes a call they refuse an error (tests use it to know which path they checked);
-// =gemm (an experiment) runs the per-step kernels with each step's recurrent product by cuBLAS
-// (GemmProducts below) instead of their own tile products.
-std::string persistent_mode() {
-  const char* v = std::getenv("PACKEDRNN_PERSISTENT");
-  return v == nullptr ? "1" : v;
-}
-bool persistent_allowed() { return persistent_mode() != "0" && persistent_mode() != "gemm"; }
-bool gemm_products() { return persistent_mode() == "gemm"; }
+// From this batch size on, an fp32 layer's recurrence runs as the per-step kernels with each step's
+// product by cuBLAS (GemmProducts below): there the persistent kernels' own FFMA products fall
+// behind (H100, RESULTS.md 2026-11-26: LSTM H=1024 B=256 fwd+bwd 325 vs 669 us/step, H=512 165 vs
+// 258), where at B=64 they win by 2-5x. Half types keep the persistent kernels (tensor cores).
+constexpr int64_t kGemmBatch = 256;
+
+// Which recurrence a call runs. PACKEDRNN_PERSISTENT (developer switch): unset, by size as above;
+// 0, the per-step kernels with their own products (to compare, or to rule the others out); force,
+// the persistent kernels, a call they refuse being an error (tests use it to know which path they
+// checked); gemm, the per-step kernels with cuBLAS products.
+struct Recurrence {
+  bool persistent = false, gemm = false, force = false;
+  Recurrence(const LayerArgs& a, at::ScalarType t) {
+    const char* v = std::getenv("PACKEDRNN_PERSISTENT");
+    const std::string mode = v == nullptr ? "" : v;
+    force = mode == "force";
+    gemm = mode == "gemm" || (mode != "0" && !force && t == at::kFloat && a.B >= kGemmBatch);
+    persistent = mode != "0" && !gemm;
+  }
+};
 
 // One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w,
 // one GEMM per direction: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
 // backward in = dgbuf [D, B, G], w = W_hh [D, G, P]. In the accumulation dtype: half types
-// multiply on tensor cores into fp32; fp32 does too, as six bf16 piece products, under
-// PACKEDRNN_GEMM=bf16x6 (layer_gemms.h: w's pieces once per call, in's per step).
+// multiply on tensor cores into fp32.
 // Rows are at places `slot` of in and out; `active[s]` (when the lengths are known on the host)
 // is how many places, from the first, hold rows active at step s: the product stops there.
 struct GemmProducts {
   at::Tensor in, w, out;
   std::vector<int64_t> active;
-  bool split = false;
   GemmProducts() = default;
   GemmProducts(const at::Tensor& in_, const at::Tensor& w_, at::ScalarType acc, std::vector<int64_t> active_)
       : in(in_), w(w_), out(at::empty({in_.size(0), in_.size(1), w_.size(2)}, in_.options().dtype(acc))),
-        active(std::move(active_)), split(split_gemms(in_)) {
-    if (!split) return;
-    std::vector<at::Tensor> pieces;
-    for (int64_t d = 0; d < w.size(0); ++d) pieces.push_back(stacked_pieces(w[d], 0, piece_order(0, 1, 2, 0, 1, 0)));
-    w = at::stack(pieces);  // [D, 6X, Y] bf16
-  }
+        active(std::move(active_)) {}
   static const void* step(void* self, int64_t s) {
     auto& g = *static_cast<GemmProducts*>(self);
     const int64_t n = g.active.empty() ? g.in.size(1) : g.active[s];
     for (int64_t d = 0; d < g.in.size(0) && n > 0; ++d) {
       at::Tensor out = g.out[d].narrow(0, 0, n);
       const at::Tensor in = g.in[d].narrow(0, 0, n);
-      if (g.split) {
-        at::mm_out(out, stacked_pieces(in, 1, piece_order(0, 0, 0, 1, 1, 2)), g.w[d], at::kFloat);
-      } else if (in.scalar_type() == out.scalar_type()) {
+      if (in.scalar_type() == out.scalar_type()) {
         at::mm_out(out, in, g.w[d]);
       } else {
         at::mm_out(out, in, g.w[d], out.scalar_type());
@@ -130,22 +131,16 @@ struct DeviceLengths {
   }
 };
 
-// The operands of PACKEDRNN_GEMM=bf16x6 in one pass (layer_gemms.h calls it once registered).
-void split_pieces_cuda(const at::Tensor& src, const at::Tensor& dst, bool stack_rows, unsigned order) {
-  check(split_pieces(src.data_ptr<float>(), src.size(0), src.size(1), src.stride(0), dst.data_ptr(), stack_rows,
-                     order, at::cuda::getCurrentCUDAStream()));
-}
-const bool split_pieces_registered = (cuda_split_pieces() = split_pieces_cuda, true);
-
-// The persistent kernel where it fits, else the per-step kernels (with `products`, if any).
+// The persistent kernel where chosen and it fits, else the per-step kernels (with `products`, if any).
 template <typename Params>
-void run(const Params& p, DType dtype, cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
+void run(const Recurrence& how, const Params& p, DType dtype,
+         cudaError_t (*persistent)(const Params&, DType, cudaStream_t),
          cudaError_t (*per_step)(const Params&, DType, cudaStream_t, StepProducts), StepProducts products) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cudaError_t e = persistent_allowed() ? persistent(p, dtype, stream) : cudaErrorNotSupported;
+  cudaError_t e = how.persistent ? persistent(p, dtype, stream) : cudaErrorNotSupported;
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
-    TORCH_CHECK(persistent_mode() != "force", "packedrnn: the persistent kernel refused this call "
+    TORCH_CHECK(!how.force, "packedrnn: the persistent kernel refused this call "
                 "(PACKEDRNN_PERSISTENT=force): B=", p.B, " H=", p.H, " D=", p.D, " proj=", p.proj);
     e = per_step(p, dtype, stream, products);
   }
@@ -187,7 +182,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   // The persistent kernel's exchange of h between blocks (not for fp64, which it does not take,
   // nor for a projection, which exchanges through `out` and grid barriers); zeroed, so no stale
   // tag matches.
-  const bool may_persist = persistent_allowed() && !a.proj && x.scalar_type() != at::kDouble;
+  const Recurrence how(a, x.scalar_type());
+  const bool may_persist = how.persistent && !a.proj && x.scalar_type() != at::kDouble;
   at::Tensor xch = may_persist ? at::zeros({2, a.D, a.B, a.P}, opt.dtype(at::kLong)) : at::Tensor();
 
   ForwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
@@ -197,14 +193,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
   GemmProducts gemm;
-  const auto places = gemm_products() ? dl.places(a, x) : std::nullopt;
-  if (gemm_products()) {
+  const auto places = how.gemm ? dl.places(a, x) : std::nullopt;
+  if (how.gemm) {
     gemm = GemmProducts(places ? h0.index_select(1, places->order) : h0.clone(), w_hh.transpose(1, 2),
                         acc_of(x.scalar_type()), places ? places->active : std::vector<int64_t>{});
     p.hbuf = gemm.in.data_ptr();
     p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
-  run(p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda, gemm.products());
+  run(how, p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda, gemm.products());
   at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
   return {out, h_n, c_n, saved};
 }
@@ -243,18 +239,19 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
                    dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr,
                    direct.defined() ? direct.data_ptr() : nullptr};
   // The partial sums that the persistent backward's reduce form exchanges (fp32; none elsewhere).
-  const int64_t partials = persistent_allowed() ? rnn_backward_persistent_partials(p, dtype_of(x.scalar_type())) : 0;
+  const Recurrence how(a, x.scalar_type());
+  const int64_t partials = how.persistent ? rnn_backward_persistent_partials(p, dtype_of(x.scalar_type())) : 0;
   at::Tensor part = partials > 0 ? at::empty({partials}, opt.dtype(at::kFloat)) : at::Tensor();
   p.part = part.defined() ? part.data_ptr() : nullptr;
   GemmProducts gemm;
-  const auto places = gemm_products() ? dl.places(a, x) : std::nullopt;
-  if (gemm_products()) {
+  const auto places = how.gemm ? dl.places(a, x) : std::nullopt;
+  if (how.gemm) {
     gemm = GemmProducts(at::zeros({a.D, a.B, a.G}, opt), w_hh, acc,
                         places ? places->active : std::vector<int64_t>{});
     p.dgbuf = gemm.in.data_ptr();
     p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
-  run(p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda, gemm.products());
+  run(how, p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda, gemm.products());
 
   // The products over the valid positions where they are known (gathered), else over all T*B.
   auto rows_of = [&](const at::Tensor& t, int64_t dim) { return dl.tokens ? t.index_select(dim, *dl.tokens) : t; };

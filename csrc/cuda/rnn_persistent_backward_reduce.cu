@@ -147,14 +147,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
 // H200 a forward + backward step took 0.78x the staged form's time at B = 64 and 256, 1.02x at
 // B = 8; in bf16 the staged form's tensor-core product wins, 0.70x: RESULTS.md), not a
 // projection, at most 8 units per block, and partials no larger than the gate gradients the
-// backward holds anyway (2 * blocks * B * P <= D * T * B * NG * H: only short sequences fail it),
-// nor where the staged form runs in a cluster (PACKEDRNN_XCH=cluster, an experiment).
+// backward holds anyway (2 * blocks * B * P <= D * T * B * NG * H: only short sequences fail it).
 // PACKEDRNN_BWD=staged|reduce forces a form where it applies (for tests and measurements).
 template <typename S, int NG>
 Plan reduce_plan(const BackwardParams& p) {
   const bool forced = env_is("PACKEDRNN_BWD", "reduce");
   if (env_is("PACKEDRNN_BWD", "staged") || (!forced && !std::is_same<S, float>::value) ||
-      (p.cell == kLSTM && p.proj) || backward_cluster_plan<S, NG>(p).Hb)
+      (p.cell == kLSTM && p.proj))
     return {};
   const Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
   if (q.Hb == 0 || q.rec.JT > 32 || (!forced && 2 * q.blocks * p.P > p.D * p.T * NG * p.H)) return {};

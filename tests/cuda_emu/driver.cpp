@@ -11,9 +11,7 @@ extern "C" {
 
 void emu_configure(int sms, int optin, unsigned seed) { emu::configure(sms, optin, seed); }
 void emu_dry_run(int on) { emu::dry_run(on != 0); }
-void emu_last_launch(int* blocks, size_t* smem, int* cluster, long long* stores) {
-  emu::last_launch(blocks, smem, cluster, stores);
-}
+void emu_last_launch(int* blocks, size_t* smem) { emu::last_launch(blocks, smem); }
 
 // n: cell, T, B, D, H, P, K, proj. ptr: lengths, gx, h0, w_hh, b_hh, w_hr, c, m, out, h_n, saved, xch.
 int emu_forward(const int64_t* n, void* const* ptr, int dtype) {
@@ -36,10 +34,6 @@ int64_t emu_backward_partials(const int64_t* n, int dtype) {
   BackwardParams p{};
   p.cell = n[0], p.T = n[1], p.B = n[2], p.D = n[3], p.H = n[4], p.P = n[5], p.K = n[6], p.proj = n[7] != 0;
   return packedrnn::rnn_backward_persistent_partials(p, static_cast<DType>(dtype));
-}
-
-int emu_split_pieces(const float* src, int64_t R, int64_t C, int64_t ld, void* dst, int stack_rows, unsigned order) {
-  return packedrnn::split_pieces(src, R, C, ld, dst, stack_rows != 0, order, nullptr);
 }
 
 }  // extern "C"

@@ -66,9 +66,6 @@ struct Grid {
   std::vector<Fiber> fibers;
   std::vector<Block> blocks;
   Barrier bar;
-  int cluster = 0;                // blocks per cluster (0: not a cluster launch)
-  std::vector<Barrier> clusters;  // their barriers
-  std::vector<char> synced;       // whether a cluster's barrier has opened once
   std::vector<Fiber*> runq;
   ucontext_t sched;
   Fiber* cur = nullptr;
@@ -86,8 +83,7 @@ Grid* G = nullptr;
 int g_sms = 132, g_optin = 232448;  // an H100/H200
 unsigned g_seed = 0;
 bool g_dry_run = false;  // launches record their size and return without running
-int g_last_blocks = 0, g_last_cluster = 0;
-long long g_last_stores = 0;  // st.async of the last launch
+int g_last_blocks = 0;
 size_t g_last_smem = 0;
 
 void switch_out() { swapcontext(&G->cur->ctx, &G->sched); }
@@ -118,36 +114,10 @@ int sm_count() { return g_sms; }
 int shared_memory_optin() { return g_optin; }
 void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin, g_seed = seed; }
 void dry_run(bool on) { g_dry_run = on; }
-void last_launch(int* blocks, size_t* smem, int* cluster, long long* stores) {
-  *blocks = g_last_blocks, *smem = g_last_smem, *cluster = g_last_cluster, *stores = g_last_stores;
-}
+void last_launch(int* blocks, size_t* smem) { *blocks = g_last_blocks, *smem = g_last_smem; }
 
 void block_barrier() { arrive(G->blocks[blockIdx.x].bar); }
-void grid_barrier() {
-  if (G->cluster != 0) fail("a grid barrier in a cluster launch (not cooperative)");
-  arrive(G->bar);
-}
-void cluster_barrier() {
-  if (G->cluster == 0) {
-    fail("a cluster barrier outside a cluster launch");
-    return;
-  }
-  arrive(G->clusters[blockIdx.x / G->cluster]);
-  G->synced[blockIdx.x / G->cluster] = 1;
-}
-
-unsigned char* peer_shared(const void* p, unsigned rank) {
-  const unsigned char* q = static_cast<const unsigned char*>(p);
-  const unsigned char* base = G->blocks[blockIdx.x].smem;
-  if (G->cluster == 0 || rank >= (unsigned)G->cluster || q < base || q >= base + G->smem) {
-    fail("mapa: not a cluster launch, a rank past the cluster, or an address outside shared memory");
-    return const_cast<unsigned char*>(q);
-  }
-  if (rank != blockIdx.x % G->cluster && !G->synced[blockIdx.x / G->cluster]) {
-    fail("distributed shared memory used before the cluster's first barrier (its block may not run yet)");
-  }
-  return G->blocks[blockIdx.x / G->cluster * G->cluster + rank].smem + (q - base);
-}
+void grid_barrier() { arrive(G->bar); }
 void yield() {
   ++G->idle_polls;
   G->runq.push_back(G->cur);
@@ -228,11 +198,6 @@ void bulk_copy(void* dst, const void* src, unsigned bytes, void* bar) {
   m->copies.emplace_back(static_cast<unsigned char*>(dst), std::vector<unsigned char>(s, s + bytes));
 }
 
-void store_async(void* dst, const void* src, unsigned bytes, void* bar) {
-  ++g_last_stores;
-  bulk_copy(dst, src, bytes, bar);
-}
-
 bool bulk_done(void* bar, unsigned parity) {
   MBar* m = find_bar(bar);
   if (m == nullptr) return true;
@@ -258,12 +223,12 @@ bool in_shared(const void* p, size_t bytes) {
   return q >= base && q + bytes <= base + G->smem && reinterpret_cast<uintptr_t>(q) % bytes == 0;
 }
 
-int launch(int blocks, int threads, size_t smem, const std::function<void()>& body, int cluster) {
-  if (threads % 32 != 0 || (cluster == 0 && blocks > g_sms) || cluster > g_sms) {
+int launch(int blocks, int threads, size_t smem, const std::function<void()>& body) {
+  if (threads % 32 != 0 || blocks > g_sms) {
     std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
     return 1;
   }
-  g_last_blocks = blocks, g_last_smem = smem, g_last_cluster = cluster, g_last_stores = 0;
+  g_last_blocks = blocks, g_last_smem = smem;
   if (g_dry_run) return 0;
   Grid g;
   G = &g;
@@ -283,10 +248,6 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
     std::memset(blk.smem + smem, kGuardByte, kGuard);
   }
   g.bar.expected = blocks * threads;
-  g.cluster = cluster;
-  g.clusters.resize(cluster ? blocks / cluster : 0);
-  g.synced.assign(g.clusters.size(), 0);
-  for (Barrier& c : g.clusters) c.expected = cluster * threads;
   g.fibers.resize((size_t)blocks * threads);
   g.live = blocks * threads;
   for (size_t i = 0; i < g.fibers.size(); ++i) {
@@ -329,7 +290,6 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
   for (int b = 0; b < blocks; ++b) {
     const Block& blk = g.blocks[b];
     if (blk.bar.arrived != 0) fail("__syncthreads not reached by every thread of a block");
-    if (cluster && g.clusters[b / cluster].arrived != 0) fail("a cluster barrier not reached by every thread");
     for (size_t i = 0; i < kGuard; ++i) {
       if (blk.smem[smem + i] != kGuardByte) {
         fail("a write past the block's dynamic shared memory");

@@ -17,18 +17,10 @@ namespace emu {
 // The emulated device (SMs, shared memory per block) and the scheduling seed (emu.cpp).
 void configure(int sms, int optin, unsigned seed);
 void dry_run(bool on);                         // launches only record their size:
-void last_launch(int* blocks, size_t* smem, int* cluster, long long* stores);  // the last one's (stores: st.async)
-// Runs body() on blocks x threads fibers (in clusters of `cluster` blocks, 0: no clusters);
-// nonzero (and a message on stderr) when the threads deadlock, a barrier is left unbalanced, or a
-// block writes past its shared memory.
-int launch(int blocks, int threads, size_t smem, const std::function<void()>& body, int cluster = 0);
-// Clusters: the barrier of the running block's cluster; p (in the running block's shared memory)
-// at the same offset in the shared memory of block `rank` of its cluster.
-void cluster_barrier();
-unsigned char* peer_shared(const void* p, unsigned rank);
-// st.async: `bytes` from src into dst (a peer's shared memory), counted on the peer's mbarrier
-// `bar`; lands like a bulk copy (when the peer waits, or at once under random orders).
-void store_async(void* dst, const void* src, unsigned bytes, void* bar);
+void last_launch(int* blocks, size_t* smem);   // the last one's
+// Runs body() on blocks x threads fibers; nonzero (and a message on stderr) when the threads
+// deadlock, a barrier is left unbalanced, or a block writes past its shared memory.
+int launch(int blocks, int threads, size_t smem, const std::function<void()>& body);
 unsigned char* shared_memory();  // the running block's, `smem` bytes, 16-byte aligned
 void yield();                    // let the other threads run
 bool fail(const char* what);     // records the launch's first failure; returns false
@@ -53,36 +45,9 @@ namespace persistent {
 
 #define PACKEDRNN_SHARED_BYTES(name) unsigned char* name = emu::shared_memory()
 
-// Every launch runs all its blocks at once here, so an ordinary launch is a cooperative one.
 template <typename Kernel, typename... Args>
 cudaError_t launch_cooperative(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t, Args... args) {
   return emu::launch(blocks, threads, smem, [&] { kernel(args...); }) == 0 ? cudaSuccess : cudaErrorLaunchFailure;
-}
-template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, int blocks, int threads, size_t smem, cudaStream_t stream, Args... args) {
-  return launch_cooperative(kernel, blocks, threads, smem, stream, args...);
-}
-
-// Every cluster runs at once here (on the GPU they need not: they never wait for each other).
-template <typename Kernel, typename... Args>
-cudaError_t launch_cluster(Kernel kernel, int blocks, int cluster, int threads, size_t smem, cudaStream_t,
-                           Args... args) {
-  if (cluster > 16 || blocks % cluster != 0) return cudaErrorNotSupported;
-  return emu::launch(blocks, threads, smem, [&] { kernel(args...); }, cluster) == 0 ? cudaSuccess
-                                                                                    : cudaErrorLaunchFailure;
-}
-template <typename T>
-T* peer_shared(T* p, unsigned rank) {
-  return reinterpret_cast<T*>(emu::peer_shared(p, rank));
-}
-inline void cluster_sync() { emu::cluster_barrier(); }
-inline void store_async(void* dst, const void* src, unsigned bytes, unsigned long long* bar, unsigned rank) {
-  if ((bytes != 4 && bytes != 8 && bytes != 16) || reinterpret_cast<uintptr_t>(dst) % bytes != 0 ||
-      !emu::in_shared(dst, 1) || !emu::in_shared(bar, 8)) {
-    emu::fail("st.async: a size other than 4, 8 or 16 bytes, unaligned, or not in this block's shared memory");
-    return;
-  }
-  emu::store_async(emu::peer_shared(dst, rank), src, bytes, emu::peer_shared(bar, rank));
 }
 
 inline unsigned long long now_ns() {
