@@ -3,8 +3,8 @@
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
-# output to $OUT/log.txt. The A/B stages of a switch (tile steps, tokens) time packedrnn only
-# (--ours-only): set them beside the `steps` and `bench` stages of the same lease. All of it takes
+# output to $OUT/log.txt. The A/B stage of a switch (tokens) times packedrnn only (--ours-only): set
+# it beside the `bench` stage of the same lease. All of it takes
 # about 6 minutes of a lease's 15 minutes of device time (H100, 2026-11-26: build 33 s, probe 70 s,
 # tests 110 s, bench 41 s, sanitizers 44 s); calls run at most 600 s, and the machine's build is
 # kept between calls of a warm one, e.g.
@@ -50,10 +50,6 @@ want build && { stage build python3 setup.py -q build_ext --inplace || { tail -4
 # The probe runs first under a timeout: a kernel that hangs shows as the last case it printed.
 want probe && stage probe env PYTHONPATH="$PWD" timeout 300 python3 scripts/persistent_probe.py --latency
 want steps && { stage steps python3 -m packedrnn.bench --suite steps --backends cuda --out "$OUT/steps" --repeat 10 --budget 6; rm -f "$OUT/steps/speedup.png"; }
-# The steps suite again with one row of W_hh per thread in the fp32 product (PACKEDRNN_TILE=1; two
-# by default): its table goes to the log only ($OUT brings back 8 files at most).
-want steps && stage tile_steps env PACKEDRNN_TILE=1 python3 -m packedrnn.bench --suite steps --backends cuda \
-  --ours-only --out "$(mktemp -d)" --repeat 10 --budget 6
 want tests && stage tests timeout 400 python3 -m pytest -q -p no:cacheprovider --maxfail=10 tests/test_cuda.py \
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
@@ -62,10 +58,10 @@ want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda
 # products around the recurrence skip the padding). Not among the defaults.
 want tokens && { stage tokens env PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
-# Nsight Compute on three persistent forward launches (default, cp.async staging, one row per thread):
+# Nsight Compute on two persistent forward launches (bulk staging, the default; cp.async):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then
-  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 3 \
+  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 2 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
     python3 scripts/profile_case.py
 fi

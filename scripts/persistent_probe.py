@@ -5,12 +5,11 @@ timeout, so a hang shows up as the last case printed):
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
-     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then one or two rows of W_hh per
-     thread in the fp32 product (PACKEDRNN_TILE), and the persistent kernels against the per-step
-     kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm) around the batch size where fp32
-     changes over. (Decided and gone from here: the backward's two forms and the projection,
-     RESULTS.md fourth session; staging by bulk copies, the cluster exchange and bf16x6 products,
-     RESULTS.md 2026-11-26, H100.)
+     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the persistent kernels
+     against the per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm) around the size
+     where fp32 changes over. (Decided and gone from here: the backward's two forms and the
+     projection, RESULTS.md fourth session; staging by bulk copies, two rows of W_hh per thread, the
+     cluster exchange and bf16x6 products, RESULTS.md 2026-11-26.)
 Prints as it goes; CUDA events, median of 5."""
 import os
 import statistics
@@ -129,43 +128,19 @@ CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
     [("LSTM", 512, "bf16", False, 64), ("LSTM", 1024, "fp32", False, 256), ("GRU", 512, "fp32", True, 64)]
 
 
-def tile_latency():
-    """us per step of one fp32 layer, all rows T long, with two rows of W_hh per thread in the FFMA
-    product (the default where a block has 16 or more) or one (PACKEDRNN_TILE=1), alternately,
-    twice each, forward and forward + backward (the backward in its default form)."""
-    os.environ["PACKEDRNN_PERSISTENT"] = "force"
-    T = 300
-    for cell, H, B in [("LSTM", 512, 8), ("LSTM", 512, 64), ("GRU", 512, 8), ("LSTM", 1024, 64)]:
-        m = build(cell, H, H, False, torch.float32)
-        x, lengths = inputs(m, B, T, lo=1.0)
-
-        def train():
-            out, _ = m(x, lengths=lengths)
-            out.sum().backward()
-        times = {"2": [], "1": []}
-        for tile in list(times) * 2:
-            os.environ["PACKEDRNN_TILE"] = tile
-            with torch.no_grad():
-                f = time_ms(lambda: m(x, lengths=lengths))
-            times[tile].append((f, time_ms(train)))
-        line = [f"{tile} row(s) fwd {statistics.mean(t[0] for t in ts) * 1e3 / T:.2f} "
-                f"fwd+bwd {statistics.mean(t[1] for t in ts) * 1e3 / T:.2f}" for tile, ts in times.items()]
-        print(f"tile {cell} H={H} fp32 B={B} T={T} us/step: " + ", ".join(line), flush=True)
-    os.environ.pop("PACKEDRNN_TILE")
-
-
 def step_products_latency():
     """us per step of one layer: the persistent kernels (forced) against the per-step kernels with
-    cuBLAS products (PACKEDRNN_PERSISTENT=gemm, the fp32 default from B = 256), alternately, twice
-    each; where lengths vary, also with the lengths passed to the op on the host (PACKEDRNN_TOKENS=1:
-    the products then stop at the rows still active). Around the batch size where fp32 changes
-    over, and the half types at the largest batch."""
+    cuBLAS products (PACKEDRNN_PERSISTENT=gemm, the default for one-direction fp32 layers with
+    B * H >= 192 * 512), alternately, twice each; where lengths vary, also with the lengths passed
+    to the op on the host (PACKEDRNN_TOKENS=1: the products then stop at the rows still active).
+    Around that threshold, bidirectional layers (whose crossover is not measured yet), and a half
+    type at the largest batch."""
     T = 200
-    for cell, H, dt, B, lo in [("LSTM", 512, "fp32", 128, 1.0), ("LSTM", 1024, "fp32", 128, 1.0),
-                               ("LSTM", 512, "fp32", 192, 1.0), ("GRU", 512, "fp32", 256, 1.0),
-                               ("LSTM", 1024, "fp32", 256, 0.25), ("LSTM", 1024, "bf16", 256, 0.25),
-                               ("LSTM", 1024, "bf16", 256, 1.0)]:
-        m = build(cell, H, H, False, DT[dt])
+    for cell, H, dt, bi, B, lo in [("LSTM", 512, "fp32", False, 128, 1.0), ("LSTM", 512, "fp32", False, 192, 1.0),
+                                   ("LSTM", 1024, "fp32", False, 96, 1.0), ("LSTM", 512, "fp32", True, 192, 1.0),
+                                   ("GRU", 512, "fp32", True, 256, 1.0), ("LSTM", 1024, "fp32", False, 256, 0.25),
+                                   ("LSTM", 1024, "bf16", False, 256, 0.25)]:
+        m = build(cell, H, H, bi, DT[dt])
         x, lengths = inputs(m, B, T, lo=lo)
 
         def train():
@@ -180,7 +155,8 @@ def step_products_latency():
             times[mode].append((f, time_ms(train)))
         line = [f"{k} fwd {statistics.mean(t[0] for t in v) * 1e3 / T:.2f} "
                 f"fwd+bwd {statistics.mean(t[1] for t in v) * 1e3 / T:.2f}" for k, v in times.items()]
-        print(f"step products {cell} H={H} {dt} B={B} T={T} lo={lo} us/step: " + ", ".join(line), flush=True)
+        print(f"step products {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} lo={lo} us/step: " +
+              ", ".join(line), flush=True)
     for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_TOKENS"):
         os.environ.pop(k)
 
@@ -190,6 +166,5 @@ if __name__ == "__main__":
     print(f"worst fp32 relative disagreement: {w:.2e}", flush=True)
     if "--latency" in sys.argv:
         latency(CONFIGS)
-        tile_latency()
         step_products_latency()
     sys.exit(0 if w < 1e-4 else 1)

@@ -240,20 +240,6 @@ def test_cp_async_staging_emulated(emu, case, seed, monkeypatch):
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=False)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("case", [c for c in CASES if c[7] == torch.float32], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
-    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], c[10] or "auto"))
-def test_one_row_per_thread_emulated(emu, case, seed, monkeypatch):
-    """PACKEDRNN_TILE=1: the FFMA product with one row of W_hh per thread also where a block has 16
-    or more (by default two, so each row of h it loads feeds twice the products): the same results."""
-    cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
-    monkeypatch.setenv("PACKEDRNN_TILE", "1")
-    monkeypatch.setenv("PACKEDRNN_XCH", xch)
-    emu.emu_configure(sms, optin, seed)
-    lengths = case_lengths(B, T)
-    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed)
-
-
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
 def test_nan_stays_in_its_row(emu, H, P, sms):
     """A NaN inside two rows' sequences (ranks 3 and 7): their results and the weight gradients are

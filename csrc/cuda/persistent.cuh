@@ -73,8 +73,6 @@ struct Gemm {
   int K = 0, Kp = 0;  // reduction length, and padded with zeros (gemm_for)
   int ld = 0;         // row stride of Ws and of the rows of Xs staged for it: Kp + 16 bytes, so
                       // that the 8 rows a fragment load touches fall in distinct shared-memory banks
-  int rj = 1;         // FFMA: rows of Ws per thread (2 where JT >= 16: each row of Xs loaded once
-                      // for twice the products)
 };
 
 // Sizes of one launch, fixed on the host (plan_for) and passed by value.
@@ -335,8 +333,8 @@ __device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
 // One group of nr <= NR rows: Y[j][r0 + r]. Branch-free inner loop (rows past nr re-read row
 // nr - 1, and their sums are dropped), so the NR shared-memory loads of a step issue back to back:
 // with 8 warps per SM the loop is bound by load latency unless each warp keeps many in flight.
-// A thread holds RJ rows of Ws, JG = JT / RJ apart (w points at the first): RJ = 2 loads each row
-// of Xs once for twice the products (the default where JT >= 16).
+// A thread holds RJ rows of Ws, JG = JT / RJ apart (w points at the first): RJ = 2 (where JT >= 16)
+// loads each row of Xs once for twice the products (fp32 steps 1-8% faster on an H200, RESULTS.md).
 template <int NR, int JT, int RJ>
 __device__ __forceinline__ void gemm_group(const Gemm& gm, int NC, const float* w, const float* x, int nr, int r0,
                                            float* red, float* Y) {
@@ -547,10 +545,7 @@ template <int JT, typename S>
 __device__ void block_gemm(const Gemm& gm, int NC, const S* Ws, const S* Xs, int n, int groups, float* red,
                            float* Y) {
   if constexpr (std::is_same<S, float>::value) {
-    if constexpr (JT >= 16) {
-      if (gm.rj == 2) return block_gemm_ffma<JT, 2>(gm, NC, Ws, Xs, n, groups, red, Y);
-    }
-    block_gemm_ffma<JT, 1>(gm, NC, Ws, Xs, n, groups, red, Y);
+    block_gemm_ffma<JT, JT >= 16 ? 2 : 1>(gm, NC, Ws, Xs, n, groups, red, Y);
   } else {
     if constexpr (JT >= 16) {
       if (n <= 8) return block_gemm_mma_gates<JT>(gm, NC, Ws, Xs, n, groups, red, Y);
@@ -659,19 +654,17 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  // Developer switches: the phase clock; one row of Ws per thread in the FFMA product, and staging
-  // by cp.async on sm_90 (sm_80's path), to compare and to test.
+  // Developer switches: the phase clock, and staging by cp.async on sm_90 (sm_80's path), to
+  // compare and to test.
   q.timing = env_is("PACKEDRNN_TIMING", "1");
-  const bool two_rows = !env_is("PACKEDRNN_TILE", "1");
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return {};
-  // The TMA engine stages faster than cp.async (RESULTS.md, 2026-11-26, H100).
+  // The TMA engine stages faster than cp.async (H100, RESULTS.md 2026-11-26: fp32 B=64 H=512 step
+  // fwd+bwd 57.7 vs 64.2 us).
   q.bulk = major >= 9 && !env_is("PACKEDRNN_STAGE", "cp.async");
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);
-  q.rec.rj = two_rows && q.rec.JT >= 16 ? 2 : 1;
-  q.proj.rj = two_rows && q.proj.JT >= 16 ? 2 : 1;
   for (int nc = (int)(p.B < kItems * kThreads / Hb ? p.B : kItems * kThreads / Hb); nc >= 1; --nc) {
     q.NC = nc >= kTile ? nc / kTile * kTile : nc;
     q.smem = Smem<S>::bytes(q, p.B);

@@ -62,8 +62,8 @@ struct BackwardParams {
   const int64_t* slot = nullptr;  // [B]   row b's place in dgbuf/ghb, or null: b
 };
 
-// The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, the
-// experiment PACKEDRNN_PERSISTENT=gemm) instead of their own tile products. fn(ctx, s) enqueues
+// The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, for
+// large one-direction fp32 layers, or PACKEDRNN_PERSISTENT=gemm) instead of their own tile products. fn(ctx, s) enqueues
 // step s's product on the stream and returns its device pointer: forward, called before the
 // step's kernels, hbuf W_hh^T (p.gh); backward, called after the step's gate gradients,
 // dgbuf W_hh (p.ghb). Row b sits at place slot[b] of those buffers: when the caller knows the

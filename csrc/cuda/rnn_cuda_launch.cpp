@@ -35,11 +35,16 @@ const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() :
 
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
 
-// From this batch size on, an fp32 layer's recurrence runs as the per-step kernels with each step's
-// product by cuBLAS (GemmProducts below): there the persistent kernels' own FFMA products fall
-// behind (H100, RESULTS.md 2026-11-26: LSTM H=1024 B=256 fwd+bwd 325 vs 669 us/step, H=512 165 vs
-// 258), where at B=64 they win by 2-5x. Half types keep the persistent kernels (tensor cores).
-constexpr int64_t kGemmBatch = 256;
+// From this much work per step (B * H) on, a one-direction fp32 layer's recurrence runs as the
+// per-step kernels with each step's product by cuBLAS (GemmProducts below): there the persistent
+// kernels' FFMA products fall behind, below it their single launch wins (H200, RESULTS.md
+// 2026-11-26, LSTM fwd+bwd us/step, persistent vs cuBLAS: H=512 B=128 106 vs 132, B=192 185 vs
+// 144; H=1024 B=128 320 vs 181; B=64: persistent 2-5x faster). The per-step path issues its
+// launches from the host every step, ~130 us per fwd+bwd step at the least, twice that with two
+// directions (GRU H=512 bi B=64: 272 vs 76), so bidirectional layers keep the persistent kernels
+// (their crossover is unmeasured), as do half types, whose tensor-core products win where lengths
+// vary (H=1024 B=256: 129 vs 154).
+constexpr int64_t kGemmWork = 192 * 512;
 
 // Which recurrence a call runs. PACKEDRNN_PERSISTENT (developer switch): unset, by size as above;
 // 0, the per-step kernels with their own products (to compare, or to rule the others out); force,
@@ -51,7 +56,7 @@ struct Recurrence {
     const char* v = std::getenv("PACKEDRNN_PERSISTENT");
     const std::string mode = v == nullptr ? "" : v;
     force = mode == "force";
-    gemm = mode == "gemm" || (mode != "0" && !force && t == at::kFloat && a.B >= kGemmBatch);
+    gemm = mode == "gemm" || (mode != "0" && !force && t == at::kFloat && a.D == 1 && a.B * a.H >= kGemmWork);
     persistent = mode != "0" && !gemm;
   }
 };
