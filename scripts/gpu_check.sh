@@ -4,11 +4,11 @@
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
 # output to $OUT/log.txt. The A/B stage of a switch (tokens) times packedrnn only (--ours-only): set
-# it beside the `bench` stage of the same lease. All of it takes
-# about 6 minutes of a lease's 15 minutes of device time (H100, 2026-11-26: build 33 s, probe 70 s,
-# tests 110 s, bench 41 s, sanitizers 44 s); calls run at most 600 s, and the machine's build is
-# kept between calls of a warm one, e.g.
-#   OUT=$OUT bash scripts/gpu_check.sh build tests probe     then   ... bench tokens steps sanitize
+# it beside the `bench` stage of the same lease. All of it takes under 5 minutes of a lease's 15
+# minutes of device time (H200, 2026-11-26: every stage below, tokens included, in 267 s: build 30,
+# probe 36, steps 13, tests 89, bench 38, tokens 17, sanitizers 34), so one call does it (calls run
+# at most 600 s; a warm machine keeps its build between them):
+#   OUT=$OUT bash scripts/gpu_check.sh build probe steps tests bench tokens sanitize
 # Arguments: the stages to run (default: build probe steps tests bench sanitize).
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
 # suite with PACKEDRNN_TOKENS=1)
