@@ -27,7 +27,8 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
   for (int64_t d = 0; d < a.D; ++d) {
     at::Tensor out = gx[d];
     if (a.bias) {
-      at::addmm_out(out, a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d], x2, w_ih[d].t());
+      at::Tensor b = a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
+      at::addmm_out(out, b, x2, w_ih[d].t());
     } else {
       at::mm_out(out, x2, w_ih[d].t());
     }

@@ -53,7 +53,7 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
 
 
 # The persistent kernels (forced), the per-step kernels (alone, or with cuBLAS products:
-# PACKEDRNN_PERSISTENT=gemm, the fp32 default from B = 256).
+# PACKEDRNN_PERSISTENT=gemm, the default for large one-direction fp32 layers).
 PERSISTENT_MODES = ["force", "0", "gemm"]
 
 

@@ -5,6 +5,7 @@ runs without a GPU, so it guards the kernels' index logic (sorting, chunks, slic
 exchange, fragment layouts, the projection's second product) in CI; timing, the memory model and
 register pressure still need a GPU (test_cuda.py, scripts/gpu_check.sh)."""
 import ctypes
+import glob
 import math
 import os
 import platform
@@ -19,15 +20,9 @@ import packedrnn  # noqa: F401  (registers the CPU ops used as the reference)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMU = os.path.join(ROOT, "tests", "cuda_emu")
-SOURCES = [os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward_bf16.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_forward_fp16.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_fp32_gru.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_bf16.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_fp16.cu"),
-           os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_backward_reduce.cu"),
-           os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
+# The persistent kernels, one .cu per dtype (the reduce form's included), and the emulator.
+SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_*.cu"))) + \
+    [os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
 DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
 

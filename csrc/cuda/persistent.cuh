@@ -1,8 +1,8 @@
 // Persistent CUDA recurrence, shared part of persistent_forward.cuh, persistent_backward.cuh and
 // rnn_persistent_backward_reduce.cu (instantiated one dtype per .cu file, so that each compiles in
-// seconds). One cooperative launch runs every step of a layer, both
-// directions; fp32, bf16 and fp16 (fp64 takes the per-step kernels). Framework-free; interface in
-// rnn_cuda.h, gate math in cells.h, shape legend there.
+// seconds). One cooperative launch runs every step of a layer, both directions; fp32, bf16 and fp16
+// (fp64 takes the per-step kernels). Framework-free; interface in rnn_cuda.h, gate math in cells.h,
+// shape legend there.
 //
 // Block b of the grid owns direction d and hidden units [u0, u0 + Hb) and keeps on chip, for the
 // whole sequence, the part of W_hh it needs, as JT rows of K values:
@@ -33,10 +33,10 @@
 //             the size of h); the reduce form, fp32's, exchanges partial sums of dL/dh instead
 //             (rnn_persistent_backward_reduce.cu).
 // Staging from memory written before a barrier uses one TMA bulk copy per row on sm_90 and later,
-// cp.async before (Stage). Cooperative launch guarantees that
-// all blocks are resident, which both schemes rely on. A call that does not fit (more than 16
-// units per block, or 8 for an fp32 forward; shared memory; co-residency) returns cudaErrorNotSupported and the
-// caller runs the per-step kernels of rnn_kernels.cu instead.
+// cp.async before (Stage). Cooperative launch guarantees that all blocks are resident, which both
+// schemes rely on. A call that does not fit (more than 16 units per block, or 8 for an fp32
+// forward; shared memory; co-residency) returns cudaErrorNotSupported and the caller runs the
+// per-step kernels of rnn_kernels.cu instead.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -119,8 +119,7 @@ struct Smem {
   S* Wr;       // [proj.JT][proj.ld]  (projection only)
   S* Xs;       // [NC][ld]
   float* Y;    // [JT][NC]
-  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm (block_gemm_mma_gates
-               // needs [kWarps][2 * 128] at most)
+  float* red;  // [kWarps][max(JT, 8) * kTile]  partial products of block_gemm
   int* order;  // [B] row index by rank (longest first)
   int* lens;   // [B] its length
   int* tmp;    // [B]
@@ -133,10 +132,7 @@ struct Smem {
     n[1] = up((size_t)q.proj.JT * q.proj.ld * sizeof(S));
     n[2] = q.staged ? up((size_t)q.NC * ld * sizeof(S)) : 0;
     n[3] = up(JT * q.NC * 4);
-    auto red = [](const Gemm& gm) {  // floats of `red` that the product needs (block_gemm)
-      return (size_t)kWarps * (gm.JT > 8 ? gm.JT : 8) * kTile;
-    };
-    n[4] = (red(q.rec) > red(q.proj) ? red(q.rec) : red(q.proj)) * 4;
+    n[4] = (size_t)kWarps * (JT > 8 ? JT : 8) * 16 * 4;
     n[5] = up((size_t)B * 4);
     return n[0] + n[1] + n[2] + n[3] + n[4] + 3 * n[5] + 16;  // + the mbarrier
   }

@@ -81,35 +81,26 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
     grid.sync();
   };
   PhaseClock clock(q.timing);
-  // The rows of step s: n_here active at s, of those n_next with a step s+1; the pass takes n.
-  auto rows_at = [&](int64_t s, int& n_here, int& n_next) {
-    n_here = active_after(sm.lens, (int)B, s);
-    n_next = active_after(sm.lens, n_here, s + 1);
-    return s >= 0 ? n_here : n_next;
-  };
-  // What each pair of a chunk at step s needs besides the product.
-  Item<A> it[kItems];
-  auto load_items = [&](const Chunk& ch) {
-#pragma unroll
-    for (int k = 0; k < kItems; ++k) {
-      Item<A>& m = it[k];
-      static_cast<Pair&>(m) = ch.pair(k, P);
-      if (!m.on) continue;
-      if (!lstm) m.v[6] = direct[m.b * H + m.u];
-      if (ch.s < 0) continue;
-      m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + m.u]);
-      if (!proj) load_cell<S, NG>(p, d, m, m.v);
-    }
-  };
   // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
-    int n_here, n_next;
-    const int n = rows_at(s, n_here, n_next);
+    const int n_here = active_after(sm.lens, (int)B, s);       // rows active at step s
+    const int n_next = active_after(sm.lens, n_here, s + 1);   // of those, rows with a step s+1
+    const int n = s >= 0 ? n_here : n_next;
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0), np = max(0, min(nc, n_next - r0));  // np rows have a product
       // With a projection this pass gives dL/dh of the units u < P only; the cell comes later.
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
-      load_items(ch);
+      Item<A> it[kItems];
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        Item<A>& m = it[k];
+        static_cast<Pair&>(m) = ch.pair(k, P);
+        if (!m.on) continue;
+        if (!lstm) m.v[6] = direct[m.b * H + m.u];
+        if (s < 0) continue;
+        m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + m.u]);
+        if (!proj) load_cell<S, NG>(p, d, m, m.v);
+      }
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
       if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower

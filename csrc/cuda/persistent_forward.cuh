@@ -20,21 +20,6 @@ template <typename A>
 struct Item : Pair {
   A gx[4], c = A(0);
 };
-template <typename S, int NG, typename A>
-__device__ __forceinline__ void load_items(const ForwardParams& p, const Chunk& ch, const S* gx_all,
-                                           Item<A> (&it)[kItems]) {
-  const int64_t H = p.H;
-#pragma unroll
-  for (int k = 0; k < kItems; ++k) {
-    Item<A>& m = it[k];
-    static_cast<Pair&>(m) = ch.pair(k, H);
-    if (!m.on) continue;
-    const S* gx = gx_all + m.row * NG * H + m.u;
-#pragma unroll
-    for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
-    if (NG == 4) m.c = static_cast<const A*>(p.c)[(ch.d * p.B + m.b) * H + m.u];
-  }
-}
 
 // h_t = m_t W_hr^T for the n active rows of step s, after a grid barrier that makes every
 // block's m_t visible; the block's units u < P produce outputs u. Ends past a __syncthreads.
@@ -103,7 +88,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   cg::grid_group grid = cg::this_grid();
   PhaseClock clock(q.timing);
   int n = (int)B;
-  Item<A> it[kItems];
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
     const unsigned long long* xin = xch + ((s + 1) & 1) * slot;  // written at step s-1, tag s
@@ -111,7 +95,18 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     for (int r0 = 0; r0 < n; r0 += q.NC) {
       const int nc = min(q.NC, n - r0);
       const Chunk ch{r0, nc, Hb, u0, d, s, B, sm.order, sm.lens};
-      load_items<S, NG>(p, ch, gx_all, it);
+      Item<A> it[kItems];
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        Item<A>& m = it[k];
+        static_cast<Pair&>(m) = ch.pair(k, H);
+        if (!m.on) continue;
+        const int64_t u = m.u;
+        const S* gx = gx_all + m.row * G + u;
+#pragma unroll
+        for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
+        if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
+      }
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
       // (barrier) or the tagged words of step s-1.
       if (proj) zero_padding(q.rec, nc, sm.Xs);  // the projection's m rows were wider
@@ -191,10 +186,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         S hs;
         put(&hs, h);
         static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
-        if (s + 1 == m.len) {
-          h_n[m.b * P + u] = hs;
-        } else if (!q.barrier) {
+        if (s + 1 < m.len && !q.barrier) {
           store_relaxed(xout + m.b * P + u, tagged(to_acc(hs), s + 1));
+        } else if (s + 1 == m.len) {
+          h_n[m.b * P + u] = hs;
         }
       }
       __syncthreads();  // Xs and Y are reused by the next chunk

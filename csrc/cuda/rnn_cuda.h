@@ -63,10 +63,10 @@ struct BackwardParams {
 };
 
 // The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, for
-// large one-direction fp32 layers, or PACKEDRNN_PERSISTENT=gemm) instead of their own tile products. fn(ctx, s) enqueues
-// step s's product on the stream and returns its device pointer: forward, called before the
-// step's kernels, hbuf W_hh^T (p.gh); backward, called after the step's gate gradients,
-// dgbuf W_hh (p.ghb). Row b sits at place slot[b] of those buffers: when the caller knows the
+// large one-direction fp32 layers, or PACKEDRNN_PERSISTENT=gemm) instead of their own tile
+// products. fn(ctx, s) enqueues step s's product on the stream and returns its device pointer:
+// forward, called before the step's kernels, hbuf W_hh^T (p.gh); backward, called after the
+// step's gate gradients, dgbuf W_hh (p.ghb). Row b sits at place slot[b] of those buffers: when the caller knows the
 // lengths on the host it puts rows longest first, so the rows active at a step are a prefix and
 // the product can stop there; rows past it, or not active, have results nobody reads.
 struct StepProducts {
