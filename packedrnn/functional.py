@@ -63,6 +63,29 @@ def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, 
     return groups
 
 
+# Lengths given on the host may reach the CUDA op as they are (reading them there is no sync): the
+# op then runs the products around the recurrence over the valid (t, b) rows only, gathered
+# (csrc/layer_gemms.h), and a large one-direction fp32 layer's step products stop at the rows
+# still active. The gather costs memory traffic and a few launches, so a layer gathers where the
+# forward products it skips are large: fp32 or fp64 and at least GATHER_FLOPS. H200, RESULTS.md
+# 2026-11-26 (seventh session): 10-17% faster at 37-168 GFLOP skipped per layer, 0.1-1 ms slower
+# at 1.6-3.8 GFLOP and in bf16, whose products are cheap.
+# PACKEDRNN_TOKENS=1 / 0 (developer switch): always / never.
+GATHER_FLOPS = 10e9
+
+
+def _gathers(x: Tensor, host_lengths: Tensor, G: int, D: int) -> bool:
+    """Whether the CUDA op gets the host lengths for layer input x [T, B, I] (see GATHER_FLOPS)."""
+    mode = os.environ.get("PACKEDRNN_TOKENS", "").strip()
+    if mode in ("0", "1"):
+        return mode == "1"
+    if x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+        return False  # under compile the sum below would be data-dependent: a graph break
+    T, B, I = x.shape
+    skipped = (T * B - int(host_lengths.sum())) * 2 * G * I * D
+    return skipped >= GATHER_FLOPS
+
+
 def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None,
         hidden_size: int, num_layers: int, bias: bool = True, batch_first: bool = False,
         dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
@@ -98,15 +121,14 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
 
     x = input.transpose(0, 1) if batch_first else input  # [T, B, I]
     T, B = x.shape[0], x.shape[1]
+    host = None  # the lengths as given on the host, for a CUDA op that gathers (_gathers)
     if lengths is None:
-        lens = op_lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
+        lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
     else:
         given = lengths_to_tensor(lengths, B, T)
-        lens = op_lens = lengths_on(given, x.device)
-        if x.is_cuda and given.device.type == "cpu" and os.environ.get("PACKEDRNN_TOKENS") == "1":
-            # Experiment: lengths given on the host go to the CUDA op as they are, so that its
-            # products around the recurrence skip the padding (csrc/layer_gemms.h).
-            op_lens = given
+        lens = lengths_on(given, x.device)
+        if x.is_cuda and given.device.type == "cpu":
+            host = given
         valid = torch.arange(T, device=x.device)[:, None] < lens[None, :]
         # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
         x = torch.where(valid[:, :, None], x, x.new_zeros(()))
@@ -142,6 +164,8 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
             out = torch.cat(outs, dim=-1) if D == 2 else outs[0]
         else:
             from . import ops
+            G = groups[0][1].shape[0]
+            op_lens = host if host is not None and _gathers(x, host, G, D) else lens
             out, h, c = ops.layer(cell, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups)
             h_n.extend(h.unbind(0))
             c_n.extend(c.unbind(0) if is_lstm else [])

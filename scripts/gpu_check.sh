@@ -11,7 +11,7 @@
 #   OUT=$OUT bash scripts/gpu_check.sh build probe steps tests bench tokens sanitize
 # Arguments: the stages to run (default: build probe steps tests bench sanitize).
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
-# suite with PACKEDRNN_TOKENS=1)
+# suite with PACKEDRNN_TOKENS=0)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
@@ -54,9 +54,10 @@ want tests && stage tests timeout 400 python3 -m pytest -q -p no:cacheprovider -
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-# The gpu suite again with the lengths passed to the op on the CPU (PACKEDRNN_TOKENS=1: the
-# products around the recurrence skip the padding). Not among the defaults.
-want tokens && { stage tokens env PACKEDRNN_TOKENS=1 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
+# The gpu suite again with the lengths never passed to the op on the CPU (PACKEDRNN_TOKENS=0, the
+# default before the gather rule of packedrnn.functional.GATHER_FLOPS): the A/B of that rule.
+# Not among the defaults.
+want tokens && { stage tokens env PACKEDRNN_TOKENS=0 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
   --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
 # Nsight Compute on two persistent forward launches (bulk staging, the default; cp.async):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).

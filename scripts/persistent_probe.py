@@ -132,7 +132,8 @@ def step_products_latency():
     """us per step of one layer: the persistent kernels (forced) against the per-step kernels with
     cuBLAS products (PACKEDRNN_PERSISTENT=gemm, the default for one-direction fp32 layers with
     B * H >= 192 * 512), alternately, twice each; where lengths vary, also with the lengths passed
-    to the op on the host (PACKEDRNN_TOKENS=1: the products then stop at the rows still active).
+    to the op on the host (PACKEDRNN_TOKENS=1: the products then stop at the rows still active;
+    the default for fp32 layers where it skips >= 10 GFLOP, packedrnn.functional.GATHER_FLOPS).
     Around that threshold, bidirectional layers (whose crossover is not measured yet), and a half
     type at the largest batch."""
     T = 200
@@ -149,7 +150,7 @@ def step_products_latency():
         times = {"persistent": [], "gemm": []} | ({"gemm tokens": []} if lo < 1 else {})
         for mode in list(times) * 2:
             os.environ["PACKEDRNN_PERSISTENT"] = "force" if mode == "persistent" else "gemm"
-            os.environ["PACKEDRNN_TOKENS"] = "1" if "tokens" in mode else ""
+            os.environ["PACKEDRNN_TOKENS"] = "1" if "tokens" in mode else "0"
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
             times[mode].append((f, time_ms(train)))

@@ -125,8 +125,8 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
 @pytest.mark.parametrize("tokens", ["", "1"])
 @pytest.mark.parametrize("persistent", ["1", "gemm"])
 def test_cuda_matches_cpu_op_float64(cell, kw, tokens, persistent, monkeypatch):
-    """And with PACKEDRNN_TOKENS=1 (an experiment: the CUDA op gets the lengths on the CPU and runs
-    its products over the valid rows only, as the CPU op does), and with the per-step kernels'
+    """And with PACKEDRNN_TOKENS=1 (the CUDA op gets the lengths on the CPU and runs its products
+    over the valid rows only, as the CPU op does; by default only where that skips enough work), and with the per-step kernels'
     products by cuBLAS (PACKEDRNN_PERSISTENT=gemm; fp64 never runs persistent)."""
     monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)

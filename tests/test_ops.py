@@ -10,6 +10,7 @@ import torch
 
 import packedrnn
 from packedrnn import ops
+from packedrnn.bench import DTYPES, Case
 from helpers import OP_DEVICES, make_pair, random_inputs
 
 pytestmark = pytest.mark.skipif(not ops.available("cpu"), reason="compiled CPU ops not built")
@@ -108,9 +109,40 @@ def test_repeatable_and_thread_count_independent(cell, monkeypatch):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("device", OP_DEVICES)
-def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch, device):
+@pytest.mark.parametrize("tokens", ["", "0", "1"])
+def test_which_cuda_layers_gather(tokens, monkeypatch):
+    """Host lengths reach the CUDA op (which then gathers the valid rows) where the forward
+    products skipped are worth it: the GPU suite's rows (bench.py) on either side of GATHER_FLOPS."""
+    from packedrnn.functional import _gathers
+    monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
+    rows = [  # case, whether each layer gathers by default
+        Case("LSTM", 64, 100, 256, train=True, lo=0.1), [False],  # 1.6 GFLOP skipped
+        Case("LSTM", 8, 1000, 512, lo=0.5), [False],  # 3.8
+        Case("LSTM", 32, 2000, 128, train=True, lo=0.05), [False],  # 3.4
+        Case("LSTM", 64, 500, 512, layers=2, bidir=True, lo=0.25), [True, True],  # 49, 98
+        Case("GRU", 64, 500, 512, layers=2, bidir=True, lo=0.25), [True, True],  # 37, 73
+        Case("LSTM", 256, 200, 1024, lo=0.25), [True],  # 168
+        Case("LSTM", 256, 200, 1024, dtype="bf16", lo=0.25), [False],  # half types never
+        Case("LSTM", 256, 200, 1024, lo=1.0), [False],  # every row T long: nothing to skip
+    ]
+    for case, want in zip(rows[::2], rows[1::2]):
+        D = 2 if case.bidir else 1
+        G = (4 if case.cell == "LSTM" else 3) * case.H
+        for layer, expected in enumerate(want):
+            I = case.input_size if layer == 0 else D * case.H
+            x = torch.empty(case.T, case.B, I, dtype=DTYPES[case.dtype], device="meta")
+            got = _gathers(x, case.lengths(), G, D)
+            assert got == (expected if tokens == "" else tokens == "1"), (case.label(), layer)
+
+
+@pytest.mark.parametrize("device,host_lengths", [(d, False) for d in OP_DEVICES] + (
+    [("cuda", ""), ("cuda", "1")] if "cuda" in OP_DEVICES else []))
+def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch, device, host_lengths):
+    """host_lengths (CUDA): the lengths on the CPU, by default (under compile the op gets a device
+    copy) and with PACKEDRNN_TOKENS=1 (the op gets them as they are and gathers)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", device)
+    if host_lengths is not False:
+        monkeypatch.setenv("PACKEDRNN_TOKENS", host_lengths)
     torch._dynamo.reset()
     ours, _ = make_pair("LSTM", 3, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=2,
                        device=device)
@@ -126,7 +158,7 @@ def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch, device):
             if i == 1:  # everything after the first call must reuse the graph
                 torch._dynamo.config.error_on_recompile = True
             x = torch.randn(B, T, 3, dtype=torch.float64, device=device, requires_grad=True)
-            lens = torch.tensor(lengths, device=device)
+            lens = torch.tensor(lengths, device="cpu" if host_lengths is not False else device)
             got = compiled(x, lens)
             want = step(x, lens)
             for a, b in zip(got, want):
