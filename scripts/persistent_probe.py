@@ -7,7 +7,8 @@ timeout, so a hang shows up as the last case printed):
      batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
      split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the persistent kernels
      against the per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm) around the size
-     where fp32 changes over. (Decided and gone from here: the backward's two forms and the
+     where fp32 changes over, and a profile of the per-step path (host enqueue time, heaviest
+     kernels and host ops). (Decided and gone from here: the backward's two forms and the
      projection, RESULTS.md fourth session; staging by bulk copies, two rows of W_hh per thread, the
      cluster exchange and bf16x6 products, RESULTS.md 2026-11-26.)
 Prints as it goes; CUDA events, median of 5."""
@@ -135,7 +136,8 @@ def step_products_latency():
     to the op on the host (PACKEDRNN_TOKENS=1: the products then stop at the rows still active;
     the default for fp32 layers where it skips >= 10 GFLOP, packedrnn.functional.GATHER_FLOPS).
     Around that threshold, bidirectional layers (whose crossover is not measured yet), and a half
-    type at the largest batch."""
+    type at the largest batch. "gemm batched": PACKEDRNN_STEP_GEMM=batched (fp32: one cuBLAS call
+    per step on raw pointers for both directions, instead of one ATen mm per direction)."""
     T = 200
     for cell, H, dt, bi, B, lo in [("LSTM", 512, "fp32", False, 128, 1.0), ("LSTM", 512, "fp32", False, 192, 1.0),
                                    ("LSTM", 1024, "fp32", False, 96, 1.0), ("LSTM", 512, "fp32", True, 192, 1.0),
@@ -147,10 +149,11 @@ def step_products_latency():
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        times = {"persistent": [], "gemm": []} | ({"gemm tokens": []} if lo < 1 else {})
+        times = {"persistent": [], "gemm": [], "gemm batched": []} | ({"gemm tokens": []} if lo < 1 else {})
         for mode in list(times) * 2:
             os.environ["PACKEDRNN_PERSISTENT"] = "force" if mode == "persistent" else "gemm"
             os.environ["PACKEDRNN_TOKENS"] = "1" if "tokens" in mode else "0"
+            os.environ["PACKEDRNN_STEP_GEMM"] = "batched" if "batched" in mode else ""
             with torch.no_grad():
                 f = time_ms(lambda: m(x, lengths=lengths))
             times[mode].append((f, time_ms(train)))
@@ -158,7 +161,54 @@ def step_products_latency():
                 f"fwd+bwd {statistics.mean(t[1] for t in v) * 1e3 / T:.2f}" for k, v in times.items()]
         print(f"step products {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} lo={lo} us/step: " +
               ", ".join(line), flush=True)
-    for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_TOKENS"):
+    for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_TOKENS", "PACKEDRNN_STEP_GEMM"):
+        os.environ.pop(k)
+
+
+def step_products_profile():
+    """Where the per-step path's time goes (PACKEDRNN_PERSISTENT=gemm costs ~80 us per forward step
+    where its work is ~10 us): the host's enqueue time of a call (no sync; the launch queue holds
+    every launch of T=200 steps) against its event time, then torch.profiler's heaviest GPU kernels
+    and host ops of one fwd+bwd call. Host time close to event time means the host bounds it
+    (a case for CUDA graphs or fewer launches); otherwise the kernels do."""
+    import time
+    T = 200
+    os.environ["PACKEDRNN_PERSISTENT"] = "gemm"
+    for (cell, H, bi, B), step_gemm in [(c, g) for c in [("LSTM", 256, False, 64), ("GRU", 512, True, 64),
+                                                         ("LSTM", 1024, False, 256)] for g in ("", "batched")]:
+        os.environ["PACKEDRNN_STEP_GEMM"] = step_gemm
+        m = build(cell, H, H, bi, torch.float32)
+        x, lengths = inputs(m, B, T, lo=1.0)
+
+        def train():
+            out, _ = m(x, lengths=lengths)
+            out.sum().backward()
+        host = {"fwd": [], "fwd+bwd": []}
+        for _ in range(5):
+            for kind, fn in (("fwd", lambda: m(x, lengths=lengths)), ("fwd+bwd", train)):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn()
+                host[kind].append((time.perf_counter() - t0) * 1e3)
+                torch.cuda.synchronize()
+        with torch.no_grad():
+            f = time_ms(lambda: m(x, lengths=lengths))
+        fb = time_ms(train)
+        print(f"gemm{' batched' if step_gemm else ''} profile {cell} H={H} {'bi ' if bi else ''}B={B} T={T}: us/step host enqueue / events: "
+              f"fwd {statistics.median(host['fwd']) * 1e3 / T:.1f} / {f * 1e3 / T:.1f}, fwd+bwd "
+              f"{statistics.median(host['fwd+bwd']) * 1e3 / T:.1f} / {fb * 1e3 / T:.1f}", flush=True)
+        acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=acts) as prof:
+            train()
+            torch.cuda.synchronize()
+        events = prof.key_averages()
+        gpu = sorted((e for e in events if e.self_device_time_total > 0), key=lambda e: -e.self_device_time_total)
+        cpu = sorted((e for e in events if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)
+        for name, rows, total in (("gpu", gpu, "self_device_time_total"), ("host", cpu, "self_cpu_time_total")):
+            for e in rows[:6]:
+                us = getattr(e, total)
+                print(f"  {name} {e.key[:70]:70s} x{e.count:5d} {us / 1e3:8.2f} ms {us / e.count:7.2f} us each", flush=True)
+    for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_STEP_GEMM"):
         os.environ.pop(k)
 
 
@@ -168,4 +218,5 @@ if __name__ == "__main__":
     if "--latency" in sys.argv:
         latency(CONFIGS)
         step_products_latency()
+        step_products_profile()
     sys.exit(0 if w < 1e-4 else 1)

@@ -1,6 +1,6 @@
 """A small forward + backward on CUDA for compute-sanitizer (scripts/gpu_check.sh): the persistent
 kernels (LSTM, GRU; both exchanges; both backward forms; a projection; staging by bulk copies and by
-cp.async) and the per-step kernels (a projection; cuBLAS products), with zero and full lengths."""
+cp.async) and the per-step kernels (a projection; cuBLAS products, per direction or batched), with zero and full lengths."""
 import os
 
 import torch
@@ -13,10 +13,11 @@ for cell, kw, xch, persistent, bwd, stage in (
         ("LSTM", {"proj_size": 6}, "", "force", "", ""), ("LSTM", {"proj_size": 6}, "", "0", "", ""),
         ("GRU", {}, "tagged", "1", "reduce", ""), ("GRU", {}, "barrier", "1", "staged", "cp.async"),
         ("LSTM", {"proj_size": 8}, "", "force", "", "cp.async"), ("GRU", {}, "barrier", "force", "staged", ""),
-        ("LSTM", {}, "", "gemm", "", ""), ("GRU", {}, "", "gemm", "", "")):
+        ("LSTM", {}, "", "gemm", "", ""), ("GRU", {}, "", "gemm", "", ""),
+        ("LSTM", {"proj_size": 6}, "", "gemm batched", "", "")):
     os.environ["PACKEDRNN_XCH"] = xch  # how the persistent forward passes h between blocks
     os.environ["PACKEDRNN_STAGE"] = stage  # cp.async: sm_80's staging (bulk copies on sm_90 otherwise)
-    os.environ["PACKEDRNN_PERSISTENT"] = persistent
+    os.environ["PACKEDRNN_PERSISTENT"], _, os.environ["PACKEDRNN_STEP_GEMM"] = persistent.partition(" ")
     os.environ["PACKEDRNN_BWD"] = bwd  # the backward's two forms
     cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
     m = cls(5, 12, num_layers=2, bidirectional=True, batch_first=True, device="cuda", **kw)

@@ -53,14 +53,21 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
 
 
 # The persistent kernels (forced), the per-step kernels (alone, or with cuBLAS products:
-# PACKEDRNN_PERSISTENT=gemm, the default for large one-direction fp32 layers).
-PERSISTENT_MODES = ["force", "0", "gemm"]
+# PACKEDRNN_PERSISTENT=gemm, the default for large one-direction fp32 layers; "gemm batched" adds
+# PACKEDRNN_STEP_GEMM=batched).
+PERSISTENT_MODES = ["force", "0", "gemm", "gemm batched"]
+
+
+def set_persistent(monkeypatch, persistent):
+    mode, _, step_gemm = persistent.partition(" ")
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
+    monkeypatch.setenv("PACKEDRNN_STEP_GEMM", step_gemm)
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("persistent", PERSISTENT_MODES)
 def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    set_persistent(monkeypatch, persistent)
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 16, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, **kw)
@@ -78,7 +85,7 @@ def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
 @pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda", "cpu, PACKEDRNN_TOKENS=1"])
 @pytest.mark.parametrize("persistent", PERSISTENT_MODES)
 def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    set_persistent(monkeypatch, persistent)
     if "TOKENS" in lengths_kind:  # the op gets the lengths on the CPU and gathers the valid rows
         monkeypatch.setenv("PACKEDRNN_TOKENS", "1")
         lengths_kind = "cpu"
@@ -123,13 +130,14 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("tokens", ["", "1"])
-@pytest.mark.parametrize("persistent", ["1", "gemm"])
+@pytest.mark.parametrize("persistent", ["1", "gemm", "gemm batched"])
 def test_cuda_matches_cpu_op_float64(cell, kw, tokens, persistent, monkeypatch):
     """And with PACKEDRNN_TOKENS=1 (the CUDA op gets the lengths on the CPU and runs its products
-    over the valid rows only, as the CPU op does; by default only where that skips enough work), and with the per-step kernels'
-    products by cuBLAS (PACKEDRNN_PERSISTENT=gemm; fp64 never runs persistent)."""
+    over the valid rows only, as the CPU op does; by default only where that skips enough work),
+    and with the per-step kernels' products by cuBLAS (PACKEDRNN_PERSISTENT=gemm; fp64 never runs
+    persistent), one ATen mm per direction or one batched call (PACKEDRNN_STEP_GEMM=batched)."""
     monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    set_persistent(monkeypatch, persistent)
     assert "cpu" in OP_DEVICES
     torch.manual_seed(1)
     ours, _ = make_pair(cell, 12, 20, dtype=torch.float64, num_layers=2, bidirectional=True,
@@ -176,7 +184,9 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
     ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
     ("barrier", "staged", "PACKEDRNN_STAGE=cp.async"),
     ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1")])
+    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1"),
+    ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_STEP_GEMM=batched"),
+    ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_STEP_GEMM=batched PACKEDRNN_TOKENS=1")])
 def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
@@ -185,7 +195,7 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
     (staging by cp.async, sm_80's path, on sm_90 too; lengths passed to the op on the CPU, so that
     its products skip the padding; instead of the persistent kernels, the per-step kernels with
     cuBLAS products: over every row, over the active rows only (lengths on the host: rows placed
-    longest first))."""
+    longest first), each as one ATen mm per direction or one batched cuBLAS call)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     monkeypatch.setenv("PACKEDRNN_XCH", xch)
@@ -246,12 +256,13 @@ def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monk
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("tokens", ["", "1"])
-def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, tokens, monkeypatch):
+@pytest.mark.parametrize("step_gemm", ["", "batched"])
+def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, tokens, step_gemm, monkeypatch):
     """The per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm: tensor cores into
     fp32) against their own tile products, bf16/fp16; over every row, or (lengths on the host,
-    PACKEDRNN_TOKENS=1) over the active rows only."""
+    PACKEDRNN_TOKENS=1) over the active rows only; one ATen mm per direction or one batched call."""
     persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="gemm",
-                                PACKEDRNN_TOKENS=tokens)
+                                PACKEDRNN_TOKENS=tokens, PACKEDRNN_STEP_GEMM=step_gemm)
 
 
 @pytest.mark.parametrize("B,bi,dtype,persistent", [

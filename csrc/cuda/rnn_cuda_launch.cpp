@@ -5,8 +5,10 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <dlfcn.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -61,22 +63,90 @@ struct Recurrence {
   }
 };
 
+// cuBLAS's strided-batched GEMM, from the libcublas that torch has loaded already (ATen's own
+// wrappers, at::cuda::blas::bgemm, are not exported to extensions, and linking cuBLAS would tie the
+// build to where each toolkit keeps it). Null where not found.
+struct Cublas {
+  using Gemm = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                                  const void*, const void*, cudaDataType, int, long long, const void*,
+                                  cudaDataType, int, long long, const void*, void*, cudaDataType, int,
+                                  long long, int, cublasComputeType_t, cublasGemmAlgo_t);
+  Gemm gemm = nullptr;  // cublasGemmStridedBatchedEx
+  static const Cublas& get() {
+    static const Cublas c;
+    return c;
+  }
+
+ private:
+  Cublas() {
+    const std::string name = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+    if (void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
+      gemm = reinterpret_cast<Gemm>(dlsym(lib, "cublasGemmStridedBatchedEx"));
+    }
+  }
+};
+
+cudaDataType cuda_type(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return CUDA_R_64F;
+    case at::kHalf: return CUDA_R_16F;
+    case at::kBFloat16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+// out[d][:n] = in[d][:n] w[d] for every direction d as one strided-batched cuBLAS call on raw
+// pointers (no ATen op, no views), on torch's handle for the current stream (which also sets TF32
+// as torch's matmul flag says, as for at::mm). in [D, B, K] and out [D, B, N] are contiguous, out
+// in the accumulation dtype (fp32 for half types: tensor cores into fp32); w [D, K, N] has rows
+// (stride(2) == 1) or columns (stride(1) == 1) contiguous.
+// cuBLAS is column-major: out[d]^T [N, n] = w[d]^T [N, K] in[d]^T [K, n].
+void batched_products(const at::Tensor& in, const at::Tensor& w, const at::Tensor& out, int64_t n) {
+  const int K = in.size(2), N = out.size(2);
+  const bool w_rows = w.stride(2) == 1;  // then w[d], read column-major, is already w[d]^T
+  // (max: a leading dimension that is never stepped over, K or N of 1, must still be legal)
+  const int ld = w_rows ? std::max<int64_t>(w.stride(1), N) : std::max<int64_t>(w.stride(2), K);
+  const bool f64 = out.scalar_type() == at::kDouble;
+  const double one64 = 1, zero64 = 0;
+  const float one32 = 1, zero32 = 0;
+  const cublasStatus_t status = Cublas::get().gemm(
+      at::cuda::getCurrentCUDABlasHandle(), w_rows ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, N, (int)n, K,
+      f64 ? static_cast<const void*>(&one64) : &one32, w.const_data_ptr(), cuda_type(w.scalar_type()), ld,
+      w.stride(0), in.const_data_ptr(), cuda_type(in.scalar_type()), K, in.stride(0),
+      f64 ? static_cast<const void*>(&zero64) : &zero32, out.data_ptr(), cuda_type(out.scalar_type()), N,
+      out.stride(0), (int)in.size(0), f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "packedrnn: cuBLAS strided-batched GEMM failed: status ", status);
+}
+
 // One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w,
 // one GEMM per direction: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
 // backward in = dgbuf [D, B, G], w = W_hh [D, G, P]. In the accumulation dtype: half types
 // multiply on tensor cores into fp32.
 // Rows are at places `slot` of in and out; `active[s]` (when the lengths are known on the host)
 // is how many places, from the first, hold rows active at step s: the product stops there.
+// PACKEDRNN_STEP_GEMM=batched (experiment): both directions as one cuBLAS call on raw pointers
+// instead of one ATen mm per direction (the per-step path costs ~60-70 us per step more than its
+// GPU work at every size measured; this takes the ATen layers out of each step's host time).
 struct GemmProducts {
   at::Tensor in, w, out;
   std::vector<int64_t> active;
+  bool batched = false;
   GemmProducts() = default;
   GemmProducts(const at::Tensor& in_, const at::Tensor& w_, at::ScalarType acc, std::vector<int64_t> active_)
       : in(in_), w(w_), out(at::empty({in_.size(0), in_.size(1), w_.size(2)}, in_.options().dtype(acc))),
-        active(std::move(active_)) {}
+        active(std::move(active_)) {
+    const char* v = std::getenv("PACKEDRNN_STEP_GEMM");
+    batched = v != nullptr && std::string(v) == "batched";
+    TORCH_CHECK(!batched || Cublas::get().gemm != nullptr, "packedrnn: PACKEDRNN_STEP_GEMM=batched, but "
+                "cublasGemmStridedBatchedEx was not found in a loaded libcublas.so.", CUBLAS_VER_MAJOR);
+  }
   static const void* step(void* self, int64_t s) {
     auto& g = *static_cast<GemmProducts*>(self);
     const int64_t n = g.active.empty() ? g.in.size(1) : g.active[s];
+    if (g.batched && n > 0) {
+      batched_products(g.in, g.w, g.out, n);
+      return g.out.data_ptr();
+    }
     for (int64_t d = 0; d < g.in.size(0) && n > 0; ++d) {
       at::Tensor out = g.out[d].narrow(0, 0, n);
       const at::Tensor in = g.in[d].narrow(0, 0, n);
