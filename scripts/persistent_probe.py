@@ -167,10 +167,11 @@ def step_products_latency():
 
 def step_products_profile():
     """Where the per-step path's time goes (PACKEDRNN_PERSISTENT=gemm costs ~80 us per forward step
-    where its work is ~10 us): the host's enqueue time of a call (no sync; the launch queue holds
-    every launch of T=200 steps) against its event time, then torch.profiler's heaviest GPU kernels
-    and host ops of one fwd+bwd call. Host time close to event time means the host bounds it
-    (a case for CUDA graphs or fewer launches); otherwise the kernels do."""
+    where its work is ~10 us): the host's enqueue time of a call (no sync) against its event time,
+    then torch.profiler's heaviest GPU kernels and host ops of one fwd+bwd call. Host time close to
+    event time means the host bounds it (a case for fewer host layers, fewer launches or CUDA
+    graphs); otherwise the kernels do. (The forward's ~400 launches fit CUDA's launch queue, so its
+    host time is a clean reading; fwd+bwd may fill the queue and then waits on the GPU.)"""
     import time
     T = 200
     os.environ["PACKEDRNN_PERSISTENT"] = "gemm"
@@ -183,19 +184,21 @@ def step_products_profile():
         def train():
             out, _ = m(x, lengths=lengths)
             out.sum().backward()
+
+        def forward():
+            with torch.no_grad():
+                m(x, lengths=lengths)
         host = {"fwd": [], "fwd+bwd": []}
         for _ in range(5):
-            for kind, fn in (("fwd", lambda: m(x, lengths=lengths)), ("fwd+bwd", train)):
+            for kind, fn in (("fwd", forward), ("fwd+bwd", train)):
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 fn()
                 host[kind].append((time.perf_counter() - t0) * 1e3)
                 torch.cuda.synchronize()
-        with torch.no_grad():
-            f = time_ms(lambda: m(x, lengths=lengths))
-        fb = time_ms(train)
-        print(f"gemm{' batched' if step_gemm else ''} profile {cell} H={H} {'bi ' if bi else ''}B={B} T={T}: us/step host enqueue / events: "
-              f"fwd {statistics.median(host['fwd']) * 1e3 / T:.1f} / {f * 1e3 / T:.1f}, fwd+bwd "
+        f, fb = time_ms(forward), time_ms(train)
+        print(f"gemm{' batched' if step_gemm else ''} profile {cell} H={H} {'bi ' if bi else ''}B={B} T={T}: "
+              f"us/step host enqueue / events: fwd {statistics.median(host['fwd']) * 1e3 / T:.1f} / {f * 1e3 / T:.1f}, fwd+bwd "
               f"{statistics.median(host['fwd+bwd']) * 1e3 / T:.1f} / {fb * 1e3 / T:.1f}", flush=True)
         acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=acts) as prof:
