@@ -116,16 +116,16 @@ def test_which_cuda_layers_gather(tokens, monkeypatch):
     from packedrnn.functional import _gathers
     monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
     rows = [  # case, whether each layer gathers by default
-        Case("LSTM", 64, 100, 256, train=True, lo=0.1), [False],  # 1.6 GFLOP skipped
-        Case("LSTM", 8, 1000, 512, lo=0.5), [False],  # 3.8
-        Case("LSTM", 32, 2000, 128, train=True, lo=0.05), [False],  # 3.4
-        Case("LSTM", 64, 500, 512, layers=2, bidir=True, lo=0.25), [True, True],  # 49, 98
-        Case("GRU", 64, 500, 512, layers=2, bidir=True, lo=0.25), [True, True],  # 37, 73
-        Case("LSTM", 256, 200, 1024, lo=0.25), [True],  # 168
-        Case("LSTM", 256, 200, 1024, dtype="bf16", lo=0.25), [False],  # half types never
-        Case("LSTM", 256, 200, 1024, lo=1.0), [False],  # every row T long: nothing to skip
+        (Case("LSTM", 64, 100, 256, train=True, lo=0.1), [False]),  # 1.6 GFLOP skipped
+        (Case("LSTM", 8, 1000, 512, lo=0.5), [False]),  # 3.8
+        (Case("LSTM", 32, 2000, 128, train=True, lo=0.05), [False]),  # 3.4
+        (Case("LSTM", 64, 500, 512, layers=2, bidir=True, lo=0.25), [True, True]),  # 49, 98
+        (Case("GRU", 64, 500, 512, layers=2, bidir=True, lo=0.25), [True, True]),  # 37, 73
+        (Case("LSTM", 256, 200, 1024, lo=0.25), [True]),  # 168
+        (Case("LSTM", 256, 200, 1024, dtype="bf16", lo=0.25), [False]),  # half types never
+        (Case("LSTM", 256, 200, 1024, lo=1.0), [False]),  # every row T long: nothing to skip
     ]
-    for case, want in zip(rows[::2], rows[1::2]):
+    for case, want in rows:
         D = 2 if case.bidir else 1
         G = (4 if case.cell == "LSTM" else 3) * case.H
         for layer, expected in enumerate(want):
