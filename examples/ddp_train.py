@@ -12,6 +12,7 @@ step, that the parameters agree to 1e-10 (float64).
 """
 
 import argparse
+import gc
 import os
 
 import torch
@@ -49,16 +50,7 @@ def loss_fn(pred, y, lengths, global_count: int, scale: float):
     return err.sum() * scale / global_count
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--batch", type=int, default=8, help="global batch size")
-    p.add_argument("--T", type=int, default=12)
-    p.add_argument("--lr", type=float, default=0.5)
-    p.add_argument("--check", action="store_true", help="compare with a single-process run (float64)")
-    args = p.parse_args()
-
-    dist.init_process_group("gloo")
+def train(args):
     rank, world = dist.get_rank(), dist.get_world_size()
     if args.batch % world:
         raise SystemExit(f"--batch {args.batch} must divide by the world size {world}")
@@ -98,6 +90,26 @@ def main():
             print(line, flush=True)
     if args.check and rank == 0:
         print("check passed: DDP over", world, "ranks equals one process on the whole batch", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8, help="global batch size")
+    p.add_argument("--T", type=int, default=12)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--check", action="store_true", help="compare with a single-process run (float64)")
+    args = p.parse_args()
+
+    dist.init_process_group("gloo")
+    train(args)
+    # Teardown order matters (torch 2.13, gloo). The DDP module's C++ reducer holds the process
+    # group; if it is the last holder, the group's destructor runs on this thread *with* the GIL
+    # and joins gloo's worker thread, which may itself be waiting for the GIL to release a tensor
+    # of the last collective: a deadlock at exit, seen about once in 30 runs on a loaded 2-core
+    # machine. So the model dies first (train() has returned; collect its reference cycles), and
+    # destroy_process_group() drops the last reference, through a binding that releases the GIL.
+    gc.collect()
     dist.barrier()  # leave together: a rank tearing down gloo while its peer still works can hang
     dist.destroy_process_group()
 

@@ -1,9 +1,10 @@
-"""The persistent CUDA kernels' own source, compiled with g++ against tests/cuda_emu (every CUDA
-thread a fiber on the CPU; warp and block barriers, mma and cp.async emulated), checked against the
-CPU op in float64 on the same inputs: outputs, states and every gradient. It
-runs without a GPU, so it guards the kernels' index logic (sorting, chunks, slices, the tagged
-exchange, fragment layouts, the projection's second product) in CI; timing, the memory model and
-register pressure still need a GPU (test_cuda.py, scripts/gpu_check.sh)."""
+"""The CUDA kernels' own source, compiled with g++ against tests/cuda_emu (every CUDA thread a fiber
+on the CPU; warp and block barriers, mma and cp.async emulated), checked against the CPU op in
+float64 on the same inputs: outputs, states and every gradient. It runs without a GPU, so it
+guards the kernels' index logic in CI: the persistent kernels' (sorting, chunks, slices, the tagged
+exchange, fragment layouts, the projection's second product) and the per-step kernels' (tiles, the
+reverse direction's time index, h read back from out, the products' row places). Timing, the
+memory model and register pressure still need a GPU (test_cuda.py, scripts/gpu_check.sh)."""
 import ctypes
 import glob
 import math
@@ -20,10 +21,12 @@ import packedrnn  # noqa: F401  (registers the CPU ops used as the reference)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMU = os.path.join(ROOT, "tests", "cuda_emu")
-# The persistent kernels, one .cu per dtype (the reduce form's included), and the emulator.
+# The persistent kernels, one .cu per dtype (the reduce form's included), the per-step kernels,
+# and the emulator.
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_*.cu"))) + \
-    [os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
-DTYPE_CODE = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
+    [os.path.join(ROOT, "csrc", "cuda", "rnn_kernels.cu"), os.path.join(EMU, "emu.cpp"),
+     os.path.join(EMU, "driver.cpp")]
+DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
 
 def _gcc_major():
@@ -58,6 +61,10 @@ def emu(tmp_path_factory):
     for fn in (emu.emu_forward, emu.emu_backward):
         fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
         fn.restype = ctypes.c_int
+    for fn in (emu.emu_step_forward, emu.emu_step_backward):
+        fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                       ctypes.POINTER(ctypes.c_void_p)]
+        fn.restype = ctypes.c_int
     emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
     emu.emu_dry_run.argtypes = [ctypes.c_int]
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
@@ -66,10 +73,12 @@ def emu(tmp_path_factory):
     return emu
 
 
-def _call(fn, sizes, tensors, dtype):
-    n = (ctypes.c_int64 * len(sizes))(*sizes)
-    ptrs = (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
-    return fn(n, ptrs, DTYPE_CODE[dtype])
+def _ptrs(tensors):
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+
+
+def _call(fn, sizes, tensors, dtype, *more):
+    return fn((ctypes.c_int64 * len(sizes))(*sizes), _ptrs(tensors), DTYPE_CODE[dtype], *more)
 
 
 def _rel(a, b):
@@ -82,11 +91,15 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
 
 
-def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None):
-    """Forward and backward of one layer through the emulated persistent kernels, inputs prepared
-    as rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
+def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
+             step=None):
+    """Forward and backward of one layer through the emulated kernels, inputs prepared as
+    rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
-    expect_reduce: whether the backward's reduce form takes the call (None: either)."""
+    expect_reduce: whether the backward's reduce form takes the call (None: either).
+    step: None, the persistent kernels; else the per-step kernels with "own" products, or the
+    caller's (StepProducts: tests/cuda_emu/driver.cpp forms them) over rows in "dense" places
+    (place = row) or in "slots" (longest first, as with lengths on the host)."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -109,15 +122,29 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     gx = S(gx)
     gx[:, ~valid.reshape(-1)] = float("nan")  # padded rows are never read
     K = saved_r.shape[-1]
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
     out = torch.zeros(T, B, D * P, dtype=dtype)
     h_n = torch.empty(D, B, P, dtype=dtype)
-    c = c0.float().clone() if lstm else None
+    c = c0.to(acc).clone() if lstm else None
     m = torch.empty(D, B, H, dtype=dtype) if proj else None
     saved = torch.zeros(D, T, B, K, dtype=dtype)
     xch = torch.zeros(2, D, B, P, dtype=torch.int64)
     w_hh_s, w_hr_s = S(w_hh), S(w_hr)
-    rc = _call(emu.emu_forward, [cell, T, B, D, H, P, K, int(proj)],
-               [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch], dtype)
+    sizes = [cell, T, B, D, H, P, K, int(proj)]
+    forward = [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch]
+    # The step products' buffers, as rnn_cuda_launch.cpp's GemmProducts: [in, out, slot].
+    slot = order = None
+    if step == "slots":
+        order = torch.sort(lens, stable=True, descending=True).indices  # the row at each place
+        slot = torch.argsort(order)
+    if step is None:
+        rc = _call(emu.emu_forward, sizes, forward, dtype)
+    else:
+        products = None
+        if step != "own":
+            hbuf = S(h0 if order is None else h0[:, order])
+            products = [hbuf, torch.empty(D, B, G, dtype=acc), slot]
+        rc = _call(emu.emu_step_forward, sizes, forward, dtype, products and _ptrs(products))
     assert rc == 0, f"forward: CUDA error {rc}"
     # (`saved` itself is not compared: the CPU op orders its rows by rank. The weight gradients
     # below read the kernel's own `saved`.)
@@ -132,19 +159,25 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
                                  grad_hn, grad_cn)
     go = S(grad_out)
     go[~valid] = float("nan")  # padded gradients are never read
-    dh = grad_hn.float().clone()
-    dc = grad_cn.float().clone() if lstm else None
+    dh = grad_hn.to(acc).clone()
+    dc = grad_cn.to(acc).clone() if lstm else None
     dgx = torch.zeros(D, T * B, G, dtype=dtype)
     dgh = dgx if lstm else torch.zeros_like(dgx)
     dH = torch.zeros(D, T * B, P, dtype=dtype) if proj else None
     direct = None if lstm else torch.empty(D, B, H)
-    sizes = [cell, T, B, D, H, P, K, int(proj)]
-    n_part = emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype])
-    assert expect_reduce is None or (n_part > 0) == expect_reduce, \
-        f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
-    part = torch.full((n_part,), float("nan")) if n_part else None
-    rc = _call(emu.emu_backward, sizes, [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH, direct, part],
-               dtype)
+    backward = [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH]
+    if step is None:
+        n_part = emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype])
+        assert expect_reduce is None or (n_part > 0) == expect_reduce, \
+            f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
+        part = torch.full((n_part,), float("nan")) if n_part else None
+        rc = _call(emu.emu_backward, sizes, backward + [direct, part], dtype)
+    else:
+        backward[7] = torch.empty(D, B, H, dtype=dtype) if proj else None  # dm
+        products = None
+        if step != "own":
+            products = [torch.zeros(D, B, G, dtype=dtype), torch.empty(D, B, P, dtype=acc), slot]
+        rc = _call(emu.emu_step_backward, sizes, backward, dtype, products and _ptrs(products))
     assert rc == 0, f"backward: CUDA error {rc}"
     # The products around the recurrence, as layer_gemms.h forms them.
     rows = saved.double().view(D, T * B, K)
@@ -198,7 +231,7 @@ CASES = [  # cell, I, H, P, B, T, D, dtype, SMs, shared memory per block, PACKED
     (GRU, 6, 40, 40, 20, 5, 2, torch.float16, 6, 232448, "barrier"),
     (LSTM, 6, 40, 24, 20, 4, 2, torch.bfloat16, 6, 232448, ""),
 ]
-TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
 @pytest.mark.parametrize("bwd", ["staged", "reduce"])
@@ -233,6 +266,41 @@ def test_cp_async_staging_emulated(emu, case, seed, monkeypatch):
     emu.emu_configure(sms, optin, seed)
     lengths = case_lengths(B, T)
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=False)
+
+
+# The per-step kernels (rnn_kernels.cu: 8 rows x 32 units a block): several tiles of units and of
+# rows, a last tile part full, both directions, projections narrower and wider than a tile, every
+# dtype (fp64 only runs here).
+STEP_CASES = [  # cell, I, H, P, B, T, D, dtype
+    (LSTM, 5, 40, 40, 12, 5, 2, torch.float32),
+    (GRU, 4, 33, 33, 10, 6, 2, torch.float64),
+    (LSTM, 3, 40, 24, 9, 5, 2, torch.float32),
+    (LSTM, 3, 72, 40, 9, 4, 1, torch.float64),
+    (LSTM, 4, 24, 24, 17, 5, 1, torch.bfloat16),
+    (GRU, 4, 24, 24, 17, 5, 2, torch.float16),
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("products", ["own", "dense", "slots"])
+@pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
+def test_per_step_kernels_emulated(emu, case, products, seed):
+    """The per-step kernels, with their own products and with the caller's (PACKEDRNN_PERSISTENT=gemm:
+    rows in place order or longest first, the products stopping at the active rows and NaN past
+    them), in a fixed and a random thread order; lengths with zeros, ties and T, NaN padding."""
+    cell, I, H, P, B, T, D, dtype = case
+    emu.emu_configure(8, 232448, seed)
+    run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed, step=products)
+
+
+def test_per_step_nan_stays_in_its_row(emu):
+    """A NaN inside two rows' sequences spoils those rows' results and the weight gradients only,
+    also through the step products over rows in slots (a NaN row's product must not reach another
+    row's place)."""
+    emu.emu_configure(8, 232448, 1)
+    run_case(emu, LSTM, 3, 40, 24, 12, 5, 2, torch.float32, [5, 5, 5, 5, 5, 5, 5, 5, 3, 2, 0, 1],
+             TOL[torch.float32], nan_rows=[3, 7], step="slots")
 
 
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])

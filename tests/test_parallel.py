@@ -1,6 +1,7 @@
 """Data parallelism: batch-split invariance, DataParallel-style scatter/gather, DDP in 2 processes."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -74,7 +75,15 @@ def test_ddp_two_processes_equal_one_process():
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            os.path.join(ROOT, "examples", "ddp_train.py"), "--check", "--steps", "4"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "check passed" in run.stdout
-    assert run.stdout.count("max parameter difference") == 4
+    # Its own session, so that a hang kills the launcher *and* its workers (not orphans).
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                           cwd=ROOT, start_new_session=True)
+    try:
+        stdout, stderr = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        stdout, stderr = run.communicate()
+        pytest.fail("torchrun did not finish in 120 s:\n" + stdout[-3000:] + stderr[-3000:])
+    assert run.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "check passed" in stdout
+    assert stdout.count("max parameter difference") == 4

@@ -1,5 +1,6 @@
-// What the persistent kernels (persistent.cuh) take from the hardware beyond plain C++: inline
-// PTX, the block's dynamic shared memory, and the cooperative launch. tests/cuda_emu/hardware_emu.h
+// What the CUDA kernels take from the hardware beyond plain C++: the launches (the per-step
+// kernels' plain one, the persistent kernels' cooperative one), and for the persistent kernels
+// (persistent.cuh) inline PTX and the block's dynamic shared memory. tests/cuda_emu/hardware_emu.h
 // defines the same names for the CPU emulator that runs the kernels' source in the tests.
 #pragma once
 
@@ -8,6 +9,14 @@
 #include <cuda_runtime.h>
 
 namespace packedrnn {
+
+// Launch kernel(args...) on a grid of `blocks` of `threads` threads, no dynamic shared memory.
+template <typename Kernel, typename... Args>
+cudaError_t launch_grid(Kernel kernel, dim3 blocks, int threads, cudaStream_t stream, Args... args) {
+  void* ptrs[] = {(void*)&args...};
+  return cudaLaunchKernel((const void*)kernel, blocks, dim3(threads), ptrs, 0, stream);
+}
+
 namespace persistent {
 
 // The block's dynamic shared memory, 16-byte aligned, as `unsigned char name[]`.

@@ -18,6 +18,11 @@
 
 #include "cells.h"
 #include "dtypes.cuh"
+#ifdef PACKEDRNN_EMULATE
+#include "hardware_emu.h"  // tests/cuda_emu: the kernels on the CPU
+#else
+#include "hardware.cuh"
+#endif
 #include "rnn_cuda.h"
 
 namespace packedrnn {
@@ -265,18 +270,19 @@ dim3 tiles(int64_t columns, int64_t B, int64_t D) {
   return dim3((unsigned)((columns + kCols - 1) / kCols), (unsigned)((B + kRows - 1) / kRows), (unsigned)D);
 }
 
+// Each returns the first launch's error, if any, having launched nothing after it.
 template <typename S, int NG>
 cudaError_t forward(const ForwardParams& p0, cudaStream_t stream, StepProducts products) {
   if (p0.B == 0) return cudaSuccess;
   ForwardParams p = p0;
   for (int64_t s = 0; s < p.T; ++s) {
     if (products.fn != nullptr && (p.gh = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
-    forward_step<S, NG><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
-    if (p.proj) forward_projection<S><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    cudaError_t e = launch_grid(forward_step<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
+    if (e == cudaSuccess && p.proj) e = launch_grid(forward_projection<S>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
+    if (e != cudaSuccess) return e;
   }
   const int64_t n = p.D * p.B * p.P;
-  forward_final<S><<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_grid(forward_final<S>, dim3((unsigned)((n + 255) / 256)), 256, stream, p);
 }
 
 template <typename S, int NG>
@@ -284,15 +290,18 @@ cudaError_t backward(const BackwardParams& p0, cudaStream_t stream, StepProducts
   if (p0.B == 0) return cudaSuccess;
   BackwardParams p = p0;
   for (int64_t s = p.T - 1; s >= 0; --s) {
+    cudaError_t e = cudaSuccess;
     if (p.proj) {
-      backward_dh<S><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
-      backward_projection<S><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
+      e = launch_grid(backward_dh<S>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
+      if (e == cudaSuccess) e = launch_grid(backward_projection<S>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
     }
-    backward_cell<S, NG><<<tiles(p.H, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    if (e == cudaSuccess) e = launch_grid(backward_cell<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
+    if (e != cudaSuccess) return e;
     if (products.fn != nullptr && (p.ghb = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
-    backward_recurrent<S, NG><<<tiles(p.P, p.B, p.D), kThreads, 0, stream>>>(p, s);
+    e = launch_grid(backward_recurrent<S, NG>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
+    if (e != cudaSuccess) return e;
   }
-  return cudaGetLastError();
+  return cudaSuccess;
 }
 
 }  // namespace

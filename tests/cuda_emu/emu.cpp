@@ -1,5 +1,5 @@
-// CPU emulator of a cooperative CUDA launch (tests/cuda_emu/README.md): every CUDA thread is a
-// fiber (ucontext) on one OS thread. A fiber runs until it meets a barrier (__syncthreads, a
+// CPU emulator of CUDA launches (tests/cuda_emu/README.md): every CUDA thread is a fiber (ucontext)
+// on one OS thread; a cooperative launch runs all its blocks at once, a plain one block by block. A fiber runs until it meets a barrier (__syncthreads, a
 // warp-wide operation, grid.sync) or polls; the next one to run is the longest waiting (seed 0) or
 // a random runnable one (a seeded generator: the same seed, the same interleaving), so code that
 // relies on an order no barrier enforces shows as wrong values under some seed.
@@ -40,7 +40,6 @@ struct MBar {
 struct Fiber {
   ucontext_t ctx;
   unsigned tid = 0, bid = 0;
-  std::unique_ptr<char[]> stack;
   std::vector<Copy> open;                 // cp.async copies not yet committed
   std::vector<std::vector<Copy>> groups;  // committed, oldest first
 };
@@ -58,6 +57,7 @@ struct Warp {
 
 struct Block {
   Barrier bar;
+  bool any[2] = {false, false};  // __syncthreads_or, by parity of the barrier's generation
   std::vector<Warp> warps;
   unsigned char* smem = nullptr;
 };
@@ -70,6 +70,7 @@ struct Grid {
   ucontext_t sched;
   Fiber* cur = nullptr;
   const std::function<void()>* body = nullptr;
+  uint3 origin;  // blockIdx of the first block
   size_t smem = 0;
   int live = 0;
   long long idle_polls = 0;  // polls since a barrier last opened or a thread finished
@@ -85,6 +86,13 @@ unsigned g_seed = 0;
 bool g_dry_run = false;  // launches record their size and return without running
 int g_last_blocks = 0;
 size_t g_last_smem = 0;
+
+// Fiber stacks, kept from launch to launch (a plain launch starts a block of fibers per block).
+char* stack(size_t i) {
+  static std::vector<std::unique_ptr<char[]>> pool;
+  while (pool.size() <= i) pool.emplace_back(new char[kStack]);
+  return pool[i].get();
+}
 
 void switch_out() { swapcontext(&G->cur->ctx, &G->sched); }
 
@@ -116,7 +124,22 @@ void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin
 void dry_run(bool on) { g_dry_run = on; }
 void last_launch(int* blocks, size_t* smem) { *blocks = g_last_blocks, *smem = g_last_smem; }
 
-void block_barrier() { arrive(G->blocks[blockIdx.x].bar); }
+Block& my_block() { return G->blocks[G->cur->bid]; }
+
+void block_barrier() {
+  Block& blk = my_block();
+  // The last arrival clears the slot of the generation after this one: its readers, two
+  // generations back, have all arrived here since.
+  if (blk.bar.arrived + 1 == blk.bar.expected) blk.any[(blk.bar.gen & 1) ^ 1] = false;
+  arrive(blk.bar);
+}
+bool block_or(bool pred) {
+  Block& blk = my_block();
+  const unsigned par = blk.bar.gen & 1;
+  blk.any[par] = blk.any[par] || pred;
+  block_barrier();
+  return blk.any[par];
+}
 void grid_barrier() { arrive(G->bar); }
 void yield() {
   ++G->idle_polls;
@@ -125,14 +148,14 @@ void yield() {
 }
 
 void warp_exchange(const void* mine, size_t bytes, void* all) {
-  Warp& w = G->blocks[blockIdx.x].warps[threadIdx.x / 32];
+  Warp& w = my_block().warps[threadIdx.x / 32];
   const unsigned par = w.bar.gen & 1;
   std::memcpy(w.box[par][threadIdx.x % 32], mine, bytes);
   arrive(w.bar);
   for (int l = 0; l < 32; ++l) std::memcpy(static_cast<unsigned char*>(all) + l * bytes, w.box[par][l], bytes);
 }
 
-unsigned char* shared_memory() { return G->blocks[blockIdx.x].smem; }
+unsigned char* shared_memory() { return my_block().smem; }
 
 void copy_async(void* dst, const void* src) {
   if (g_seed != 0 && G->rng() % 2 == 0) {  // landed at once
@@ -223,16 +246,13 @@ bool in_shared(const void* p, size_t bytes) {
   return q >= base && q + bytes <= base + G->smem && reinterpret_cast<uintptr_t>(q) % bytes == 0;
 }
 
-int launch(int blocks, int threads, size_t smem, const std::function<void()>& body) {
-  if (threads % 32 != 0 || blocks > g_sms) {
-    std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
-    return 1;
-  }
-  g_last_blocks = blocks, g_last_smem = smem;
-  if (g_dry_run) return 0;
+namespace {
+// Runs `blocks` blocks at once, the first at `origin` of `grid`.
+int run(int blocks, int threads, size_t smem, const std::function<void()>& body, uint3 origin, dim3 grid) {
   Grid g;
   G = &g;
   g.body = &body;
+  g.origin = origin;
   g.smem = smem;
   const size_t stride = (smem + kGuard + 63) / 64 * 64;
   g.smem_all.reset(new unsigned char[stride * blocks + 64]);
@@ -253,15 +273,14 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
   for (size_t i = 0; i < g.fibers.size(); ++i) {
     Fiber& f = g.fibers[i];
     f.bid = (unsigned)(i / threads), f.tid = (unsigned)(i % threads);
-    f.stack.reset(new char[kStack]);
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_sp = stack(i);
     f.ctx.uc_stack.ss_size = kStack;
     f.ctx.uc_link = &g.sched;
     makecontext(&f.ctx, fiber_main, 0);
     g.runq.push_back(&f);
   }
-  gridDim = dim3(blocks);
+  gridDim = grid;
   blockDim = dim3(threads);
   g.rng.seed(g_seed);
   size_t head = 0;  // FIFO: runq[head..] are waiting
@@ -272,7 +291,7 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
     g.cur = g.runq[head++];
     if (head > 4096 && 2 * head > g.runq.size()) g.runq.erase(g.runq.begin(), g.runq.begin() + head), head = 0;
     threadIdx = {g.cur->tid, 0, 0};
-    blockIdx = {g.cur->bid, 0, 0};
+    blockIdx = {origin.x + g.cur->bid, origin.y, origin.z};
     swapcontext(&g.sched, &g.cur->ctx);
   }
   int rc = 0;
@@ -303,6 +322,32 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
   }
   G = nullptr;
   return rc;
+}
+}  // namespace
+
+int launch(int blocks, int threads, size_t smem, const std::function<void()>& body) {
+  if (threads % 32 != 0 || blocks > g_sms) {
+    std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
+    return 1;
+  }
+  g_last_blocks = blocks, g_last_smem = smem;
+  if (g_dry_run) return 0;
+  return run(blocks, threads, smem, body, {0, 0, 0}, dim3(blocks));
+}
+
+int launch_blocks(dim3 grid, int threads, const std::function<void()>& body) {
+  if (threads % 32 != 0) {
+    std::fprintf(stderr, "emu: bad launch (blocks of %d threads)\n", threads);
+    return 1;
+  }
+  for (unsigned z = 0; z < grid.z; ++z) {
+    for (unsigned y = 0; y < grid.y; ++y) {
+      for (unsigned x = 0; x < grid.x; ++x) {
+        if (const int rc = run(1, threads, 0, body, {x, y, z}, grid)) return rc;
+      }
+    }
+  }
+  return 0;
 }
 
 }  // namespace emu

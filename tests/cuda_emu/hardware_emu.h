@@ -21,6 +21,9 @@ void last_launch(int* blocks, size_t* smem);   // the last one's
 // Runs body() on blocks x threads fibers; nonzero (and a message on stderr) when the threads
 // deadlock, a barrier is left unbalanced, or a block writes past its shared memory.
 int launch(int blocks, int threads, size_t smem, const std::function<void()>& body);
+// A plain launch: runs the grid's blocks one after another (blocks of a plain launch never wait
+// for each other), each as `threads` fibers, with the same checks.
+int launch_blocks(dim3 grid, int threads, const std::function<void()>& body);
 unsigned char* shared_memory();  // the running block's, `smem` bytes, 16-byte aligned
 void yield();                    // let the other threads run
 bool fail(const char* what);     // records the launch's first failure; returns false
@@ -41,6 +44,12 @@ bool bulk_done(void* bar, unsigned parity);
 }  // namespace emu
 
 namespace packedrnn {
+
+template <typename Kernel, typename... Args>
+cudaError_t launch_grid(Kernel kernel, dim3 blocks, int threads, cudaStream_t, Args... args) {
+  return emu::launch_blocks(blocks, threads, [&] { kernel(args...); }) == 0 ? cudaSuccess : cudaErrorLaunchFailure;
+}
+
 namespace persistent {
 
 #define PACKEDRNN_SHARED_BYTES(name) unsigned char* name = emu::shared_memory()

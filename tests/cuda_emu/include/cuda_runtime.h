@@ -10,7 +10,10 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__
+// Static: one copy per kernel, which every thread of the running block shares. Right because only
+// a plain launch's kernels use it, and those run one block at a time (the cooperative launch's
+// kernels keep their shared memory in PACKEDRNN_SHARED_BYTES).
+#define __shared__ static
 #define __align__(n) alignas(n)
 #define __launch_bounds__(...)
 
@@ -18,6 +21,7 @@ enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
   cudaErrorLaunchFailure = 719,
+  cudaErrorUnknown = 999,
   cudaErrorCooperativeLaunchTooLarge = 720,
   cudaErrorNotSupported = 801,
 };
@@ -45,6 +49,7 @@ namespace emu {
 int sm_count();
 int shared_memory_optin();
 void block_barrier();
+bool block_or(bool pred);  // a block barrier that returns whether any of its threads' pred held
 void warp_exchange(const void* mine, size_t bytes, void* all);  // all: 32 * bytes, by lane
 }  // namespace emu
 
@@ -65,6 +70,7 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F, int, size_t
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 
 inline void __syncthreads() { emu::block_barrier(); }
+inline int __syncthreads_or(int pred) { return emu::block_or(pred != 0); }
 inline void __syncwarp(unsigned = 0xffffffffu) {
   char mine = 0, all[32];
   emu::warp_exchange(&mine, 1, all);
