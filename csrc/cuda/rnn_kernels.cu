@@ -10,7 +10,9 @@
 //             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ dh z for GRU)
 // With StepProducts (rnn_cuda.h; PACKEDRNN_PERSISTENT=gemm) the caller forms the recurrent
 // products of a step with cuBLAS over dense buffers of every row (hbuf, dgbuf, which the kernels
-// keep), and forward_step / backward_recurrent read them instead of running tile_dot.
+// keep), and forward_step / backward_recurrent read them instead of running tile_dot. Without a
+// projection, the next step's backward_cell reads the product itself, so backward_recurrent runs
+// only after the last step (for dL/dh0): one launch per step fewer, where launches are the cost.
 // Time index of row b at step s: t = s forward, t = lengths[b]-1-s reverse; the row is active
 // while s < lengths[b]. Blocks are 8 rows x 32 columns; each reduction is staged through shared
 // memory 32 deep. Half types load and store as half and accumulate in float.
@@ -35,12 +37,13 @@ static_assert(kDepth == kCols, "the A tile is loaded one element per thread");
 struct RowStep {
   int64_t t;
   bool active;
+  bool later;  // active at step s + 1 too (the step the backward ran before this one)
 };
 __device__ __forceinline__ RowStep row_step(const int64_t* lengths, int64_t B, int64_t T, int64_t b,
                                             int64_t s, bool reverse) {
-  if (b >= B) return {0, false};
+  if (b >= B) return {0, false, false};
   const int64_t L = clamp_length(lengths, b, T);
-  return {reverse ? L - 1 - s : s, s < L};
+  return {reverse ? L - 1 - s : s, s < L, s + 1 < L};
 }
 
 // Row b's place in the dense buffers of the caller's products (StepProducts).
@@ -222,9 +225,16 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
   A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + u;
   S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
   S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + place(p.slot, b)) * G + u : nullptr;  // dgh's, dense
+  // dL/dh_t but for grad_out: *dh, plus (the caller's products, no projection) the product of step
+  // s + 1, dgh W_hh, where the row ran that step; its backward_recurrent did not run (see backward).
+  A dh_t = p.proj ? A(0) : *dh;
+  if (p.ghb != nullptr && !p.proj && rs.later) {
+    const A gh = static_cast<const A*>(p.ghb)[(d * B + place(p.slot, b)) * P + u];
+    dh_t = lstm ? gh : dh_t + gh;  // GRU: *dh holds the direct term of step s + 1
+  }
   if constexpr (lstm) {
     const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
-                        : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
+                        : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_t;
     A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
     const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
                                     to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dm, *dc);
@@ -232,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
     put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
     if (dgb) put(dgb, g.di), put(dgb + H, g.df), put(dgb + 2 * H, g.dg), put(dgb + 3 * H, g.do_);
   } else {
-    const A dhv = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + *dh;
+    const A dhv = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_t;
     const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
                                    to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dhv);
     S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
@@ -298,6 +308,9 @@ cudaError_t backward(const BackwardParams& p0, cudaStream_t stream, StepProducts
     if (e == cudaSuccess) e = launch_grid(backward_cell<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
     if (e != cudaSuccess) return e;
     if (products.fn != nullptr && (p.ghb = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
+    // With the caller's products and no projection, step s - 1's backward_cell takes this step's
+    // product; the last step's goes to dL/dh0 here.
+    if (products.fn != nullptr && !p.proj && s > 0) continue;
     e = launch_grid(backward_recurrent<S, NG>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
     if (e != cudaSuccess) return e;
   }
