@@ -1,8 +1,9 @@
 // CPU emulator of CUDA launches (tests/cuda_emu/README.md): every CUDA thread is a fiber (ucontext)
-// on one OS thread; a cooperative launch runs all its blocks at once, a plain one block by block. A fiber runs until it meets a barrier (__syncthreads, a
-// warp-wide operation, grid.sync) or polls; the next one to run is the longest waiting (seed 0) or
-// a random runnable one (a seeded generator: the same seed, the same interleaving), so code that
-// relies on an order no barrier enforces shows as wrong values under some seed.
+// on one OS thread; a cooperative launch runs all its blocks at once, a plain one block by block.
+// A fiber runs until it meets a barrier (__syncthreads, a warp-wide operation, grid.sync) or polls;
+// the next one to run is the longest waiting (seed 0) or a random runnable one (a seeded
+// generator: the same seed, the same interleaving), so code that relies on an order no barrier
+// enforces shows as wrong values under some seed.
 #include <ucontext.h>
 
 #include <cstdio>
@@ -128,8 +129,8 @@ Block& my_block() { return G->blocks[G->cur->bid]; }
 
 void block_barrier() {
   Block& blk = my_block();
-  // The last arrival clears the slot of the generation after this one: its readers, two
-  // generations back, have all arrived here since.
+  // The last arrival clears the slot that the next generation uses: its readers (after the
+  // previous barrier) have all arrived here since.
   if (blk.bar.arrived + 1 == blk.bar.expected) blk.any[(blk.bar.gen & 1) ^ 1] = false;
   arrive(blk.bar);
 }
