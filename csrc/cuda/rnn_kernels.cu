@@ -10,9 +10,10 @@
 //             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ dh z for GRU)
 // With StepProducts (rnn_cuda.h; PACKEDRNN_PERSISTENT=gemm) the caller forms the recurrent
 // products of a step with cuBLAS over dense buffers of every row (hbuf, dgbuf, which the kernels
-// keep), and forward_step / backward_recurrent read them instead of running tile_dot. Without a
-// projection, the next step's backward_cell reads the product itself, so backward_recurrent runs
-// only after the last step (for dL/dh0): one launch per step fewer, where launches are the cost.
+// keep), and forward_step / backward_recurrent read them instead of running tile_dot. The next
+// backward step's first kernel (backward_cell, or backward_dh with a projection) reads the product
+// itself, so backward_recurrent runs only after the last step (for dL/dh0): one launch per step
+// fewer, where launches are the cost.
 // Time index of row b at step s: t = s forward, t = lengths[b]-1-s reverse; the row is active
 // while s < lengths[b]. Blocks are 8 rows x 32 columns; each reduction is staged through shared
 // memory 32 deep. Half types load and store as half and accumulate in float.
@@ -180,6 +181,17 @@ __global__ void forward_final(ForwardParams p) {
                   : static_cast<const S*>(p.out)[(t * p.B + b) * p.D * p.P + d * p.P + k];
 }
 
+// dL/dh_t of row b at unit k but for grad_out. With the caller's products, backward_recurrent ran
+// only for the last step (see backward): where the row ran step s + 1, that step's product
+// dgh W_hh is added here (GRU: to the direct term dh z that *dh holds; LSTM: *dh is stale).
+template <int NG, typename A>
+__device__ __forceinline__ A dh_at(const BackwardParams& p, const RowStep& rs, int64_t d, int64_t b, int64_t k) {
+  const A dh = static_cast<const A*>(p.dh)[(d * p.B + b) * p.P + k];
+  if (p.ghb == nullptr || !rs.later) return dh;
+  const A gh = static_cast<const A*>(p.ghb)[(d * p.B + place(p.slot, b)) * p.P + k];
+  return NG == 4 ? gh : dh + gh;
+}
+
 // dH[row] = grad_out[t, b] + dh (the gradient reaching h_t), kept per row for dW_hr.
 template <typename S>
 __global__ void __launch_bounds__(kThreads) backward_dh(BackwardParams p, int64_t s) {
@@ -190,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) backward_dh(BackwardParams p, int64_
   if (!rs.active || k >= p.P) return;
   const int64_t row = rs.t * p.B + b;
   const A g = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * p.P + d * p.P + k]);
-  put(static_cast<S*>(p.dH) + (d * p.T * p.B + row) * p.P + k, g + static_cast<const A*>(p.dh)[(d * p.B + b) * p.P + k]);
+  put(static_cast<S*>(p.dH) + (d * p.T * p.B + row) * p.P + k, g + dh_at<4, A>(p, rs, d, b, k));  // LSTM only
 }
 
 // dm = dH[row] W_hr (projection only).
@@ -222,19 +234,12 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
   const SavedLayout L(p.cell, H, P, p.proj);
   const int64_t row = rs.t * B + b;
   const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
-  A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + u;
   S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
   S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + place(p.slot, b)) * G + u : nullptr;  // dgh's, dense
-  // dL/dh_t but for grad_out: *dh, plus (the caller's products, no projection) the product of step
-  // s + 1, dgh W_hh, where the row ran that step; its backward_recurrent did not run (see backward).
-  A dh_t = p.proj ? A(0) : *dh;
-  if (p.ghb != nullptr && !p.proj && rs.later) {
-    const A gh = static_cast<const A*>(p.ghb)[(d * B + place(p.slot, b)) * P + u];
-    dh_t = lstm ? gh : dh_t + gh;  // GRU: *dh holds the direct term of step s + 1
-  }
   if constexpr (lstm) {
     const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
-                        : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_t;
+                        : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) +
+                              dh_at<NG, A>(p, rs, d, b, u);
     A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
     const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
                                     to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dm, *dc);
@@ -242,14 +247,16 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
     put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
     if (dgb) put(dgb, g.di), put(dgb + H, g.df), put(dgb + 2 * H, g.dg), put(dgb + 3 * H, g.do_);
   } else {
-    const A dhv = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_t;
+    const A dhv =
+        to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_at<NG, A>(p, rs, d, b, u);
     const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
                                    to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dhv);
     S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
     put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
     put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
     if (dgb) put(dgb, g.dr), put(dgb + H, g.dz), put(dgb + 2 * H, g.dhn);
-    *dh = g.dh_prev;  // the direct term; backward_recurrent adds dgh W_hh
+    // The direct term; dgh W_hh joins it in backward_recurrent, or in the next step's dh_at.
+    static_cast<A*>(p.dh)[(d * B + b) * P + u] = g.dh_prev;
   }
 }
 
@@ -288,7 +295,9 @@ cudaError_t forward(const ForwardParams& p0, cudaStream_t stream, StepProducts p
   for (int64_t s = 0; s < p.T; ++s) {
     if (products.fn != nullptr && (p.gh = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
     cudaError_t e = launch_grid(forward_step<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
-    if (e == cudaSuccess && p.proj) e = launch_grid(forward_projection<S>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
+    if (e == cudaSuccess && p.proj) {
+      e = launch_grid(forward_projection<S>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
+    }
     if (e != cudaSuccess) return e;
   }
   const int64_t n = p.D * p.B * p.P;
@@ -308,9 +317,9 @@ cudaError_t backward(const BackwardParams& p0, cudaStream_t stream, StepProducts
     if (e == cudaSuccess) e = launch_grid(backward_cell<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
     if (e != cudaSuccess) return e;
     if (products.fn != nullptr && (p.ghb = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
-    // With the caller's products and no projection, step s - 1's backward_cell takes this step's
-    // product; the last step's goes to dL/dh0 here.
-    if (products.fn != nullptr && !p.proj && s > 0) continue;
+    // With the caller's products, step s - 1's first kernel adds this step's product (dh_at); the
+    // last step's goes to dL/dh0 here.
+    if (products.fn != nullptr && s > 0) continue;
     e = launch_grid(backward_recurrent<S, NG>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
     if (e != cudaSuccess) return e;
   }

@@ -1,6 +1,7 @@
 // C entry points of the emulated CUDA kernels for tests/test_cuda_emulated.py (ctypes): the
 // kernels' parameter structs filled from flat arrays, in the field order of csrc/cuda/rnn_cuda.h.
 #include <limits>
+#include <type_traits>
 
 #include "cells.h"
 #include "dtypes.cuh"
@@ -61,8 +62,17 @@ StepProducts host_products(HostProducts<S>& h, const Params& p, bool forward, vo
   return StepProducts{&HostProducts<S>::step, &h};
 }
 
-template <typename Params, typename Run>
-int per_step(const Params& p, DType dtype, bool forward, void* const* products, Run run) {
+cudaError_t run_step(const ForwardParams& p, DType dtype, StepProducts sp) {
+  return packedrnn::rnn_forward_cuda(p, dtype, nullptr, sp);
+}
+cudaError_t run_step(const BackwardParams& p, DType dtype, StepProducts sp) {
+  return packedrnn::rnn_backward_cuda(p, dtype, nullptr, sp);
+}
+
+// The per-step kernels on p, with their own products or (products not null) host_products'.
+template <typename Params>
+int per_step(const Params& p, DType dtype, void* const* products) {
+  constexpr bool forward = std::is_same_v<Params, ForwardParams>;
   HostProducts<float> hf;
   HostProducts<double> hd;
   HostProducts<__half> hh;
@@ -76,7 +86,7 @@ int per_step(const Params& p, DType dtype, bool forward, void* const* products, 
       case DType::bf16: sp = host_products(hb, p, forward, products); break;
     }
   }
-  return run(sp);
+  return run_step(p, dtype, sp);
 }
 
 }  // namespace
@@ -110,8 +120,7 @@ int emu_step_forward(const int64_t* n, void* const* ptr, int dtype, void* const*
                   static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
                   ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], nullptr};
   if (products != nullptr) p.hbuf = products[0], p.slot = static_cast<const int64_t*>(products[2]);
-  return per_step(p, static_cast<DType>(dtype), true, products,
-                  [&](StepProducts sp) { return packedrnn::rnn_forward_cuda(p, static_cast<DType>(dtype), nullptr, sp); });
+  return per_step(p, static_cast<DType>(dtype), products);
 }
 
 // The backward's dgbuf must be zeroed.
@@ -120,8 +129,7 @@ int emu_step_backward(const int64_t* n, void* const* ptr, int dtype, void* const
                    static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
                    ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], nullptr, nullptr};
   if (products != nullptr) p.dgbuf = products[0], p.slot = static_cast<const int64_t*>(products[2]);
-  return per_step(p, static_cast<DType>(dtype), false, products,
-                  [&](StepProducts sp) { return packedrnn::rnn_backward_cuda(p, static_cast<DType>(dtype), nullptr, sp); });
+  return per_step(p, static_cast<DType>(dtype), products);
 }
 
 // The floats of `part` the backward asks for (its reduce form), from the sizes alone.
