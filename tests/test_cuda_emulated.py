@@ -92,14 +92,17 @@ def _rel(a, b):
 
 
 def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
-             step=None):
+             step=None, tokens=False):
     """Forward and backward of one layer through the emulated kernels, inputs prepared as
     rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
     expect_reduce: whether the backward's reduce form takes the call (None: either).
     step: None, the persistent kernels; else the per-step kernels with "own" products, or the
     caller's (StepProducts: tests/cuda_emu/driver.cpp forms them) over rows in "dense" places
-    (place = row) or in "slots" (longest first, as with lengths on the host)."""
+    (place = row) or in "slots" (longest first, as with lengths on the host).
+    tokens: the forward's gx and the backward's dgx, dgh and dH in the token layout (valid
+    positions only, as when the lengths are on the host); the gradients NaN before the call: every
+    row must be written."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
     G = (4 if lstm else 3) * H
@@ -121,6 +124,14 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     gx = torch.stack([x.view(T * B, I) @ w_ih[d].T + b_ih[d] + (b_hh[d] if lstm else 0) for d in range(D)])
     gx = S(gx)
     gx[:, ~valid.reshape(-1)] = float("nan")  # padded rows are never read
+    # The token layout (ForwardParams/BackwardParams::token): the valid positions' rows only.
+    positions = valid.reshape(-1).nonzero().squeeze(1)  # t*B + b of the valid tokens
+    N = positions.numel() if tokens else T * B
+    token = None
+    if tokens:
+        token = torch.full((T * B,), -1, dtype=torch.int64)
+        token[positions] = torch.arange(N)
+        gx = gx[:, positions].contiguous()
     K = saved_r.shape[-1]
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     out = torch.zeros(T, B, D * P, dtype=dtype)
@@ -130,8 +141,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     saved = torch.zeros(D, T, B, K, dtype=dtype)
     xch = torch.zeros(2, D, B, P, dtype=torch.int64)
     w_hh_s, w_hr_s = S(w_hh), S(w_hr)
-    sizes = [cell, T, B, D, H, P, K, int(proj)]
-    forward = [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch]
+    sizes = [cell, T, B, D, H, P, K, int(proj), N]
+    forward = [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch, token]
     # The step products' buffers, as rnn_cuda_launch.cpp's GemmProducts: [in, out, slot].
     slot = order = None
     if step == "slots":
@@ -161,24 +172,30 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     go[~valid] = float("nan")  # padded gradients are never read
     dh = grad_hn.to(acc).clone()
     dc = grad_cn.to(acc).clone() if lstm else None
-    dgx = torch.zeros(D, T * B, G, dtype=dtype)
-    dgh = dgx if lstm else torch.zeros_like(dgx)
-    dH = torch.zeros(D, T * B, P, dtype=dtype) if proj else None
+    grads = (lambda w: torch.full((D, N, w), float("nan"), dtype=dtype)) if tokens else \
+        (lambda w: torch.zeros(D, N, w, dtype=dtype))  # noqa: E731
+    dgx = grads(G)
+    dgh = dgx if lstm else grads(G)
+    dH = grads(P) if proj else None
     direct = None if lstm else torch.empty(D, B, H)
     backward = [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH]
     if step is None:
-        n_part = emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype])
+        n_part = emu.emu_backward_partials((ctypes.c_int64 * 9)(*sizes), DTYPE_CODE[dtype])
         assert expect_reduce is None or (n_part > 0) == expect_reduce, \
             f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
         part = torch.full((n_part,), float("nan")) if n_part else None
-        rc = _call(emu.emu_backward, sizes, backward + [direct, part], dtype)
+        rc = _call(emu.emu_backward, sizes, backward + [direct, part, token], dtype)
     else:
         backward[7] = torch.empty(D, B, H, dtype=dtype) if proj else None  # dm
         products = None
         if step != "own":
             products = [torch.zeros(D, B, G, dtype=dtype), torch.empty(D, B, P, dtype=acc), slot]
-        rc = _call(emu.emu_step_backward, sizes, backward, dtype, products and _ptrs(products))
+        rc = _call(emu.emu_step_backward, sizes, backward + [None, None, token], dtype,
+                   products and _ptrs(products))
     assert rc == 0, f"backward: CUDA error {rc}"
+    if tokens:  # back to every position, zero at padded ones, for the products below
+        dgx, dgh, dH = (None if t is None else t.new_zeros(D, T * B, t.shape[2]).index_copy_(1, positions, t)
+                        for t in (dgx, dgh, dH))
     # The products around the recurrence, as layer_gemms.h forms them.
     rows = saved.double().view(D, T * B, K)
     h_prev = 6 * H if lstm and proj else (5 * H if lstm else 4 * H)
@@ -252,6 +269,20 @@ def test_persistent_kernels_emulated(emu, case, seed, bwd, monkeypatch):
     run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=reduce)
 
 
+@pytest.mark.parametrize("bwd", ["staged", "reduce"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:], c[10] or "auto"))
+def test_persistent_backward_token_rows_emulated(emu, case, bwd, monkeypatch):
+    """The persistent backward with its gate gradients by token (BackwardParams::token, the layout
+    when the lengths are on the host), NaN before the call so that every valid row must be
+    written; a random thread order."""
+    cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
+    monkeypatch.setenv("PACKEDRNN_XCH", xch)
+    monkeypatch.setenv("PACKEDRNN_BWD", bwd)
+    emu.emu_configure(sms, optin, 1)
+    run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=1, tokens=True)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("case", [c for c in CASES if c[10] != "tagged"], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
@@ -282,16 +313,19 @@ STEP_CASES = [  # cell, I, H, P, B, T, D, dtype
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("products", ["own", "dense", "slots"])
+@pytest.mark.parametrize("products,tokens", [("own", False), ("own", True), ("dense", False), ("slots", True)],
+                         ids=["own", "own-tokens", "dense", "slots-tokens"])
 @pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
-def test_per_step_kernels_emulated(emu, case, products, seed):
+def test_per_step_kernels_emulated(emu, case, products, tokens, seed):
     """The per-step kernels, with their own products and with the caller's (PACKEDRNN_PERSISTENT=gemm:
     rows in place order or longest first, the products stopping at the active rows and NaN past
-    them), in a fixed and a random thread order; lengths with zeros, ties and T, NaN padding."""
+    them), the gate gradients by position or by token (as with the lengths on the host: slots come
+    with tokens), in a fixed and a random thread order; lengths with zeros, ties and T, NaN padding."""
     cell, I, H, P, B, T, D, dtype = case
     emu.emu_configure(8, 232448, seed)
-    run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed, step=products)
+    run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed, step=products,
+             tokens=tokens)
 
 
 def test_per_step_nan_stays_in_its_row(emu):
@@ -300,7 +334,7 @@ def test_per_step_nan_stays_in_its_row(emu):
     row's place)."""
     emu.emu_configure(8, 232448, 1)
     run_case(emu, LSTM, 3, 40, 24, 12, 5, 2, torch.float32, [5, 5, 5, 5, 5, 5, 5, 5, 3, 2, 0, 1],
-             TOL[torch.float32], nan_rows=[3, 7], step="slots")
+             TOL[torch.float32], nan_rows=[3, 7], step="slots", tokens=True)
 
 
 @pytest.mark.parametrize("H,P,sms", [(20, 20, 8), (120, 100, 16), (136, 24, 24)])
@@ -345,8 +379,8 @@ def test_a_refused_launch_is_reported(emu, sms, dtype):
     lens = torch.tensor([3, 2], dtype=torch.int64)
     out = torch.zeros(3, 2, 80, dtype=dtype)
     rest = [torch.zeros(1)] * 7
-    rc = _call(emu.emu_forward, [LSTM, 3, 2, 2, 40, 40, 240, 0], [lens] + rest + [out] + [torch.zeros(1)] * 3,
-               dtype)
+    rc = _call(emu.emu_forward, [LSTM, 3, 2, 2, 40, 40, 240, 0, 0],
+               [lens] + rest + [out] + [torch.zeros(1)] * 3 + [None], dtype)
     assert rc == 801 and not out.any()
 
 
@@ -382,8 +416,8 @@ def test_where_the_persistent_kernels_run(emu, case):
     emu.emu_dry_run(1)
     try:
         lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
-        sizes = [cell, 4, B, D, H, P, 1, int(P != H)]
-        got = [_call(fn, sizes, [lens] + [dummy] * 12, dtype) for fn in (emu.emu_forward, emu.emu_backward)]
+        sizes = [cell, 4, B, D, H, P, 1, int(P != H), 0]
+        got = [_call(fn, sizes, [lens] + [dummy] * 12 + [None], dtype) for fn in (emu.emu_forward, emu.emu_backward)]
     finally:
         emu.emu_dry_run(0)
     assert got == [0 if fwd else 801, 0 if bwd else 801]

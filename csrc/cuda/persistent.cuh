@@ -226,7 +226,7 @@ __device__ void load_cell(const BackwardParams& p, int64_t d, const Pair& m, flo
 template <typename S, int NG>
 __device__ void cell_backward(const BackwardParams& p, int64_t d, const Pair& m, const float (&v)[7], float dout,
                               float (&gh)[NG]) {
-  const int64_t H = p.H, u = m.u, row = (d * p.T * p.B + m.row) * NG * H;
+  const int64_t H = p.H, u = m.u, row = token_row(p, d, m.row) * NG * H;
   S* dgx = static_cast<S*>(p.dgx) + row;
   float* state = static_cast<float*>(NG == 4 ? p.dc : p.direct) + (d * p.B + m.b) * H + u;
   if constexpr (NG == 4) {

@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   constexpr bool lstm = NG == 4;
   PACKEDRNN_SHARED_BYTES(smem_raw);
   cg::grid_group grid = cg::this_grid();
-  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P;
   const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
@@ -45,12 +45,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   zero_padding(q.rec, q.NC, sm.Xs);
   Stage st(q.bulk, sm.bar);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
-  const S* dgh_all = static_cast<const S*>(p.dgh) + d * TB * G;
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
   const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
   // cp.async needs 16-byte rows; other sizes stage through registers.
   const bool vec = (G * sizeof(S)) % 16 == 0, vec_p = (P * sizeof(S)) % 16 == 0;
-  S* dH = proj ? static_cast<S*>(p.dH) + d * TB * P : nullptr;
+  S* dH = static_cast<S*>(p.dH);  // projection only
   const int64_t steps = sm.lens[0];
   // Projection, after the barrier that follows dH: dL/dm = dH W_hr for the block's units, then
   // their cells, for the n active rows of step s; a grid barrier, so the next step sees dgh.
@@ -67,7 +66,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       zero_padding(q.proj, nc, sm.Xs);
       const int groups = stage_rows(st, q.proj, sm.Xs, nc, vec_p, [&](int r) {
         const int64_t t = d == 1 ? sm.lens[r0 + r] - 1 - s : s;
-        return dH + (t * B + sm.order[r0 + r]) * P;
+        return dH + token_row(p, d, t * B + sm.order[r0 + r]) * P;
       });
       __syncthreads();
       block_gemm<JT>(q.proj, q.NC, sm.Wr, sm.Xs, nc, groups, sm.red, sm.Y);
@@ -106,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
       if (proj) zero_padding(q.rec, np, sm.Xs);  // the dH rows were narrower
       const int groups = stage_rows(st, q.rec, sm.Xs, np, vec, [&](int r) {
         const int64_t t_next = d == 1 ? sm.lens[r0 + r] - 2 - s : s + 1;
-        return dgh_all + (t_next * B + sm.order[r0 + r]) * G;
+        return static_cast<const S*>(p.dgh) + token_row(p, d, t_next * B + sm.order[r0 + r]) * G;
       });
       __syncthreads();
       clock.mark(0);
@@ -125,7 +124,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         }
         const A dht = m.v[5] + carry;
         if (proj) {
-          put(dH + m.row * P + u, dht);
+          put(dH + token_row(p, d, m.row) * P + u, dht);
           continue;
         }
         float gh[NG];

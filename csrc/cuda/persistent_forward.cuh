@@ -78,7 +78,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
     if (u < P && clamp_length(p.lengths, b, p.T) == 0) h_n[b * P + u] = h0[b * P + u];
   }
   S* m_all = proj ? static_cast<S*>(p.m) + d * B * H : nullptr;  // m_t by row b
-  const S* gx_all = static_cast<const S*>(p.gx) + d * TB * G;
   unsigned long long* xch = static_cast<unsigned long long*>(p.xch) + d * B * P;
   const int64_t slot = p.D * B * P;  // distance between the two exchange slots
   const int64_t steps = sm.lens[0];
@@ -102,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         static_cast<Pair&>(m) = ch.pair(k, H);
         if (!m.on) continue;
         const int64_t u = m.u;
-        const S* gx = gx_all + m.row * G + u;
+        const S* gx = static_cast<const S*>(p.gx) + token_row(p, d, m.row) * G + u;
 #pragma unroll
         for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
         if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];

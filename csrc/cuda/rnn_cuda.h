@@ -22,7 +22,7 @@ struct ForwardParams {
   int64_t cell, T, B, D, H, P, K;
   bool proj;
   const int64_t* lengths;  // [B], device
-  const void* gx;          // [D, T*B, G]  S  x W_ih^T + b_ih (+ b_hh for LSTM)
+  const void* gx;          // [D, R, G]    S  x W_ih^T + b_ih (+ b_hh for LSTM) (R: `token` below)
   const void* h0;          // [D, B, P]    S
   const void* w_hh;        // [D, G, P]    S
   const void* b_hh;        // [D, G]       S  GRU only (LSTM folds it into gx); may be null
@@ -38,6 +38,9 @@ struct ForwardParams {
   void* hbuf = nullptr;    // [D, B, P]    S  every row's latest h (in: h0), the products' input
   const void* gh = nullptr;  // [D, B, G]  A  hbuf W_hh^T of the step (set per step)
   const int64_t* slot = nullptr;  // [B]   row b's place in hbuf/gh, or null: b (see StepProducts)
+  // The rows of gx (token_row in dtypes.cuh): as BackwardParams' below.
+  const int64_t* token = nullptr;  // [T*B]
+  int64_t tokens = 0;
 };
 
 struct BackwardParams {
@@ -51,15 +54,21 @@ struct BackwardParams {
   void* dh;                // [D, B, P]    A  in: grad h_n, out: grad h0
   void* dc;                // [D, B, H]    A  in: grad c_n, out: grad c0 (LSTM; null for GRU)
   void* dm;                // [D, B, H]    S  scratch, dL/dm (projection only)
-  void* dgx;               // [D, T*B, G]  S  zeroed; dL/d(x projection) at valid rows
-  void* dgh;               // [D, T*B, G]  S  zeroed; dL/d(h projection); == dgx for LSTM
-  void* dH;                // [D, T*B, P]  S  zeroed; dL/dh per row (projection only, else null)
+  void* dgx;               // [D, R, G]    S  dL/d(x projection) at valid rows (R: `token` below)
+  void* dgh;               // [D, R, G]    S  dL/d(h projection); == dgx for LSTM
+  void* dH;                // [D, R, P]    S  dL/dh per row (projection only, else null)
   void* direct;            // [D, B, H]    A  scratch for the persistent GRU backward, or null
   void* part = nullptr;    // float scratch of rnn_backward_persistent_partials() values, or null
   // Per-step kernels with the caller's products (StepProducts below), else null:
   void* dgbuf = nullptr;   // [D, B, G]    S  zeroed; every row's latest gate gradients (dgh's)
   const void* ghb = nullptr;  // [D, B, P] A  dgbuf W_hh of the step (set per step)
   const int64_t* slot = nullptr;  // [B]   row b's place in dgbuf/ghb, or null: b
+  // The rows of dgx, dgh and dH (token_row in dtypes.cuh). token null: every position, row
+  // t*B + b of R = T*B, zeroed by the caller (padded rows stay zero). Else only the valid
+  // positions, row token[t*B + b] of R = `tokens`, the layout in which the products around the
+  // recurrence take them (the caller knew the lengths on the host), every row written here.
+  const int64_t* token = nullptr;  // [T*B]  device; padded positions are never read
+  int64_t tokens = 0;
 };
 
 // The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, for

@@ -184,12 +184,13 @@ struct RowPlaces {
 
 // The lengths for the kernels, on x's device. Lengths the caller passed on the CPU (it knew them,
 // so reading them here is no sync) also give the valid positions (`tokens`): the products around
-// the recurrence then run over those rows only, as on the CPU backend; the kernels get a copy
-// through pinned memory, asynchronous.
+// the recurrence then run over those rows only, as on the CPU backend, and the kernels read gx and
+// write the gate gradients in that layout (`token`); copies through pinned memory, asynchronous.
 struct DeviceLengths {
   at::Tensor lengths;
   std::optional<at::Tensor> host;    // the lengths as given, when on the CPU
   std::optional<at::Tensor> tokens;  // flat positions t*B + b of the valid tokens, on x's device
+  at::Tensor token;                  // [T*B] each position's row among them (-1: padded), or none
   DeviceLengths(const at::Tensor& given, const LayerArgs& a, const at::Tensor& x) {
     if (!given.is_cpu()) {
       lengths = given.contiguous();
@@ -197,7 +198,18 @@ struct DeviceLengths {
     }
     host = given.contiguous();
     lengths = host->pin_memory().to(x.device(), /*non_blocking=*/true);
-    tokens = valid_positions(*host, a.T, a.B).pin_memory().to(x.device(), /*non_blocking=*/true);
+    const at::Tensor positions = valid_positions(*host, a.T, a.B);
+    tokens = positions.pin_memory().to(x.device(), /*non_blocking=*/true);
+    token = at::full({a.T * a.B}, -1, positions.options())
+                .scatter_(0, positions, at::arange(positions.numel(), positions.options()))
+                .pin_memory()
+                .to(x.device(), /*non_blocking=*/true);
+  }
+  // BackwardParams/ForwardParams::token and tokens: the token layout of rows, or by position.
+  template <typename Params>
+  void set_layout(Params& p) const {
+    p.token = token.defined() ? token.data_ptr<int64_t>() : nullptr;
+    p.tokens = tokens ? tokens->numel() : 0;
   }
   // The gemm mode's row places (RowPlaces) where the lengths are on the host.
   std::optional<RowPlaces> places(const LayerArgs& a, const at::Tensor& x) const {
@@ -237,15 +249,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   const auto opt = x.options();
   const DeviceLengths dl(lengths_, a, x);
   const at::Tensor& lengths = dl.lengths;
-  // gx over the valid positions where they are known, else all T*B; padded rows are never read.
-  at::Tensor gx;
-  if (dl.tokens) {
-    gx = at::empty({a.D, a.T * a.B, a.G}, opt);
-    gx.index_copy_(1, *dl.tokens,
-                   input_projection(a, x.view({a.T * a.B, a.I}).index_select(0, *dl.tokens), w_ih, b_ih, b_hh_));
-  } else {
-    gx = input_projection(a, x.view({a.T * a.B, a.I}), w_ih, b_ih, b_hh_);
-  }
+  // gx over the valid positions where they are known (the token layout), else all T*B; padded
+  // rows are never read.
+  const at::Tensor x_rows = x.view({a.T * a.B, a.I});
+  const at::Tensor gx = input_projection(a, dl.tokens ? x_rows.index_select(0, *dl.tokens) : x_rows, w_ih, b_ih, b_hh_);
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
   at::Tensor c = a.cell == kLSTM ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
@@ -267,6 +274,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
+  dl.set_layout(p);
   GemmProducts gemm;
   const auto places = how.gemm ? dl.places(a, x) : std::nullopt;
   if (how.gemm) {
@@ -300,9 +308,16 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   const at::Tensor& lengths = dl.lengths;
   const auto acc = acc_of(x.scalar_type());
   const int64_t rows = a.T * a.B;
-  at::Tensor dgx = at::zeros({a.D, rows, a.G}, opt);
-  at::Tensor dgh = a.cell == kLSTM ? dgx : at::zeros_like(dgx);
-  at::Tensor dH = a.proj ? at::zeros({a.D, rows, a.P}, opt) : at::Tensor();
+  // The gate gradients' rows (BackwardParams::token): with the lengths on the host, the valid
+  // positions only, as the products below take them, each written by the recurrence; else every
+  // position, the padded ones zero (the products read them).
+  const int64_t R = dl.tokens ? dl.tokens->numel() : rows;
+  auto grads = [&](int64_t width) {
+    return dl.tokens ? at::empty({a.D, R, width}, opt) : at::zeros({a.D, R, width}, opt);
+  };
+  at::Tensor dgx = grads(a.G);
+  at::Tensor dgh = a.cell == kLSTM ? dgx : grads(a.G);
+  at::Tensor dH = a.proj ? grads(a.P) : at::Tensor();
   at::Tensor dm = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
   at::Tensor dh = grad_hn.to(acc, false, true).contiguous();
   at::Tensor dc = a.cell == kLSTM ? grad_cn.to(acc, false, true).contiguous() : at::Tensor();
@@ -313,6 +328,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
                    dc.defined() ? dc.data_ptr() : nullptr, dm.defined() ? dm.data_ptr() : nullptr,
                    dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr,
                    direct.defined() ? direct.data_ptr() : nullptr};
+  dl.set_layout(p);
   // The partial sums that the persistent backward's reduce form exchanges (fp32; none elsewhere).
   const Recurrence how(a, x.scalar_type());
   const int64_t partials = how.persistent ? rnn_backward_persistent_partials(p, dtype_of(x.scalar_type())) : 0;
@@ -328,14 +344,13 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   }
   run(how, p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda, gemm.products());
 
-  // The products over the valid positions where they are known (gathered), else over all T*B.
+  // The products over the valid positions where they are known (gathered; dgx, dgh and dH are
+  // in that layout already), else over all T*B.
   auto rows_of = [&](const at::Tensor& t, int64_t dim) { return dl.tokens ? t.index_select(dim, *dl.tokens) : t; };
   const at::Tensor saved_rows = saved.view({a.D, rows, L.K});
-  const at::Tensor dgx_rows = rows_of(dgx, 1);
   auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
       a, rows_of(x.view({rows, a.I}), 0), w_ih, rows_of(saved_rows.narrow(2, L.h_prev, a.P), 1),
-      a.proj ? rows_of(saved_rows.narrow(2, L.m, a.H), 1) : at::Tensor(), dgx_rows,
-      a.cell == kLSTM ? dgx_rows : rows_of(dgh, 1), a.proj ? rows_of(dH, 1) : dH);
+      a.proj ? rows_of(saved_rows.narrow(2, L.m, a.H), 1) : at::Tensor(), dgx, dgh, dH);
   const at::Tensor dx = dl.tokens ? at::zeros({rows, a.I}, opt).index_copy_(0, *dl.tokens, dx_rows) : dx_rows;
   at::Tensor dc0 = a.cell == kLSTM ? dc.to(x.scalar_type()) : at::empty({0}, opt);
   return {dx.view({a.T, a.B, a.I}), dh.to(x.scalar_type()), dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
 
   const SavedLayout L(p.cell, H, P, p.proj);
   const int64_t row = rs.t * B + b;
-  const S* gx = static_cast<const S*>(p.gx) + (d * TB + row) * G;
+  const S* gx = static_cast<const S*>(p.gx) + token_row(p, d, row) * G;
   const S* h_prev = rows[ty];
   S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
   S* o = static_cast<S*>(p.out) + row * DP + d * P;
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) backward_dh(BackwardParams p, int64_
   if (!rs.active || k >= p.P) return;
   const int64_t row = rs.t * p.B + b;
   const A g = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * p.P + d * p.P + k]);
-  put(static_cast<S*>(p.dH) + (d * p.T * p.B + row) * p.P + k, g + dh_at<4, A>(p, rs, d, b, k));  // LSTM only
+  put(static_cast<S*>(p.dH) + token_row(p, d, row) * p.P + k, g + dh_at<4, A>(p, rs, d, b, k));  // LSTM only
 }
 
 // dm = dH[row] W_hr (projection only).
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kThreads) backward_projection(BackwardParams p
   const int64_t B = p.B, H = p.H, P = p.P;
   const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
   __shared__ const S* rows[kRows];
-  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dH) + (d * p.T * B + rs.t * B + b) * P : nullptr;
+  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dH) + token_row(p, d, rs.t * B + b) * P : nullptr;
   if (!__syncthreads_or(rs.active)) return;
   A acc[1];
   tile_dot<1, false>(rows, P, static_cast<const S*>(p.w_hr) + d * P * H, H, H, blockIdx.x * kCols, acc);
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
   const SavedLayout L(p.cell, H, P, p.proj);
   const int64_t row = rs.t * B + b;
   const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
-  S* dgx = static_cast<S*>(p.dgx) + (d * TB + row) * G;
+  S* dgx = static_cast<S*>(p.dgx) + token_row(p, d, row) * G;
   S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + place(p.slot, b)) * G + u : nullptr;  // dgh's, dense
   if constexpr (lstm) {
     const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
         to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_at<NG, A>(p, rs, d, b, u);
     const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
                                    to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dhv);
-    S* dgh = static_cast<S*>(p.dgh) + (d * TB + row) * G;
+    S* dgh = static_cast<S*>(p.dgh) + token_row(p, d, row) * G;
     put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
     put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
     if (dgb) put(dgb, g.dr), put(dgb + H, g.dz), put(dgb + 2 * H, g.dhn);
@@ -269,7 +269,7 @@ __global__ void __launch_bounds__(kThreads) backward_recurrent(BackwardParams p,
   const int64_t B = p.B, P = p.P, G = NG * p.H;
   const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
   __shared__ const S* rows[kRows];
-  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dgh) + (d * p.T * B + rs.t * B + b) * G : nullptr;
+  if (tx == 0) rows[ty] = rs.active ? static_cast<const S*>(p.dgh) + token_row(p, d, rs.t * B + b) * G : nullptr;
   if (!__syncthreads_or(rs.active)) return;
   A acc[1];
   if (p.ghb != nullptr) {

@@ -89,6 +89,27 @@ int per_step(const Params& p, DType dtype, void* const* products) {
   return run_step(p, dtype, sp);
 }
 
+// The forward's parameters from n (cell, T, B, D, H, P, K, proj, tokens) and ptr: lengths, gx, h0,
+// w_hh, b_hh, w_hr, c, m, out, h_n, saved, xch, token (null: gx by position).
+ForwardParams forward_params(const int64_t* n, void* const* ptr) {
+  ForwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
+                  static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
+                  ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11]};
+  p.token = static_cast<const int64_t*>(ptr[12]), p.tokens = n[8];
+  return p;
+}
+
+// The backward's parameters from n (as the forward's) and ptr: lengths,
+// w_hh, w_hr, saved, grad_out, dh, dc, dm, dgx, dgh, dH, direct, part, token (null: dgx, dgh and
+// dH by position).
+BackwardParams backward_params(const int64_t* n, void* const* ptr) {
+  BackwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
+                   static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
+                   ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11], ptr[12]};
+  p.token = static_cast<const int64_t*>(ptr[13]), p.tokens = n[8];
+  return p;
+}
+
 }  // namespace
 
 extern "C" {
@@ -97,37 +118,26 @@ void emu_configure(int sms, int optin, unsigned seed) { emu::configure(sms, opti
 void emu_dry_run(int on) { emu::dry_run(on != 0); }
 void emu_last_launch(int* blocks, size_t* smem) { emu::last_launch(blocks, smem); }
 
-// n: cell, T, B, D, H, P, K, proj. ptr: lengths, gx, h0, w_hh, b_hh, w_hr, c, m, out, h_n, saved, xch.
+// n and ptr as forward_params() / backward_params() take them.
 int emu_forward(const int64_t* n, void* const* ptr, int dtype) {
-  const ForwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
-                        static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
-                        ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11]};
-  return packedrnn::rnn_forward_persistent(p, static_cast<DType>(dtype), nullptr);
+  return packedrnn::rnn_forward_persistent(forward_params(n, ptr), static_cast<DType>(dtype), nullptr);
 }
 
-// ptr: lengths, w_hh, w_hr, saved, grad_out, dh, dc, dm, dgx, dgh, dH, direct, part.
 int emu_backward(const int64_t* n, void* const* ptr, int dtype) {
-  const BackwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
-                         static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
-                         ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11], ptr[12]};
-  return packedrnn::rnn_backward_persistent(p, static_cast<DType>(dtype), nullptr);
+  return packedrnn::rnn_backward_persistent(backward_params(n, ptr), static_cast<DType>(dtype), nullptr);
 }
 
-// The per-step kernels (rnn_kernels.cu), the same arrays as emu_forward / emu_backward (xch and
-// part unused), products as host_products() takes them. The forward's hbuf holds h0, by place.
+// The per-step kernels (rnn_kernels.cu), the same arrays as emu_forward / emu_backward (xch,
+// direct and part unused), products as host_products() takes them. The forward's hbuf holds h0, by place.
 int emu_step_forward(const int64_t* n, void* const* ptr, int dtype, void* const* products) {
-  ForwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
-                  static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
-                  ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], nullptr};
+  ForwardParams p = forward_params(n, ptr);
   if (products != nullptr) p.hbuf = products[0], p.slot = static_cast<const int64_t*>(products[2]);
   return per_step(p, static_cast<DType>(dtype), products);
 }
 
 // The backward's dgbuf must be zeroed.
 int emu_step_backward(const int64_t* n, void* const* ptr, int dtype, void* const* products) {
-  BackwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
-                   static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
-                   ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], nullptr, nullptr};
+  BackwardParams p = backward_params(n, ptr);
   if (products != nullptr) p.dgbuf = products[0], p.slot = static_cast<const int64_t*>(products[2]);
   return per_step(p, static_cast<DType>(dtype), products);
 }
