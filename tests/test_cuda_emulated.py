@@ -172,8 +172,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     go[~valid] = float("nan")  # padded gradients are never read
     dh = grad_hn.to(acc).clone()
     dc = grad_cn.to(acc).clone() if lstm else None
-    grads = (lambda w: torch.full((D, N, w), float("nan"), dtype=dtype)) if tokens else \
-        (lambda w: torch.zeros(D, N, w, dtype=dtype))  # noqa: E731
+    def grads(width):  # by token every row must be written: NaN until it is; by position, zeroed
+        return torch.full((D, N, width), float("nan") if tokens else 0.0, dtype=dtype)
     dgx = grads(G)
     dgh = dgx if lstm else grads(G)
     dH = grads(P) if proj else None

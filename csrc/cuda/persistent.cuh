@@ -49,11 +49,7 @@
 
 #include "cells.h"
 #include "dtypes.cuh"
-#ifdef PACKEDRNN_EMULATE
-#include "hardware_emu.h"  // tests/cuda_emu: the kernels on the CPU
-#else
-#include "hardware.cuh"
-#endif
+#include "hardware.cuh"  // or, under PACKEDRNN_EMULATE, the CPU emulator's
 #include "rnn_cuda.h"
 
 namespace packedrnn {
