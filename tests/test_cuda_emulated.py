@@ -6,58 +6,20 @@ exchange, fragment layouts, the projection's second product) and the per-step ke
 reverse direction's time index, h read back from out, the products' row places). Timing, the
 memory model and register pressure still need a GPU (test_cuda.py, scripts/gpu_check.sh)."""
 import ctypes
-import glob
-import math
-import os
-import platform
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-import packedrnn  # noqa: F401  (registers the CPU ops used as the reference)
+from emulator import build_kernels, needs_emulator, rel_error
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMU = os.path.join(ROOT, "tests", "cuda_emu")
-# The persistent kernels, one .cu per dtype (the reduce form's included), the per-step kernels,
-# and the emulator.
-SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "rnn_persistent_*.cu"))) + \
-    [os.path.join(ROOT, "csrc", "cuda", "rnn_kernels.cu"), os.path.join(EMU, "emu.cpp"),
-     os.path.join(EMU, "driver.cpp")]
 DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
-
-def _gcc_major():
-    try:
-        return int(subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout.split(".")[0])
-    except (OSError, ValueError):
-        return 0
-
-
-pytestmark = pytest.mark.skipif(
-    not (sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("g++") and _gcc_major() >= 12),
-    reason="the emulator needs g++ 12 or later on x86-64 Linux (ucontext fibers, _Float16)")
+pytestmark = needs_emulator
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cuda_emu")
-    flags = ["g++", "-std=c++17", "-O1", "-fPIC", "-DPACKEDRNN_EMULATE", "-I" + os.path.join(EMU, "include"),
-             "-I" + EMU, "-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "csrc", "cuda"),
-             "-Wall", "-Wno-unknown-pragmas", "-Werror"]
-    objs, procs = [], []
-    for src in SOURCES:
-        objs.append(str(out / (os.path.basename(src) + ".o")))
-        procs.append(subprocess.Popen(flags + ["-x", "c++", "-c", src, "-o", objs[-1]],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        log = p.communicate()[0]
-        assert p.returncode == 0, log
-    lib = str(out / "libpackedrnn_emu.so")
-    subprocess.run(["g++", "-shared", "-o", lib] + objs, check=True)
-    emu = ctypes.CDLL(lib)
+    emu = build_kernels(tmp_path_factory.mktemp("cuda_emu"))
     for fn in (emu.emu_forward, emu.emu_backward):
         fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
         fn.restype = ctypes.c_int
@@ -65,8 +27,6 @@ def emu(tmp_path_factory):
         fn.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
                        ctypes.POINTER(ctypes.c_void_p)]
         fn.restype = ctypes.c_int
-    emu.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
-    emu.emu_dry_run.argtypes = [ctypes.c_int]
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
     emu.emu_backward_partials.restype = ctypes.c_int64
     emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
@@ -79,16 +39,6 @@ def _ptrs(tensors):
 
 def _call(fn, sizes, tensors, dtype, *more):
     return fn((ctypes.c_int64 * len(sizes))(*sizes), _ptrs(tensors), DTYPE_CODE[dtype], *more)
-
-
-def _rel(a, b):
-    """Largest difference relative to the largest value of b; NaN must sit where b has NaN."""
-    a, b = a.double(), b.double()
-    nan = b.isnan()
-    if not torch.equal(a.isnan(), nan):
-        return math.inf
-    a, b = a[~nan], b[~nan]
-    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-30) if b.numel() else 0.0
 
 
 def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
@@ -210,7 +160,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     for name, theirs in zip(["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr"], ref):
         if mine[name] is not None:
             results.append((name, mine[name], theirs))
-    errors = {name: _rel(a, b) for name, a, b in results}
+    errors = {name: rel_error(a, b) for name, a, b in results}
     bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= tol}  # NaN fails too
     assert not bad, f"relative errors above {tol}: {bad}"
     return errors

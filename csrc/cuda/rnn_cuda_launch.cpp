@@ -1,12 +1,17 @@
 // Torch glue of the CUDA ops (compiled only in CUDA builds): device guard, current stream,
 // allocation, the cuBLAS products around the recurrence (layer_gemms.h), and the framework-free
 // recurrence kernels (rnn_kernels.cu). Nothing here reads device memory on the host: no sync.
-// Schemas and shapes: ops.cpp; legend: cells.h.
+// Schemas and shapes: ops.cpp; legend: cells.h. Under PACKEDRNN_EMULATE (tests/cuda_emu) the
+// same glue runs on CPU tensors as the op packedrnn_emu, its kernels on the CPU emulator.
 #include <ATen/ATen.h>
+#include <torch/library.h>
+#ifdef PACKEDRNN_EMULATE
+#include "launch_emu.h"
+#else
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <dlfcn.h>
-#include <torch/library.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -36,6 +41,17 @@ at::ScalarType acc_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble 
 const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() : nullptr; }
 
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
+
+#ifdef PACKEDRNN_EMULATE
+using emu::on_host;
+at::Tensor upload(const at::Tensor& host, const at::Device&) { return host.clone(); }
+#else
+bool on_host(const at::Tensor& t) { return t.is_cpu(); }
+// A host tensor's copy on `device`, through pinned memory: asynchronous.
+at::Tensor upload(const at::Tensor& host, const at::Device& device) {
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+#endif
 
 // From this much work per step (B * H) on, a one-direction fp32 layer's recurrence runs as the
 // per-step kernels with each step's product by cuBLAS (GemmProducts below): there the persistent
@@ -79,10 +95,14 @@ struct Cublas {
 
  private:
   Cublas() {
+#ifdef PACKEDRNN_EMULATE
+    gemm = &emu::gemm_strided_batched;
+#else
     const std::string name = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
     if (void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
       gemm = reinterpret_cast<Gemm>(dlsym(lib, "cublasGemmStridedBatchedEx"));
     }
+#endif
   }
 };
 
@@ -171,8 +191,8 @@ struct RowPlaces {
   RowPlaces(const at::Tensor& host_lengths, int64_t T, const at::Device& device) {
     const auto [sorted, idx] = at::sort(host_lengths.to(at::kLong), /*stable=*/true, /*dim=*/0, /*descending=*/true);
     const int64_t B = sorted.numel();
-    order = idx.pin_memory().to(device, /*non_blocking=*/true);
-    slot = at::argsort(idx).pin_memory().to(device, /*non_blocking=*/true);
+    order = upload(idx, device);
+    slot = upload(at::argsort(idx), device);
     const int64_t* L = sorted.data_ptr<int64_t>();
     int64_t n = B;
     for (int64_t s = 0; s < T; ++s) {
@@ -192,18 +212,17 @@ struct DeviceLengths {
   std::optional<at::Tensor> tokens;  // flat positions t*B + b of the valid tokens, on x's device
   at::Tensor token;                  // [T*B] each position's row among them (-1: padded), or none
   DeviceLengths(const at::Tensor& given, const LayerArgs& a, const at::Tensor& x) {
-    if (!given.is_cpu()) {
+    if (!on_host(given)) {
       lengths = given.contiguous();
       return;
     }
     host = given.contiguous();
-    lengths = host->pin_memory().to(x.device(), /*non_blocking=*/true);
+    lengths = upload(*host, x.device());
     const at::Tensor positions = valid_positions(*host, a.T, a.B);
-    tokens = positions.pin_memory().to(x.device(), /*non_blocking=*/true);
-    token = at::full({a.T * a.B}, -1, positions.options())
-                .scatter_(0, positions, at::arange(positions.numel(), positions.options()))
-                .pin_memory()
-                .to(x.device(), /*non_blocking=*/true);
+    tokens = upload(positions, x.device());
+    token = upload(at::full({a.T * a.B}, -1, positions.options())
+                       .scatter_(0, positions, at::arange(positions.numel(), positions.options())),
+                   x.device());
   }
   // BackwardParams/ForwardParams::token and tokens: the token layout of rows, or by position.
   template <typename Params>
@@ -358,7 +377,11 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
 
 }  // namespace
 
+#ifdef PACKEDRNN_EMULATE
+TORCH_LIBRARY_IMPL(packedrnn_emu, CPU, m) {  // tests/test_cuda_op_emulated.py defines its schemas
+#else
 TORCH_LIBRARY_IMPL(packedrnn, CUDA, m) {
+#endif
   m.impl("rnn_layer", &rnn_layer_cuda);
   m.impl("rnn_layer_backward", &rnn_layer_backward_cuda);
 }

@@ -1,0 +1,131 @@
+"""The CUDA op whole, without a GPU: csrc/cuda/rnn_cuda_launch.cpp (the torch glue: buffers, the
+lengths' two paths, the token layout, the row places and step products of the gemm mode, the
+products around the recurrence) compiled for CPU tensors as torch.ops.packedrnn_emu, its kernels
+on the CPU emulator (tests/emulator.py), against the CPU op in float64 on the same inputs.
+test_cuda_emulated.py checks the kernels alone, with their inputs prepared in Python; this checks
+the preparation the GPU runs. Uninitialized memory is NaN (torch's deterministic mode fills every
+at::empty), so a buffer that must be zeroed or written and is not shows up."""
+import pytest
+import torch
+
+from emulator import build_op, needs_emulator, rel_error
+
+LSTM, GRU = 0, 1
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+pytestmark = needs_emulator
+
+
+@pytest.fixture(scope="module")
+def op(tmp_path_factory):
+    return build_op(tmp_path_factory.mktemp("cuda_op_emu"))
+
+
+@pytest.fixture
+def nan_empty():
+    """at::empty returns NaN-filled memory while the test runs."""
+    was, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(was, warn_only=warn)
+
+
+def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0):
+    """Forward (train) and backward of one layer through ops.packedrnn_emu and through the CPU op in
+    float64, on inputs the dtype holds exactly; the largest relative error of each result."""
+    g = torch.Generator().manual_seed(seed)
+    lstm, proj = cell == LSTM, P != H
+    G = (4 if lstm else 3) * H
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype)
+    w_ih, w_hh = rand(D, G, I, scale=I ** -0.5), rand(D, G, P, scale=P ** -0.5)
+    b_ih, b_hh = rand(D, G, scale=0.1), rand(D, G, scale=0.1)
+    w_hr = rand(D, P, H, scale=H ** -0.5) if proj else None
+    x, h0, c0 = rand(T, B, I), rand(D, B, P), rand(D, B, H) if lstm else None
+    lens = torch.tensor(lengths, dtype=torch.int64)
+    valid = torch.arange(T)[:, None] < lens[None, :]
+    x[~valid] = 0  # as packedrnn.functional passes the padding
+    grad_out, grad_hn = rand(T, B, D * P), rand(D, B, P)
+    grad_out[~valid] = float("nan")  # the padding's gradient is never read
+    grad_cn = rand(D, B, H) if lstm else torch.empty(0, dtype=dtype)
+
+    def both(ns, cast):
+        args = [cast(t) for t in (x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)]
+        out, h_n, c_n, saved = ns.rnn_layer(cell, *args, True)
+        grads = ns.rnn_layer_backward(cell, *args, saved, *[cast(t) for t in (grad_out, grad_hn, grad_cn)])
+        return [out, h_n, c_n] + list(grads)
+    mine = both(torch.ops.packedrnn_emu, lambda t: t)
+    ref = both(torch.ops.packedrnn, lambda t: t.double() if t is not None and t.is_floating_point() else t)
+    names = ["out", "h_n", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr"]
+    for name, a, b in zip(names, mine, ref):
+        assert a.dtype == dtype or a.numel() == 0, f"{name}: {a.dtype}"
+    return {name: rel_error(a, b) for name, a, b in zip(names, mine, ref) if b.numel()}
+
+
+def case_lengths(B, T):
+    """B lengths in [0, T] with T, 0 and a tie among them, in an order that sorting longest first
+    does not undo by applying itself twice (a rotation of a descending list): a mix-up of a row's
+    place and the row at a place shows."""
+    g = torch.Generator().manual_seed(B * T)
+    desc = sorted([T, 0, 1, 1] + torch.randint(0, T + 1, (B - 4,), generator=g).tolist(), reverse=True)
+    return desc[B // 3 + 1:] + desc[:B // 3 + 1]
+
+
+# cell, I, H, P, B, T, D, dtype: both directions, a projection, a partial last block of units,
+# half types (tensor-core products in the persistent kernels), fp64 (per-step kernels only).
+CASES = [
+    (LSTM, 5, 20, 20, 9, 6, 2, torch.float32),
+    (GRU, 4, 12, 12, 7, 5, 1, torch.float32),
+    (LSTM, 4, 24, 10, 8, 5, 2, torch.float32),
+    (GRU, 3, 10, 10, 6, 5, 2, torch.float64),
+    (LSTM, 3, 16, 16, 5, 4, 1, torch.bfloat16),
+    (GRU, 4, 12, 12, 7, 5, 2, torch.float16),
+]
+# PACKEDRNN_PERSISTENT (and PACKEDRNN_STEP_GEMM) of each recurrence the op can run.
+MODES = {"persistent": ("force", ""), "per-step": ("0", ""), "gemm": ("gemm", ""), "gemm-batched": ("gemm", "batched")}
+
+
+@pytest.mark.parametrize("where", ["host", "device"])
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
+def test_cuda_op_emulated(op, nan_empty, case, mode, where, monkeypatch):
+    """Every recurrence of the op (the persistent kernels; the per-step kernels with their own
+    products, with ATen's, with one strided-batched cuBLAS call), the lengths on the host (the
+    token layout: gx, dgx, dgh, dH over the valid rows only; the gemm mode's rows longest first)
+    and on the device (every position); lengths unsorted with ties, zeros and T."""
+    ops, emu = op
+    cell, I, H, P, B, T, D, dtype = case
+    persistent, step_gemm = MODES[mode]
+    if mode == "persistent" and dtype == torch.float64:
+        pytest.skip("the persistent kernels do not take fp64 (test_persistent_refuses_fp64)")
+    if mode.startswith("gemm") and dtype not in (torch.float32, torch.float64):
+        pytest.skip("half types into fp32: ATen's mm with out_dtype is CUDA-only, the emulated cuBLAS "
+                    "takes fp32 and fp64 (the gemm mode runs them only by PACKEDRNN_PERSISTENT=gemm)")
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+    monkeypatch.setenv("PACKEDRNN_STEP_GEMM", step_gemm)
+    monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
+    emu.emu_configure(8, 232448, 1)  # a random thread order
+    errors = run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T))
+    bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= TOL[dtype]}  # NaN fails too
+    assert not bad, f"relative errors above {TOL[dtype]}: {bad}"
+
+
+def test_persistent_refuses_fp64(op, monkeypatch):
+    """PACKEDRNN_PERSISTENT=force with fp64: the op's clear error, not a fallback."""
+    ops, emu = op
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
+    emu.emu_configure(8, 232448, 0)
+    with pytest.raises(RuntimeError, match="persistent kernel refused this call"):
+        run_layer(ops, GRU, 3, 10, 10, 4, 3, 1, torch.float64, [3, 1, 0, 2])
+
+
+def test_all_rows_full_length_and_one_row(op, nan_empty, monkeypatch):
+    """Degenerate batches: every row T long (no padding at all), and one row of length 0."""
+    ops, emu = op
+    emu.emu_configure(8, 232448, 1)
+    for where in ("host", "device"):
+        monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
+        for lengths in ([5] * 4, [0]):
+            errors = run_layer(ops, LSTM, 3, 12, 12, len(lengths), 5, 2, torch.float32, lengths)
+            assert max(errors.values()) <= TOL[torch.float32], (where, lengths, errors)
