@@ -10,7 +10,8 @@
 //   cell: 0 = LSTM, 1 = GRU;  train: keep `saved` for the backward op
 // rnn_layer returns
 //   out [T, B, D*P] (zero past each length), h_n [D, B, P], c_n [D, B, H] (LSTM; [0] for GRU),
-//   saved [D, T, B, K] (K from SavedLayout in cells.h; [0] when train is false)
+//   saved [D, T, B, K] (K from SavedLayout in cells.h; [0] when train is false); CUDA with the
+//   lengths on the CPU: [D, N, K], the N = sum(lengths) valid positions in time-major order
 // rnn_layer_backward takes the forward's inputs, saved, and the gradients of out, h_n, c_n
 // (grad_cn is ignored for GRU), and returns the gradients of x, h0, c0, w_ih, w_hh, b_ih, b_hh,
 // w_hr; those of absent inputs come back as empty tensors.

@@ -3,7 +3,9 @@
 torch.ops.packedrnn.rnn_layer          one layer, both directions, forward
 torch.ops.packedrnn.rnn_layer_backward its gradients
 Shapes are in csrc/ops.cpp. The fake kernels derive every shape from input shapes alone, never
-from the values in `lengths`, so torch.compile traces one graph for any lengths.
+from the values in `lengths`, so torch.compile traces one graph for any lengths. (One exception:
+CUDA's `saved` holds the valid positions only when the lengths reach it on the CPU, a size that
+only the values give; packedrnn.functional passes device lengths under torch.compile.)
 """
 
 from typing import Optional, Sequence, Tuple
@@ -19,8 +21,34 @@ _registered = False
 
 
 def saved_width(cell: int, H: int, P: int, proj: bool) -> int:
-    """K of the saved tensor [D, T, B, K]; mirrors SavedLayout in csrc/cells.h."""
+    """K of the saved tensor [D, T, B, K] (or [D, N, K]); mirrors SavedLayout in csrc/cells.h."""
     return (6 * H + P if proj else 5 * H + P) if cell == LSTM else 4 * H + P
+
+
+def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):
+    """rnn_layer's output shapes; `saved` [D, N, K] when by_token, N = sum(lengths) (a size only the
+    values give: an unbacked size under torch.compile), else [D, T, B, K]."""
+    T, B = x.shape[0], x.shape[1]
+    D, G, P = w_ih.shape[0], w_ih.shape[1], w_hh.shape[2]
+    H = G // (4 if cell == LSTM else 3)
+    out = x.new_empty(T, B, D * P)
+    h_n = x.new_empty(D, B, P)
+    c_n = x.new_empty(D, B, H) if cell == LSTM else x.new_empty(0)
+    K = saved_width(cell, H, P, w_hr is not None)
+    if not train:
+        saved = x.new_empty(0)
+    elif by_token:
+        saved = x.new_empty(D, torch.library.get_ctx().new_dynamic_size(), K)
+    else:
+        saved = x.new_empty(D, T, B, K)
+    return out, h_n, c_n, saved
+
+
+def fake_layer_backward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, grad_out, grad_hn, grad_cn):
+    def like(t):
+        return torch.empty_like(t) if t is not None else x.new_empty(0)
+    return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
+            torch.empty_like(w_hh), like(b_ih), like(b_hh), like(w_hr))
 
 
 class _FirstOrderOnly(torch.autograd.Function):
@@ -44,22 +72,10 @@ def _register() -> None:
 
     @torch.library.register_fake("packedrnn::rnn_layer")
     def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):
-        T, B = x.shape[0], x.shape[1]
-        D, G, P = w_ih.shape[0], w_ih.shape[1], w_hh.shape[2]
-        H = G // (4 if cell == LSTM else 3)
-        out = x.new_empty(T, B, D * P)
-        h_n = x.new_empty(D, B, P)
-        c_n = x.new_empty(D, B, H) if cell == LSTM else x.new_empty(0)
-        K = saved_width(cell, H, P, w_hr is not None)
-        saved = x.new_empty(D, T, B, K) if train else x.new_empty(0)
-        return out, h_n, c_n, saved
+        by_token = x.device.type == "cuda" and lengths.device.type == "cpu"  # csrc/ops.cpp
+        return fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
 
-    @torch.library.register_fake("packedrnn::rnn_layer_backward")
-    def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, grad_out, grad_hn, grad_cn):
-        def like(t):
-            return torch.empty_like(t) if t is not None else x.new_empty(0)
-        return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
-                torch.empty_like(w_hh), like(b_ih), like(b_hh), like(w_hr))
+    torch.library.register_fake("packedrnn::rnn_layer_backward", fake_layer_backward)
 
     def setup_context(ctx, inputs, output):
         cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train = inputs

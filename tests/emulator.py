@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.utils.cpp_extension
 
-import packedrnn  # noqa: F401  (registers packedrnn's schemas, which packedrnn_emu repeats)
+from packedrnn import ops  # registers packedrnn's schemas, which packedrnn_emu repeats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMU = os.path.join(ROOT, "tests", "cuda_emu")
@@ -85,6 +85,12 @@ def build_op(out):
         _OP_LIBRARY = torch.library.Library("packedrnn_emu", "DEF")
         for name in ("rnn_layer", "rnn_layer_backward"):  # the same schemas as packedrnn's
             _OP_LIBRARY.define(str(getattr(torch.ops.packedrnn, name).default._schema).split("::", 1)[1])
+
+        # packedrnn's fake kernels; "by token" where the emulated op takes its lengths as on the host.
+        @torch.library.register_fake("packedrnn_emu::rnn_layer", lib=_OP_LIBRARY)
+        def _(*args):
+            return ops.fake_layer(os.environ.get("PACKEDRNN_EMU_DEVICE_LENGTHS") != "1", *args)
+        torch.library.register_fake("packedrnn_emu::rnn_layer_backward", ops.fake_layer_backward, lib=_OP_LIBRARY)
     torch_flags = [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"] + \
         [f for p in torch.utils.cpp_extension.include_paths() + [sysconfig.get_paths()["include"]]
          for f in ("-isystem", p)]

@@ -50,8 +50,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     step: None, the persistent kernels; else the per-step kernels with "own" products, or the
     caller's (StepProducts: tests/cuda_emu/driver.cpp forms them) over rows in "dense" places
     (place = row) or in "slots" (longest first, as with lengths on the host).
-    tokens: the forward's gx and the backward's dgx, dgh and dH in the token layout (valid
-    positions only, as when the lengths are on the host); the gradients NaN before the call: every
+    tokens: gx, saved and the backward's dgx, dgh and dH in the token layout (valid positions
+    only, as when the lengths are on the host); saved and the gradients NaN before the call: every
     row must be written."""
     g = torch.Generator().manual_seed(seed)
     lstm, proj = cell == LSTM, P != H
@@ -88,7 +88,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     h_n = torch.empty(D, B, P, dtype=dtype)
     c = c0.to(acc).clone() if lstm else None
     m = torch.empty(D, B, H, dtype=dtype) if proj else None
-    saved = torch.zeros(D, T, B, K, dtype=dtype)
+    saved = torch.full((D, N, K), float("nan")) if tokens else torch.zeros(D, T * B, K)
+    saved = saved.to(dtype)
     xch = torch.zeros(2, D, B, P, dtype=torch.int64)
     w_hh_s, w_hr_s = S(w_hh), S(w_hr)
     sizes = [cell, T, B, D, H, P, K, int(proj), N]
@@ -144,8 +145,8 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
                    products and _ptrs(products))
     assert rc == 0, f"backward: CUDA error {rc}"
     if tokens:  # back to every position, zero at padded ones, for the products below
-        dgx, dgh, dH = (None if t is None else t.new_zeros(D, T * B, t.shape[2]).index_copy_(1, positions, t)
-                        for t in (dgx, dgh, dH))
+        saved, dgx, dgh, dH = (None if t is None else t.new_zeros(D, T * B, t.shape[2]).index_copy_(1, positions, t)
+                               for t in (saved, dgx, dgh, dH))
     # The products around the recurrence, as layer_gemms.h forms them.
     rows = saved.double().view(D, T * B, K)
     h_prev = 6 * H if lstm and proj else (5 * H if lstm else 4 * H)

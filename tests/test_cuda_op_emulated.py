@@ -129,3 +129,25 @@ def test_all_rows_full_length_and_one_row(op, nan_empty, monkeypatch):
         for lengths in ([5] * 4, [0]):
             errors = run_layer(ops, LSTM, 3, 12, 12, len(lengths), 5, 2, torch.float32, lengths)
             assert max(errors.values()) <= TOL[torch.float32], (where, lengths, errors)
+
+
+@pytest.mark.parametrize("where", ["host", "device"])
+@pytest.mark.parametrize("cell,P", [(LSTM, 12), (LSTM, 6), (GRU, 12)])
+def test_opcheck_emulated(op, cell, P, where, monkeypatch):
+    """torch.library.opcheck of the emulated op with packedrnn's fake kernels: with the lengths on
+    the host, `saved` holds the valid positions only, a size the fake kernel cannot know (unbacked
+    under torch.compile)."""
+    ops, emu = op
+    monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
+    emu.emu_configure(8, 232448, 0)
+    g = torch.Generator().manual_seed(0)
+    T, B, I, H, D = 5, 4, 3, 12, 2
+    G = (4 if cell == LSTM else 3) * H
+    lens = torch.tensor([5, 3, 0, 5])
+    x = torch.randn(T, B, I, generator=g) * (torch.arange(T)[:, None, None] < lens[None, :, None])
+    r = lambda *s: torch.randn(*s, generator=g) * 0.3  # noqa: E731
+    args = (cell, x, lens, r(D, B, P), r(D, B, H) if cell == LSTM else None, r(D, G, I), r(D, G, P),
+            r(D, G), r(D, G), r(D, P, H) if P != H else None, True)
+    out = ops.rnn_layer(*args)
+    assert out[3].shape[1] == (int(lens.sum()) if where == "host" else T)
+    torch.library.opcheck(ops.rnn_layer.default, args)

@@ -30,8 +30,8 @@ __device__ __forceinline__ int64_t clamp_length(const int64_t* lengths, int64_t 
   return L < 0 ? 0 : (L > T ? T : L);
 }
 
-// Row of position pos = t*B + b of direction d in the buffers laid out by `token` (rnn_cuda.h: the
-// forward's gx; the backward's dgx, dgh and dH): [D, T*B, *] by position, or [D, tokens, *].
+// Row of position pos = t*B + b of direction d in the buffers laid out by `token` (rnn_cuda.h: gx,
+// saved; the backward's dgx, dgh and dH): [D, T*B, *] by position, or [D, tokens, *].
 template <typename Params>
 __device__ __forceinline__ int64_t token_row(const Params& p, int64_t d, int64_t pos) {
   return p.token != nullptr ? d * p.tokens + p.token[pos] : d * p.T * p.B + pos;

@@ -213,7 +213,7 @@ template <typename S, int NG>
 __device__ void load_cell(const BackwardParams& p, int64_t d, const Pair& m, float (&v)[7]) {
   const int64_t H = p.H;
   const SavedLayout L(p.cell, H, p.P, p.proj);
-  const S* sv = static_cast<const S*>(p.saved) + (d * p.T * p.B + m.row) * p.K;
+  const S* sv = static_cast<const S*>(p.saved) + token_row(p, d, m.row) * p.K;
 #pragma unroll
   for (int g = 0; g < 4; ++g) v[g] = to_acc(sv[g * H + m.u]);
   v[4] = to_acc(sv[(NG == 4 ? L.c_prev : L.h_prev) + m.u]);

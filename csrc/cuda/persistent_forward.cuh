@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   using A = float;
   constexpr bool lstm = NG == 4;
   PACKEDRNN_SHARED_BYTES(smem_raw);
-  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P;
   const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
         const A hp = u < P ? to_acc(sm.Xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
-        S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + m.row) * p.K : nullptr;
+        S* sv = p.saved ? static_cast<S*>(p.saved) + token_row(p, d, m.row) * p.K : nullptr;
         if (sv && u < P) put(sv + L.h_prev + u, hp);
         A h;
         if constexpr (lstm) {

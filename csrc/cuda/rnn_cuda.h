@@ -2,7 +2,8 @@
 // and a stream. The torch glue is rnn_cuda_launch.cpp.
 //
 // Shape legend (cells.h): T steps, B rows, D directions, H units, P state size, G gate rows,
-// K width of a saved row (SavedLayout). "Row" r = t*B + b indexes the [D, T*B, *] buffers.
+// K width of a saved row (SavedLayout). "Row" r = t*B + b indexes the [D, T*B, *] buffers; with
+// `token` set, the buffers of R rows take valid positions only (token_row in dtypes.cuh).
 // Pointer conventions: S* is the tensor dtype (float, double, __half, __nv_bfloat16 behind void*),
 // A* is the accumulation dtype (double for double, float otherwise).
 //
@@ -31,14 +32,14 @@ struct ForwardParams {
   void* m;                 // [D, B, H]    S  scratch for m = o*tanh(c) (projection only)
   void* out;               // [T, B, D*P]  S  zeroed by the caller; written at valid steps
   void* h_n;               // [D, B, P]    S
-  void* saved;             // [D, T*B, K]  S  zeroed by the caller, or null (no backward)
+  void* saved;             // [D, R, K]    S  or null (no backward); R = T*B zeroed by the caller
   void* xch;               // [2, D, B, P] 64-bit words, zeroed: the persistent kernel's exchange
                            //              of h between blocks (persistent.cuh), or null
   // Per-step kernels with the caller's products (StepProducts below), else null:
   void* hbuf = nullptr;    // [D, B, P]    S  every row's latest h (in: h0), the products' input
   const void* gh = nullptr;  // [D, B, G]  A  hbuf W_hh^T of the step (set per step)
   const int64_t* slot = nullptr;  // [B]   row b's place in hbuf/gh, or null: b (see StepProducts)
-  // The rows of gx (token_row in dtypes.cuh): as BackwardParams' below.
+  // The rows of gx and saved (token_row in dtypes.cuh): as BackwardParams' below.
   const int64_t* token = nullptr;  // [T*B]
   int64_t tokens = 0;
 };
@@ -49,7 +50,7 @@ struct BackwardParams {
   const int64_t* lengths;  // [B]
   const void* w_hh;        // [D, G, P]    S
   const void* w_hr;        // [D, P, H]    S  or null
-  const void* saved;       // [D, T*B, K]  S
+  const void* saved;       // [D, R, K]    S  (R: `token` below)
   const void* grad_out;    // [T, B, D*P]  S
   void* dh;                // [D, B, P]    A  in: grad h_n, out: grad h0
   void* dc;                // [D, B, H]    A  in: grad c_n, out: grad c0 (LSTM; null for GRU)
@@ -63,7 +64,7 @@ struct BackwardParams {
   void* dgbuf = nullptr;   // [D, B, G]    S  zeroed; every row's latest gate gradients (dgh's)
   const void* ghb = nullptr;  // [D, B, P] A  dgbuf W_hh of the step (set per step)
   const int64_t* slot = nullptr;  // [B]   row b's place in dgbuf/ghb, or null: b
-  // The rows of dgx, dgh and dH (token_row in dtypes.cuh). token null: every position, row
+  // The rows of saved, dgx, dgh and dH (token_row in dtypes.cuh). token null: every position, row
   // t*B + b of R = T*B, zeroed by the caller (padded rows stay zero). Else only the valid
   // positions, row token[t*B + b] of R = `tokens`, the layout in which the products around the
   // recurrence take them (the caller knew the lengths on the host), every row written here.

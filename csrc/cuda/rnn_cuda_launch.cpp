@@ -277,8 +277,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   at::Tensor c = a.cell == kLSTM ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
                                  : at::Tensor();
   at::Tensor m = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
-  // Zeroed: the weight-gradient GEMMs read every row, padded ones included.
-  at::Tensor saved = train ? at::zeros({a.D, a.T, a.B, L.K}, opt) : at::empty({0}, opt);
+  // By token where the positions are known (every row written), else by position, zeroed: the
+  // weight-gradient GEMMs then read every row, padded ones included.
+  at::Tensor saved = !train     ? at::empty({0}, opt)
+                     : dl.tokens ? at::empty({a.D, dl.tokens->numel(), L.K}, opt)
+                                 : at::zeros({a.D, a.T, a.B, L.K}, opt);
 
   // The persistent kernel's exchange of h between blocks (not for fp64, which it does not take,
   // nor for a projection, which exchanges through `out` and grid barriers); zeroed, so no stale
@@ -317,8 +320,6 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   const c10::cuda::CUDAGuard guard(x_.device());
   const LayerArgs a(cell, x_, lengths_, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_);
   const SavedLayout L = a.layout();
-  TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * L.K,
-              "packedrnn: saved is missing (the forward ran with train=False)");
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous(), saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const auto w_hr = contig(w_hr_);
@@ -327,10 +328,12 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   const at::Tensor& lengths = dl.lengths;
   const auto acc = acc_of(x.scalar_type());
   const int64_t rows = a.T * a.B;
-  // The gate gradients' rows (BackwardParams::token): with the lengths on the host, the valid
-  // positions only, as the products below take them, each written by the recurrence; else every
-  // position, the padded ones zero (the products read them).
+  // The rows of saved and of the gate gradients (BackwardParams::token): with the lengths on the
+  // host, the valid positions only, as the products below take them, each written by the
+  // recurrence; else every position, the padded ones zero (the products read them).
   const int64_t R = dl.tokens ? dl.tokens->numel() : rows;
+  TORCH_CHECK(saved_.numel() == a.D * R * L.K, "packedrnn: saved holds ", saved_.numel(), " values, not D*R*K = ",
+              a.D * R * L.K, " (the forward ran with train=False, or with the lengths elsewhere)");
   auto grads = [&](int64_t width) {
     return dl.tokens ? at::empty({a.D, R, width}, opt) : at::zeros({a.D, R, width}, opt);
   };
@@ -363,13 +366,13 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   }
   run(how, p, dtype_of(x.scalar_type()), rnn_backward_persistent, rnn_backward_cuda, gemm.products());
 
-  // The products over the valid positions where they are known (gathered; dgx, dgh and dH are
-  // in that layout already), else over all T*B.
-  auto rows_of = [&](const at::Tensor& t, int64_t dim) { return dl.tokens ? t.index_select(dim, *dl.tokens) : t; };
-  const at::Tensor saved_rows = saved.view({a.D, rows, L.K});
+  // The products over the valid positions where they are known (x gathered; saved, dgx, dgh and
+  // dH are in that layout already), else over all T*B.
+  const at::Tensor x_rows = x.view({rows, a.I});
+  const at::Tensor saved_rows = saved.view({a.D, R, L.K});
   auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
-      a, rows_of(x.view({rows, a.I}), 0), w_ih, rows_of(saved_rows.narrow(2, L.h_prev, a.P), 1),
-      a.proj ? rows_of(saved_rows.narrow(2, L.m, a.H), 1) : at::Tensor(), dgx, dgh, dH);
+      a, dl.tokens ? x_rows.index_select(0, *dl.tokens) : x_rows, w_ih, saved_rows.narrow(2, L.h_prev, a.P),
+      a.proj ? saved_rows.narrow(2, L.m, a.H) : at::Tensor(), dgx, dgh, dH);
   const at::Tensor dx = dl.tokens ? at::zeros({rows, a.I}, opt).index_copy_(0, *dl.tokens, dx_rows) : dx_rows;
   at::Tensor dc0 = a.cell == kLSTM ? dc.to(x.scalar_type()) : at::empty({0}, opt);
   return {dx.view({a.T, a.B, a.I}), dh.to(x.scalar_type()), dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};

@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
   constexpr bool lstm = NG == 4;
   const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
   const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, u = blockIdx.x * kCols + tx;
-  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P, TB = p.T * B;
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P;
   const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
   const S* out = static_cast<const S*>(p.out);
   __shared__ const S* rows[kRows];
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
   const int64_t row = rs.t * B + b;
   const S* gx = static_cast<const S*>(p.gx) + token_row(p, d, row) * G;
   const S* h_prev = rows[ty];
-  S* sv = p.saved ? static_cast<S*>(p.saved) + (d * TB + row) * p.K : nullptr;
+  S* sv = p.saved ? static_cast<S*>(p.saved) + token_row(p, d, row) * p.K : nullptr;
   S* o = static_cast<S*>(p.out) + row * DP + d * P;
   if (sv && u < P) put(sv + L.h_prev + u, to_acc(h_prev[u]));
   if constexpr (lstm) {
@@ -224,12 +224,12 @@ __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int6
   constexpr bool lstm = NG == 4;
   const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
   const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, u = blockIdx.x * kCols + tx;
-  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, TB = p.T * B;
+  const int64_t B = p.B, H = p.H, P = p.P, G = NG * H;
   const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
   if (!rs.active || u >= H) return;
   const SavedLayout L(p.cell, H, P, p.proj);
   const int64_t row = rs.t * B + b;
-  const S* sv = static_cast<const S*>(p.saved) + (d * TB + row) * p.K;
+  const S* sv = static_cast<const S*>(p.saved) + token_row(p, d, row) * p.K;
   S* dgx = static_cast<S*>(p.dgx) + token_row(p, d, row) * G;
   S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + place(p.slot, b)) * G + u : nullptr;  // dgh's, dense
   if constexpr (lstm) {
