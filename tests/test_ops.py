@@ -40,13 +40,17 @@ PATTERNS = [[5, 3, 0, 5], [1, 1, 1], [2], [4, 5, 4, 1, 3]]
 CELLS = [(ops.LSTM, 0), (ops.LSTM, 2), (ops.GRU, 0)]
 
 
-@pytest.mark.parametrize("device", OP_DEVICES)
+@pytest.mark.parametrize("device", OP_DEVICES + (["cuda-host-lengths"] if "cuda" in OP_DEVICES else []))
 @pytest.mark.parametrize("cell,proj", CELLS)
 @pytest.mark.parametrize("lengths", PATTERNS)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(cell, proj, lengths, requires_grad, device):
-    args = op_args(cell, proj, True, lengths, requires_grad=requires_grad, device=device)
-    torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, args)
+    """cuda-host-lengths: CUDA tensors with the lengths on the CPU (`saved` by token, its row count
+    an unbacked size in the fake kernel)."""
+    args = list(op_args(cell, proj, True, lengths, requires_grad=requires_grad, device=device.split("-")[0]))
+    if device == "cuda-host-lengths":
+        args[2] = args[2].cpu()
+    torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, tuple(args))
 
 
 def test_no_grad_saves_nothing():
