@@ -6,12 +6,12 @@
 # output to $OUT/log.txt. The A/B stage of a switch (tokens) times packedrnn only (--ours-only): set
 # it beside the `bench` stage of the same lease. All of it takes under 5 minutes of a lease's 15
 # minutes of device time (H200, 2026-11-26: every stage below, tokens included, in 267 s: build 30,
-# probe 36, steps 13, tests 89, bench 38, tokens 17, sanitizers 34), so one call does it (calls run
+# probe 36, steps 13, tests 89, bench 38, tokens 17 per setting, sanitizers 34), so one call does it (calls run
 # at most 600 s; a warm machine keeps its build between them):
 #   OUT=$OUT bash scripts/gpu_check.sh build probe steps tests bench tokens sanitize
 # Arguments: the stages to run (default: build probe steps tests bench sanitize).
 # (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
-# suite with PACKEDRNN_TOKENS=0)
+# suite with PACKEDRNN_TOKENS=0 and =1)
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
@@ -54,11 +54,17 @@ want tests && stage tests timeout 400 python3 -m pytest -q -p no:cacheprovider -
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-# The gpu suite again with the lengths never passed to the op on the CPU (PACKEDRNN_TOKENS=0, the
-# default before the gather rule of packedrnn.functional.GATHER_FLOPS): the A/B of that rule.
-# Not among the defaults.
-want tokens && { stage tokens env PACKEDRNN_TOKENS=0 python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
-  --out "$OUT/tokens" ${BENCH_ARGS:---repeat 10 --budget 6}; rm -f "$OUT/tokens/speedup.png"; }
+# The gpu suite again with the lengths never (PACKEDRNN_TOKENS=0, the default before the gather
+# rule of packedrnn.functional.GATHER_FLOPS) and always (=1: bf16 rows and small fp32 rows too,
+# whose gathered layout now costs less memory) passed to the op on the CPU: the A/B of that rule,
+# time and peak memory. Not among the defaults.
+if want tokens; then
+  for t in 0 1; do
+    stage "tokens$t" env PACKEDRNN_TOKENS=$t python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
+      --out "$OUT/tokens$t" ${BENCH_ARGS:---repeat 10 --budget 6}
+    rm -f "$OUT/tokens$t/speedup.png"
+  done
+fi
 # Nsight Compute on two persistent forward launches (bulk staging, the default; cp.async):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then
