@@ -120,15 +120,20 @@ def test_persistent_refuses_fp64(op, monkeypatch):
         run_layer(ops, GRU, 3, 10, 10, 4, 3, 1, torch.float64, [3, 1, 0, 2])
 
 
-def test_all_rows_full_length_and_one_row(op, nan_empty, monkeypatch):
-    """Degenerate batches: every row T long (no padding at all), and one row of length 0."""
+@pytest.mark.parametrize("mode", ["", "0", "gemm"])
+def test_degenerate_batches(op, nan_empty, mode, monkeypatch):
+    """Every row T long (no padding at all), one row of length 0, no rows, no steps: each
+    recurrence by default and on each path of the lengths (the emulator, like CUDA, refuses an
+    empty grid)."""
     ops, emu = op
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
     emu.emu_configure(8, 232448, 1)
     for where in ("host", "device"):
         monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
-        for lengths in ([5] * 4, [0]):
-            errors = run_layer(ops, LSTM, 3, 12, 12, len(lengths), 5, 2, torch.float32, lengths)
-            assert max(errors.values()) <= TOL[torch.float32], (where, lengths, errors)
+        for T, lengths in ((5, [5] * 4), (5, [0]), (5, []), (0, [0, 0])):
+            errors = run_layer(ops, LSTM, 3, 12, 12, len(lengths), T, 1 if mode == "gemm" else 2, torch.float32,
+                               lengths)
+            assert max(errors.values(), default=0) <= TOL[torch.float32], (where, T, lengths, errors)
 
 
 @pytest.mark.parametrize("where", ["host", "device"])

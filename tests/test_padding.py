@@ -60,6 +60,24 @@ def test_zero_length_rows(cell, kw, bidirectional, device):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("T,lengths", [(5, []), (0, [0, 0, 0])], ids=["no-rows", "no-steps"])
+def test_empty_batch_and_no_steps(cell, kw, T, lengths, device):
+    """A batch of no rows, or of T = 0 (every length 0: a loader that pads to the longest of empty
+    sequences): the right shapes, out empty, h_n = h0 and c_n = c0 with gradient exactly 1 to them.
+    (nn.LSTM takes the first, and refuses the second.)"""
+    ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True, device=device, **kw)
+    x, hx = random_inputs(ours, lengths, T, with_hx=True)
+    out, states = run_ours(ours, x, hx, lengths)
+    h0s = list(hx) if isinstance(hx, tuple) else [hx]
+    assert out.shape == (len(lengths), T, 2 * (kw.get("proj_size") or 4))
+    for s, s0 in zip(states, h0s):
+        assert torch.equal(s, s0)
+    g = torch.autograd.grad(sum(s.sum() for s in states), h0s)
+    for g0 in g:
+        assert torch.equal(g0, torch.ones_like(g0))
+
+
+@pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_nan_in_valid_input_propagates_like_nn(cell, kw, dtype, device):
     """A NaN at a valid position spoils what nn.LSTM/GRU spoils (that row's later outputs and its

@@ -313,7 +313,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   // of each direction hold the token rows, the rest is never read but zeroed (no stale memory in
   // an output).
   at::Tensor saved = train ? at::empty({a.D, a.T, a.B, a.layout().K}, opt) : at::empty({0}, opt);
-  if (train) saved.view({a.D, a.T * a.B, -1}).narrow(1, tk.N, a.T * a.B - tk.N).zero_();
+  if (train) saved.view({a.D, a.T * a.B, a.layout().K}).narrow(1, tk.N, a.T * a.B - tk.N).zero_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
     for (int64_t d = 0; d < a.D; ++d) {
       forward_direction<scalar_t>(a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(),

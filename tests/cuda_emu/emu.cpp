@@ -327,7 +327,7 @@ int run(int blocks, int threads, size_t smem, const std::function<void()>& body,
 }  // namespace
 
 int launch(int blocks, int threads, size_t smem, const std::function<void()>& body) {
-  if (threads % 32 != 0 || blocks > g_sms) {
+  if (threads % 32 != 0 || threads == 0 || blocks <= 0 || blocks > g_sms) {  // CUDA refuses empty grids too
     std::fprintf(stderr, "emu: bad launch (%d blocks of %d threads, %d SMs)\n", blocks, threads, g_sms);
     return 1;
   }
@@ -337,8 +337,8 @@ int launch(int blocks, int threads, size_t smem, const std::function<void()>& bo
 }
 
 int launch_blocks(dim3 grid, int threads, const std::function<void()>& body) {
-  if (threads % 32 != 0) {
-    std::fprintf(stderr, "emu: bad launch (blocks of %d threads)\n", threads);
+  if (threads % 32 != 0 || threads == 0 || grid.x * grid.y * grid.z == 0) {  // as CUDA's invalid configuration
+    std::fprintf(stderr, "emu: bad launch (%ux%ux%u blocks of %d threads)\n", grid.x, grid.y, grid.z, threads);
     return 1;
   }
   for (unsigned z = 0; z < grid.z; ++z) {
