@@ -120,6 +120,34 @@ def test_persistent_refuses_fp64(op, monkeypatch):
         run_layer(ops, GRU, 3, 10, 10, 4, 3, 1, torch.float64, [3, 1, 0, 2])
 
 
+@pytest.mark.parametrize("mode", ["persistent", "per-step", "gemm"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[5]], ids=lambda c: "{}-P{}-D{}-{}".format(
+    "LSTM" if c[0] == LSTM else "GRU", c[3], c[6], str(c[7])[6:]))
+def test_bitwise_repeatable_across_thread_orders(op, case, mode, monkeypatch):
+    """Two runs under different random thread orders give the same bits: no result depends on which
+    thread or block gets there first (no atomics, fixed reduction orders), as on the GPU."""
+    ops, emu = op
+    cell, I, H, P, B, T, D, dtype = case
+    if mode == "gemm" and dtype not in (torch.float32, torch.float64):
+        pytest.skip("the gemm mode's half types are CUDA-only here")
+    monkeypatch.setenv("PACKEDRNN_PERSISTENT", MODES[mode][0])
+    g = torch.Generator().manual_seed(3)
+    G = (4 if cell == LSTM else 3) * H
+    args = [cell, torch.randn(T, B, I, generator=g).to(dtype), torch.tensor(case_lengths(B, T))] + \
+        [(torch.randn(*s, generator=g) * 0.3).to(dtype) if s else None for s in
+         ((D, B, P), (D, B, H) if cell == LSTM else None, (D, G, I), (D, G, P), (D, G), (D, G),
+          (D, P, H) if P != H else None)]
+    grads = [(torch.randn(T, B, D * P, generator=g)).to(dtype), torch.randn(D, B, P, generator=g).to(dtype),
+             torch.randn(D, B, H, generator=g).to(dtype) if cell == LSTM else torch.empty(0, dtype=dtype)]
+    runs = []
+    for seed in (1, 2):
+        emu.emu_configure(8, 232448, seed)
+        out = ops.rnn_layer(*args, True)
+        runs.append(list(out) + list(ops.rnn_layer_backward(*args, out[3], *grads)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("mode", ["", "0", "gemm"])
 def test_degenerate_batches(op, nan_empty, mode, monkeypatch):
     """Every row T long (no padding at all), one row of length 0, no rows, no steps: each
