@@ -10,8 +10,10 @@
 //   cell: 0 = LSTM, 1 = GRU;  train: keep `saved` for the backward op
 // rnn_layer returns
 //   out [T, B, D*P] (zero past each length), h_n [D, B, P], c_n [D, B, H] (LSTM; [0] for GRU),
-//   saved [D, T, B, K] (K from SavedLayout in cells.h; [0] when train is false); CUDA with the
-//   lengths on the CPU: [D, N, K], the N = sum(lengths) valid positions in time-major order
+//   saved [D, N, K] with the lengths on the CPU (the CPU op; CUDA where the caller passed them on
+//   the CPU): the N = sum(lengths) valid positions only; else (CUDA, lengths on the device, whose
+//   values the host must not read) [D, T, B, K]. K from SavedLayout in cells.h; [0] when train is
+//   false. Its layout is the backend's own: pass it to rnn_layer_backward unchanged.
 // rnn_layer_backward takes the forward's inputs, saved, and the gradients of out, h_n, c_n
 // (grad_cn is ignored for GRU), and returns the gradients of x, h0, c0, w_ih, w_hh, b_ih, b_hh,
 // w_hr; those of absent inputs come back as empty tensors.

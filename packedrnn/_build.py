@@ -37,7 +37,10 @@ def _load_aot() -> bool:
     if not found:
         return False
     stamp = os.path.join(_HERE, "_C.torch_version")
-    built_for = open(stamp).read().strip() if os.path.exists(stamp) else "an unknown torch"
+    built_for = "an unknown torch"
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            built_for = f.read().strip()
     if built_for != _torch_tag():
         warnings.warn(
             f"\n\n*** packedrnn: the compiled module {os.path.basename(found[0])} was built against "

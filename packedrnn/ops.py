@@ -3,9 +3,9 @@
 torch.ops.packedrnn.rnn_layer          one layer, both directions, forward
 torch.ops.packedrnn.rnn_layer_backward its gradients
 Shapes are in csrc/ops.cpp. The fake kernels derive every shape from input shapes alone, never
-from the values in `lengths`, so torch.compile traces one graph for any lengths. (One exception:
-CUDA's `saved` holds the valid positions only when the lengths reach it on the CPU, a size that
-only the values give; packedrnn.functional passes device lengths under torch.compile.)
+from the values in `lengths`, so torch.compile traces one graph for any lengths, with one
+exception: where the lengths are on the CPU (always for the CPU op), `saved` holds the valid
+positions only, N = sum(lengths) rows, an unbacked size under torch.compile.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -72,7 +72,7 @@ def _register() -> None:
 
     @torch.library.register_fake("packedrnn::rnn_layer")
     def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):
-        by_token = x.device.type == "cuda" and lengths.device.type == "cpu"  # csrc/ops.cpp
+        by_token = lengths.device.type == "cpu"  # csrc/ops.cpp
         return fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
 
     torch.library.register_fake("packedrnn::rnn_layer_backward", fake_layer_backward)

@@ -309,11 +309,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
   at::Tensor c_n = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
-  // [D, T, B, K] so that its shape follows from input shapes (the fake kernel); the first N rows
-  // of each direction hold the token rows, the rest is never read but zeroed (no stale memory in
-  // an output).
-  at::Tensor saved = train ? at::empty({a.D, a.T, a.B, a.layout().K}, opt) : at::empty({0}, opt);
-  if (train) saved.view({a.D, a.T * a.B, a.layout().K}).narrow(1, tk.N, a.T * a.B - tk.N).zero_();
+  // The token rows only, each written by the recurrence (csrc/ops.cpp: [D, N, K]).
+  at::Tensor saved = train ? at::empty({a.D, tk.N, a.layout().K}, opt) : at::empty({0}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
     for (int64_t d = 0; d < a.D; ++d) {
       forward_direction<scalar_t>(a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(),
@@ -336,8 +333,6 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_);
   const SavedLayout L = a.layout();
-  TORCH_CHECK(saved_.numel() == a.D * a.T * a.B * L.K,
-              "packedrnn: saved is missing (the forward ran with train=False)");
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const at::Tensor grad_hn = grad_hn_.contiguous(), grad_cn = grad_cn_.contiguous();
@@ -346,6 +341,8 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
   const Tokens tk(len, a.T, a.B);
+  TORCH_CHECK(saved.numel() == a.D * tk.N * L.K, "packedrnn: saved holds ", saved.numel(), " values, not D*N*K = ",
+              a.D * tk.N * L.K, " (the forward ran with train=False, or on other lengths)");
   const auto opt = x.options();
   at::Tensor dgx = at::empty({a.D, tk.N, a.G}, opt);  // every row is written by the recurrence
   at::Tensor dgh = a.cell == kLSTM ? dgx : at::empty_like(dgx);
@@ -363,7 +360,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
     }
   });
   const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
-  const at::Tensor saved_rows = saved.view({a.D, a.T * a.B, L.K}).narrow(1, 0, tk.N);
+  const at::Tensor saved_rows = saved.view({a.D, tk.N, L.K});
   auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
       a, x_rows, w_ih, saved_rows.narrow(2, L.h_prev, a.P), a.proj ? saved_rows.narrow(2, L.m, a.H) : at::Tensor(),
       dgx, dgh, dH);
