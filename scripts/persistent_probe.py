@@ -97,6 +97,20 @@ def time_ms(fn, reps=5):
     return statistics.median(times)
 
 
+def graph_ms(fn, reps=5):
+    """time_ms of fn captured once in a CUDA graph and replayed: the call without its host work
+    (launches, ATen layers), i.e. its GPU time including the gaps between dependent kernels."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_ms(graph.replay, reps)
+
+
 def latency(configs):
     """us per step of one layer, all rows T long; then one more run of each with PACKEDRNN_TIMING=1,
     where block 0 of each kernel prints how its time per step splits (stage, product, cell, barrier)."""
@@ -170,8 +184,11 @@ def step_products_profile():
     where its work is ~10 us): the host's enqueue time of a call (no sync) against its event time,
     then torch.profiler's heaviest GPU kernels and host ops of one fwd+bwd call. Host time close to
     event time means the host bounds it (a case for fewer host layers, fewer launches or CUDA
-    graphs); otherwise the kernels do. (The forward's ~400 launches fit CUDA's launch queue, so its
-    host time is a clean reading; fwd+bwd may fill the queue and then waits on the GPU.)"""
+    graphs); otherwise the kernels do. "graph replay": the same call captured in a CUDA graph,
+    whose replay has no host work: what CUDA graphs inside the op (or a user's torch.cuda.graph,
+    torch.compile(mode="reduce-overhead")) would leave. (The forward's ~400 launches fit CUDA's
+    launch queue, so its host time is a clean reading; fwd+bwd may fill the queue and then waits on
+    the GPU.)"""
     import time
     T = 200
     os.environ["PACKEDRNN_PERSISTENT"] = "gemm"
@@ -198,9 +215,18 @@ def step_products_profile():
                 torch.cuda.synchronize()
         f, fb = time_ms(forward), time_ms(train)
         per_step = {k: statistics.median(v) * 1e3 / T for k, v in host.items()}
+        # The same calls captured in a CUDA graph (lengths on the device, grads set to None first so
+        # that the captured backward writes them): what is left without the host's launches.
+        lengths = lengths.cuda()
+        x.grad = None
+        m.zero_grad(set_to_none=True)
+        try:
+            graph = [f"{graph_ms(fn) * 1e3 / T:.1f}" for fn in (forward, train)]
+        except RuntimeError as e:  # reported, not fatal: the rest of the probe still runs
+            graph = [f"capture failed ({str(e).splitlines()[0][:80]})"] * 2
         print(f"gemm{' batched' if step_gemm else ''} profile {cell} H={H} {'bi ' if bi else ''}B={B} T={T}: "
-              f"us/step host enqueue / events: fwd {per_step['fwd']:.1f} / {f * 1e3 / T:.1f}, "
-              f"fwd+bwd {per_step['fwd+bwd']:.1f} / {fb * 1e3 / T:.1f}", flush=True)
+              f"us/step host enqueue / events / graph replay: fwd {per_step['fwd']:.1f} / {f * 1e3 / T:.1f} / "
+              f"{graph[0]}, fwd+bwd {per_step['fwd+bwd']:.1f} / {fb * 1e3 / T:.1f} / {graph[1]}", flush=True)
         acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=acts) as prof:
             train()

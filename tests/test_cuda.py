@@ -109,6 +109,50 @@ def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
     torch.cuda.synchronize()
 
 
+@pytest.mark.parametrize("cell,kw", CASES)
+@pytest.mark.parametrize("persistent", PERSISTENT_MODES)
+def test_cuda_graph_capture_replays_new_lengths(cell, kw, persistent, monkeypatch):
+    """Forward and backward captured in one CUDA graph (torch.cuda.graph, as torch.compile's
+    mode="reduce-overhead" does), lengths on the device: a replay with new inputs and new lengths
+    (ties, zeros, T) gives what an eager call gives on them. Nothing in a call may sync, allocate
+    outside the graph's pool, or size a launch from the lengths' values."""
+    set_persistent(monkeypatch, persistent)
+    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    ours, _ = make_pair(cell, 8, 32, dtype=torch.float32, device="cuda", num_layers=2,
+                        bidirectional=True, batch_first=True, **kw)
+    B, T = 5, 9
+    x = torch.randn(B, T, 8, device="cuda", requires_grad=True)
+    lengths = torch.tensor([9, 0, 4, 9, 2], device="cuda")
+    w = torch.randn(B, T, 2 * (kw.get("proj_size") or 32), device="cuda")  # weights of the loss
+
+    def step():
+        out, _ = ours(x, lengths=lengths)
+        (out * w).sum().backward()
+        return out
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as torch.cuda.graph asks
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    x.grad = None
+    ours.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    new_x, new_lengths = torch.randn_like(x), torch.tensor([3, 9, 9, 0, 6], device="cuda")
+    with torch.no_grad():
+        x.copy_(new_x)
+        lengths.copy_(new_lengths)
+    graph.replay()
+    got = [out.clone(), x.grad.clone()] + [p.grad.clone() for p in ours.parameters()]
+    x.grad = None
+    ours.zero_grad(set_to_none=True)
+    want = [step(), x.grad] + [p.grad for p in ours.parameters()]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
