@@ -70,19 +70,17 @@ def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, 
 # forward products it skips are large: fp32 or fp64 and at least GATHER_FLOPS. H200, RESULTS.md
 # 2026-11-26 (seventh session): 10-17% faster at 37-168 GFLOP skipped per layer, 0.1-1 ms slower
 # at 1.6-3.8 GFLOP and in bf16, whose products are cheap.
-# PACKEDRNN_TOKENS=1 / 0 (developer switch): always / never (under torch.compile: never).
+# PACKEDRNN_TOKENS=1 / 0 (developer switch): always / never.
 GATHER_FLOPS = 10e9
 
 
 def _gathers(x: Tensor, host_lengths: Tensor, G: int, D: int) -> bool:
     """Whether the CUDA op gets the host lengths for layer input x [T, B, I] (see GATHER_FLOPS)."""
-    if torch.compiler.is_compiling():
-        return False  # the sum below, and the op's saved rows, would be data-dependent sizes
     mode = os.environ.get("PACKEDRNN_TOKENS", "").strip()
     if mode in ("0", "1"):
         return mode == "1"
-    if x.dtype not in (torch.float32, torch.float64):
-        return False
+    if x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+        return False  # under compile the sum below would be data-dependent: a graph break
     T, B, I = x.shape
     skipped = (T * B - int(host_lengths.sum())) * 2 * G * I * D
     return skipped >= GATHER_FLOPS

@@ -142,8 +142,9 @@ def test_which_cuda_layers_gather(tokens, monkeypatch):
 @pytest.mark.parametrize("device,host_lengths", [(d, False) for d in OP_DEVICES] + (
     [("cuda", ""), ("cuda", "1")] if "cuda" in OP_DEVICES else []))
 def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch, device, host_lengths):
-    """host_lengths (CUDA): the lengths on the CPU, by default and with PACKEDRNN_TOKENS=1 (under
-    compile the op gets a device copy either way: its saved rows would be a data-dependent size)."""
+    """host_lengths (CUDA): the lengths on the CPU, by default (under compile the op gets a device
+    copy) and with PACKEDRNN_TOKENS=1 (the op gets them as they are and gathers: its saved rows are
+    then an unbacked size, as always on the CPU)."""
     monkeypatch.setenv("PACKEDRNN_BACKEND", device)
     if host_lengths is not False:
         monkeypatch.setenv("PACKEDRNN_TOKENS", host_lengths)
