@@ -5,6 +5,8 @@ on the CPU emulator (tests/emulator.py), against the CPU op in float64 on the sa
 test_cuda_emulated.py checks the kernels alone, with their inputs prepared in Python; this checks
 the preparation the GPU runs. Uninitialized memory is NaN (torch's deterministic mode fills every
 at::empty), so a buffer that must be zeroed or written and is not shows up."""
+import random
+
 import pytest
 import torch
 
@@ -162,6 +164,48 @@ def test_degenerate_batches(op, nan_empty, mode, monkeypatch):
             errors = run_layer(ops, LSTM, 3, 12, 12, len(lengths), T, 1 if mode == "gemm" else 2, torch.float32,
                                lengths)
             assert max(errors.values(), default=0) <= TOL[torch.float32], (where, T, lengths, errors)
+
+
+def random_layers(n, seed):
+    """n random layers and settings: sizes (partial blocks and tiles, projections), dtypes,
+    recurrences, both lengths paths, the persistent kernels' switches, emulated SM counts, shared
+    memory and thread orders. Half types get I >= 4 and B >= 3: their input gradients of one or two
+    elements run through ATen's half GEMM and miss the relative tolerance by rounding alone."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        cell = rng.choice([LSTM, GRU])
+        dtype = rng.choice([torch.float32, torch.float32, torch.float64, torch.bfloat16, torch.float16])
+        half = dtype in (torch.bfloat16, torch.float16)
+        H = rng.randint(1, 40)
+        P = rng.randint(1, H - 1) if cell == LSTM and H > 1 and rng.random() < 0.4 else H
+        B, T, I = rng.randint(3 if half else 1, 20), rng.randint(1, 7), rng.randint(4 if half else 1, 6)
+        mode = rng.choice(["", "force", "0"] + ([] if half else ["gemm", "gemm batched"]))  # half: ATen mm into fp32 is CUDA-only
+        if dtype == torch.float64 and mode == "force":
+            mode = "0"
+        env = {"PACKEDRNN_PERSISTENT": mode.split(" ")[0], "PACKEDRNN_STEP_GEMM": "batched" if " " in mode else "",
+               "PACKEDRNN_EMU_DEVICE_LENGTHS": rng.choice(["0", "1"]),
+               "PACKEDRNN_BWD": rng.choice(["", "staged", "reduce"]),
+               "PACKEDRNN_XCH": rng.choice(["", "tagged", "barrier"]), "PACKEDRNN_STAGE": rng.choice(["", "cp.async"])}
+        device = (rng.choice([2, 4, 8, 16, 24]), rng.choice([232448, 100000, 48000]), rng.randint(0, 3))
+        yield (cell, I, H, P, B, T, rng.choice([1, 2]), dtype), [rng.randint(0, T) for _ in range(B)], env, device
+
+
+def test_random_layers(op, nan_empty, monkeypatch):
+    """150 random layers (random_layers) against the CPU op; a forced persistent call may be
+    refused (too many units per block for the emulated device), nothing else may fail."""
+    ops, emu = op
+    for case, lengths, env, device in random_layers(150, seed=10):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        emu.emu_configure(*device)
+        try:
+            errors = run_layer(ops, *case, lengths)
+        except RuntimeError as e:
+            if "refused" in str(e) and env["PACKEDRNN_PERSISTENT"] == "force":
+                continue
+            raise AssertionError(f"{case} {lengths} {env} {device}") from e
+        bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= TOL[case[-1]]}
+        assert not bad, f"{case} {lengths} {env} {device}: relative errors above {TOL[case[-1]]}: {bad}"
 
 
 @pytest.mark.parametrize("where", ["host", "device"])
