@@ -179,7 +179,8 @@ def random_layers(n, seed):
         H = rng.randint(1, 40)
         P = rng.randint(1, H - 1) if cell == LSTM and H > 1 and rng.random() < 0.4 else H
         B, T, I = rng.randint(3 if half else 1, 20), rng.randint(1, 7), rng.randint(4 if half else 1, 6)
-        mode = rng.choice(["", "force", "0"] + ([] if half else ["gemm", "gemm batched"]))  # half: ATen mm into fp32 is CUDA-only
+        # (no gemm mode for half types: ATen's mm into fp32 is CUDA-only)
+        mode = rng.choice(["", "force", "0"] + ([] if half else ["gemm", "gemm batched"]))
         if dtype == torch.float64 and mode == "force":
             mode = "0"
         env = {"PACKEDRNN_PERSISTENT": mode.split(" ")[0], "PACKEDRNN_STEP_GEMM": "batched" if " " in mode else "",
