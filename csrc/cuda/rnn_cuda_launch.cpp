@@ -149,6 +149,7 @@ void batched_products(const at::Tensor& in, const at::Tensor& w, const at::Tenso
 // GPU work at every size measured; this takes the ATen layers out of each step's host time).
 struct GemmProducts {
   at::Tensor in, w, out;
+  std::vector<at::Tensor> in_d, w_d, out_d;  // per direction, made once (views cost host time each step)
   std::vector<int64_t> active;
   bool batched = false;
   GemmProducts() = default;
@@ -159,21 +160,22 @@ struct GemmProducts {
     batched = v != nullptr && std::string(v) == "batched";
     TORCH_CHECK(!batched || Cublas::get().gemm != nullptr, "packedrnn: PACKEDRNN_STEP_GEMM=batched, but "
                 "cublasGemmStridedBatchedEx was not found in a loaded libcublas.so.", CUBLAS_VER_MAJOR);
+    for (int64_t d = 0; d < in.size(0); ++d) in_d.push_back(in[d]), w_d.push_back(w[d]), out_d.push_back(out[d]);
   }
   static const void* step(void* self, int64_t s) {
     auto& g = *static_cast<GemmProducts*>(self);
-    const int64_t n = g.active.empty() ? g.in.size(1) : g.active[s];
+    const int64_t B = g.in.size(1), n = g.active.empty() ? B : g.active[s];
     if (g.batched && n > 0) {
       batched_products(g.in, g.w, g.out, n);
       return g.out.data_ptr();
     }
-    for (int64_t d = 0; d < g.in.size(0) && n > 0; ++d) {
-      at::Tensor out = g.out[d].narrow(0, 0, n);
-      const at::Tensor in = g.in[d].narrow(0, 0, n);
+    for (size_t d = 0; d < g.in_d.size() && n > 0; ++d) {
+      at::Tensor out = n == B ? g.out_d[d] : g.out_d[d].narrow(0, 0, n);
+      const at::Tensor in = n == B ? g.in_d[d] : g.in_d[d].narrow(0, 0, n);
       if (in.scalar_type() == out.scalar_type()) {
-        at::mm_out(out, in, g.w[d]);
+        at::mm_out(out, in, g.w_d[d]);
       } else {
-        at::mm_out(out, in, g.w[d], out.scalar_type());
+        at::mm_out(out, in, g.w_d[d], out.scalar_type());
       }
     }
     return g.out.data_ptr();
