@@ -31,33 +31,41 @@ def nan_empty():
     torch.use_deterministic_algorithms(was, warn_only=warn)
 
 
-def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0):
-    """Forward (train) and backward of one layer through ops.packedrnn_emu and through the CPU op in
-    float64, on inputs the dtype holds exactly; the largest relative error of each result."""
+def layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed=0):
+    """rnn_layer's arguments but `train` (the padding of x zero, as packedrnn.functional passes it),
+    and rnn_layer_backward's output gradients (NaN in the padding, which is never read), in values
+    the dtype holds exactly."""
     g = torch.Generator().manual_seed(seed)
-    lstm, proj = cell == LSTM, P != H
-    G = (4 if lstm else 3) * H
+    lstm, G = cell == LSTM, (4 if cell == LSTM else 3) * H
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(dtype)
     w_ih, w_hh = rand(D, G, I, scale=I ** -0.5), rand(D, G, P, scale=P ** -0.5)
     b_ih, b_hh = rand(D, G, scale=0.1), rand(D, G, scale=0.1)
-    w_hr = rand(D, P, H, scale=H ** -0.5) if proj else None
+    w_hr = rand(D, P, H, scale=H ** -0.5) if P != H else None
     x, h0, c0 = rand(T, B, I), rand(D, B, P), rand(D, B, H) if lstm else None
     lens = torch.tensor(lengths, dtype=torch.int64)
     valid = torch.arange(T)[:, None] < lens[None, :]
-    x[~valid] = 0  # as packedrnn.functional passes the padding
+    x[~valid] = 0
     grad_out, grad_hn = rand(T, B, D * P), rand(D, B, P)
-    grad_out[~valid] = float("nan")  # the padding's gradient is never read
+    grad_out[~valid] = float("nan")
     grad_cn = rand(D, B, H) if lstm else torch.empty(0, dtype=dtype)
+    return [cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr], [grad_out, grad_hn, grad_cn]
 
-    def both(ns, cast):
-        args = [cast(t) for t in (x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)]
-        out, h_n, c_n, saved = ns.rnn_layer(cell, *args, True)
-        grads = ns.rnn_layer_backward(cell, *args, saved, *[cast(t) for t in (grad_out, grad_hn, grad_cn)])
-        return [out, h_n, c_n] + list(grads)
-    mine = both(torch.ops.packedrnn_emu, lambda t: t)
-    ref = both(torch.ops.packedrnn, lambda t: t.double() if t is not None and t.is_floating_point() else t)
+
+def forward_backward(ns, args, grads):
+    """out, h_n, c_n and the backward's 8 gradients of one layer through the ops of namespace ns."""
+    out, h_n, c_n, saved = ns.rnn_layer(*args, True)
+    return [out, h_n, c_n] + list(ns.rnn_layer_backward(*args, saved, *grads))
+
+
+def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0):
+    """Forward (train) and backward of one layer through ops.packedrnn_emu and through the CPU op in
+    float64 on the same inputs; the largest relative error of each result."""
+    args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed)
+    mine = forward_backward(ops, args, grads)
+    f64 = lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    ref = forward_backward(torch.ops.packedrnn, [f64(t) for t in args], [f64(t) for t in grads])
     names = ["out", "h_n", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr"]
     for name, a, b in zip(names, mine, ref):
         assert a.dtype == dtype or a.numel() == 0, f"{name}: {a.dtype}"
@@ -133,19 +141,11 @@ def test_bitwise_repeatable_across_thread_orders(op, case, mode, monkeypatch):
     if mode == "gemm" and dtype not in (torch.float32, torch.float64):
         pytest.skip("the gemm mode's half types are CUDA-only here")
     monkeypatch.setenv("PACKEDRNN_PERSISTENT", MODES[mode][0])
-    g = torch.Generator().manual_seed(3)
-    G = (4 if cell == LSTM else 3) * H
-    args = [cell, torch.randn(T, B, I, generator=g).to(dtype), torch.tensor(case_lengths(B, T))] + \
-        [(torch.randn(*s, generator=g) * 0.3).to(dtype) if s else None for s in
-         ((D, B, P), (D, B, H) if cell == LSTM else None, (D, G, I), (D, G, P), (D, G), (D, G),
-          (D, P, H) if P != H else None)]
-    grads = [(torch.randn(T, B, D * P, generator=g)).to(dtype), torch.randn(D, B, P, generator=g).to(dtype),
-             torch.randn(D, B, H, generator=g).to(dtype) if cell == LSTM else torch.empty(0, dtype=dtype)]
+    args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, case_lengths(B, T), seed=3)
     runs = []
     for seed in (1, 2):
         emu.emu_configure(8, 232448, seed)
-        out = ops.rnn_layer(*args, True)
-        runs.append(list(out) + list(ops.rnn_layer_backward(*args, out[3], *grads)))
+        runs.append(forward_backward(ops, args, grads))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
@@ -218,14 +218,8 @@ def test_opcheck_emulated(op, cell, P, where, monkeypatch):
     ops, emu = op
     monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
     emu.emu_configure(8, 232448, 0)
-    g = torch.Generator().manual_seed(0)
-    T, B, I, H, D = 5, 4, 3, 12, 2
-    G = (4 if cell == LSTM else 3) * H
-    lens = torch.tensor([5, 3, 0, 5])
-    x = torch.randn(T, B, I, generator=g) * (torch.arange(T)[:, None, None] < lens[None, :, None])
-    r = lambda *s: torch.randn(*s, generator=g) * 0.3  # noqa: E731
-    args = (cell, x, lens, r(D, B, P), r(D, B, H) if cell == LSTM else None, r(D, G, I), r(D, G, P),
-            r(D, G), r(D, G), r(D, P, H) if P != H else None, True)
-    out = ops.rnn_layer(*args)
-    assert out[3].shape[1] == (int(lens.sum()) if where == "host" else T)
+    lengths = [5, 3, 0, 5]
+    args, _ = layer_inputs(cell, 3, 12, P, 4, 5, 2, torch.float32, lengths)
+    args = tuple(args) + (True,)
+    assert ops.rnn_layer(*args)[3].shape[1] == (sum(lengths) if where == "host" else 5)
     torch.library.opcheck(ops.rnn_layer.default, args)
