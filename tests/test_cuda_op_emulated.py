@@ -77,7 +77,7 @@ def case_lengths(B, T):
     does not undo by applying itself twice (a rotation of a descending list): a mix-up of a row's
     place and the row at a place shows."""
     g = torch.Generator().manual_seed(B * T)
-    desc = sorted([T, 0, 1, 1] + torch.randint(0, T + 1, (B - 4,), generator=g).tolist(), reverse=True)
+    desc = sorted(([T, 0, 1, 1] + torch.randint(0, T + 1, (max(B - 4, 0),), generator=g).tolist())[:B], reverse=True)
     return desc[B // 3 + 1:] + desc[:B // 3 + 1]
 
 
@@ -102,7 +102,7 @@ MODES = {"persistent": ("force", ""), "per-step": ("0", ""), "gemm": ("gemm", ""
 def test_cuda_op_emulated(op, nan_empty, case, mode, where, monkeypatch):
     """Every recurrence of the op (the persistent kernels; the per-step kernels with their own
     products, with ATen's, with one strided-batched cuBLAS call), the lengths on the host (the
-    token layout: gx, dgx, dgh, dH over the valid rows only; the gemm mode's rows longest first)
+    token layout: gx, saved, dgx, dgh, dH over the valid rows only; the gemm mode's rows longest first)
     and on the device (every position); lengths unsorted with ties, zeros and T."""
     ops, emu = op
     cell, I, H, P, B, T, D, dtype = case
