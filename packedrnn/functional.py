@@ -69,7 +69,10 @@ def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, 
 # still active. The gather costs memory traffic and a few launches, so a layer gathers where the
 # forward products it skips are large: fp32 or fp64 and at least GATHER_FLOPS. H200, RESULTS.md
 # 2026-11-26 (seventh session): 10-17% faster at 37-168 GFLOP skipped per layer, 0.1-1 ms slower
-# at 1.6-3.8 GFLOP and in bf16, whose products are cheap.
+# at 1.6-3.8 GFLOP and in bf16, whose products are cheap. (Measured when the op still kept
+# full-size copies beside the gathered rows; it now keeps gx, saved and the gate gradients by token
+# only, so gathering lowers the memory too and may cost less time: to be measured again, RESULTS.md
+# tenth session.)
 # PACKEDRNN_TOKENS=1 / 0 (developer switch): always / never.
 GATHER_FLOPS = 10e9
 
