@@ -59,9 +59,9 @@ def forward_backward(ns, args, grads):
     return [out, h_n, c_n] + list(ns.rnn_layer_backward(*args, saved, *grads))
 
 
-def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0):
+def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0, context=""):
     """Forward (train) and backward of one layer through ops.packedrnn_emu and through the CPU op in
-    float64 on the same inputs; the largest relative error of each result."""
+    float64 on the same inputs; asserts every result within TOL (NaN fails too), naming `context`."""
     args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed)
     mine = forward_backward(ops, args, grads)
     f64 = lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
@@ -69,7 +69,9 @@ def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0):
     names = ["out", "h_n", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr"]
     for name, a, b in zip(names, mine, ref):
         assert a.dtype == dtype or a.numel() == 0, f"{name}: {a.dtype}"
-    return {name: rel_error(a, b) for name, a, b in zip(names, mine, ref) if b.numel()}
+    errors = {name: rel_error(a, b) for name, a, b in zip(names, mine, ref) if b.numel()}
+    bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= TOL[dtype]}
+    assert not bad, f"{context}: relative errors above {TOL[dtype]}: {bad}"
 
 
 def case_lengths(B, T):
@@ -116,9 +118,7 @@ def test_cuda_op_emulated(op, nan_empty, case, mode, where, monkeypatch):
     monkeypatch.setenv("PACKEDRNN_STEP_GEMM", step_gemm)
     monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
     emu.emu_configure(8, 232448, 1)  # a random thread order
-    errors = run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T))
-    bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= TOL[dtype]}  # NaN fails too
-    assert not bad, f"relative errors above {TOL[dtype]}: {bad}"
+    run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T))
 
 
 def test_persistent_refuses_fp64(op, monkeypatch):
@@ -161,9 +161,8 @@ def test_degenerate_batches(op, nan_empty, mode, monkeypatch):
     for where in ("host", "device"):
         monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
         for T, lengths in ((5, [5] * 4), (5, [0]), (5, []), (0, [0, 0])):
-            errors = run_layer(ops, LSTM, 3, 12, 12, len(lengths), T, 1 if mode == "gemm" else 2, torch.float32,
-                               lengths)
-            assert max(errors.values(), default=0) <= TOL[torch.float32], (where, T, lengths, errors)
+            run_layer(ops, LSTM, 3, 12, 12, len(lengths), T, 1 if mode == "gemm" else 2, torch.float32, lengths,
+                      context=f"{where} T={T} {lengths}")
 
 
 def random_layers(n, seed):
@@ -199,14 +198,13 @@ def test_random_layers(op, nan_empty, monkeypatch):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         emu.emu_configure(*device)
+        context = f"{case} {lengths} {env} {device}"
         try:
-            errors = run_layer(ops, *case, lengths)
+            run_layer(ops, *case, lengths, context=context)
         except RuntimeError as e:
             if "refused" in str(e) and env["PACKEDRNN_PERSISTENT"] == "force":
                 continue
-            raise AssertionError(f"{case} {lengths} {env} {device}") from e
-        bad = {k: f"{v:.2g}" for k, v in errors.items() if not v <= TOL[case[-1]]}
-        assert not bad, f"{case} {lengths} {env} {device}: relative errors above {TOL[case[-1]]}: {bad}"
+            raise AssertionError(context) from e
 
 
 @pytest.mark.parametrize("where", ["host", "device"])

@@ -50,8 +50,12 @@ inline bool on_host(const at::Tensor& t) {
 // fp64 inputs): column-major C[i] (m x n, ldc) = alpha op(A[i]) op(B[i]) + beta C[i], for each i of
 // `batch`, op(X) = X or X^T, each matrix `stride*` elements after the one before.
 template <typename S>
-void gemm_loops(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, S alpha, const S* A, int lda,
-                long long sa, const S* B, int ldb, long long sb, S beta, S* C, int ldc, long long sc, int batch) {
+void gemm_loops(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void* alpha_, const void* A_,
+                int lda, long long sa, const void* B_, int ldb, long long sb, const void* beta_, void* C_, int ldc,
+                long long sc, int batch) {
+  const S alpha = *static_cast<const S*>(alpha_), beta = *static_cast<const S*>(beta_);
+  const S *A = static_cast<const S*>(A_), *B = static_cast<const S*>(B_);
+  S* C = static_cast<S*>(C_);
   for (int i = 0; i < batch; ++i) {
     for (int c = 0; c < n; ++c) {
       for (int r = 0; r < m; ++r) {
@@ -73,18 +77,11 @@ inline cublasStatus_t gemm_strided_batched(cublasHandle_t, cublasOperation_t ta,
                                            long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
                                            const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
                                            int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
-  if (at_ != bt || bt != ct) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (at_ == CUDA_R_32F && compute == CUBLAS_COMPUTE_32F) {
-    gemm_loops(ta, tb, m, n, k, *static_cast<const float*>(alpha), static_cast<const float*>(A), lda, sa,
-               static_cast<const float*>(B), ldb, sb, *static_cast<const float*>(beta), static_cast<float*>(C), ldc,
-               sc, batch);
-  } else if (at_ == CUDA_R_64F && compute == CUBLAS_COMPUTE_64F) {
-    gemm_loops(ta, tb, m, n, k, *static_cast<const double*>(alpha), static_cast<const double*>(A), lda, sa,
-               static_cast<const double*>(B), ldb, sb, *static_cast<const double*>(beta), static_cast<double*>(C),
-               ldc, sc, batch);
-  } else {
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  }
+  const bool f32 = at_ == CUDA_R_32F && compute == CUBLAS_COMPUTE_32F;
+  const bool f64 = at_ == CUDA_R_64F && compute == CUBLAS_COMPUTE_64F;
+  if (at_ != bt || bt != ct || !(f32 || f64)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  (f32 ? gemm_loops<float> : gemm_loops<double>)(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc,
+                                                  batch);
   return CUBLAS_STATUS_SUCCESS;
 }
 
