@@ -3,15 +3,14 @@
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
-# output to $OUT/log.txt. The A/B stage of a switch (tokens) times packedrnn only (--ours-only): set
-# it beside the `bench` stage of the same lease. All of it takes under 5 minutes of a lease's 15
-# minutes of device time (H200, 2026-11-26: every stage below, tokens included, in 267 s: build 30,
-# probe 36, steps 13, tests 89, bench 38, tokens 17 per setting, sanitizers 34), so one call does it (calls run
-# at most 600 s; a warm machine keeps its build between them):
-#   OUT=$OUT bash scripts/gpu_check.sh build probe steps tests bench tokens sanitize
-# Arguments: the stages to run (default: build probe steps tests bench sanitize).
-# (and, not among the defaults: `ncu`, Nsight Compute on scripts/profile_case.py; `tokens`, the gpu
-# suite with PACKEDRNN_TOKENS=0 and =1)
+# output to $OUT/log.txt. The default stages take under 5 minutes of a lease's 15 minutes of
+# device time (H200, 2026-11-26: build 30 s, probe 36, steps 13, tests 89, bench 38, sanitizers
+# 34); with the switch sweep (estimated 2 minutes, not yet run on a GPU) one call still does all
+# (calls run at most 600 s; a warm machine keeps its build between them):
+#   OUT=$OUT bash scripts/gpu_check.sh build probe steps tests bench sweep sanitize
+# Arguments: the stages to run (default: build probe steps tests bench sanitize; not among the
+# defaults: `sweep`, scripts/switch_sweep.py on the gpu suite; `ncu`, Nsight Compute on
+# scripts/profile_case.py).
 #   OUT          results folder (default ./gpu_out)
 #   BENCH_ARGS   extra arguments for python -m packedrnn.bench (default: --repeat 10)
 #   TESTS_K      pytest -k expression of the tests stage (default: cuda and not jit)
@@ -54,17 +53,10 @@ want tests && stage tests timeout 400 python3 -m pytest -q -p no:cacheprovider -
   tests/test_equivalence.py tests/test_padding.py tests/test_gradcheck.py tests/test_ops.py \
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
-# The gpu suite again with the lengths never (PACKEDRNN_TOKENS=0, the default before the gather
-# rule of packedrnn.functional.GATHER_FLOPS) and always (=1: bf16 rows and small fp32 rows too,
-# whose gathered layout now costs less memory) passed to the op on the CPU: the A/B of that rule,
-# time and peak memory. Not among the defaults.
-if want tokens; then
-  for t in 0 1; do
-    stage "tokens$t" env PACKEDRNN_TOKENS=$t python3 -m packedrnn.bench --suite gpu --backends cuda --ours-only \
-      --out "$OUT/tokens$t" ${BENCH_ARGS:---repeat 10 --budget 6}
-    rm -f "$OUT/tokens$t/speedup.png"
-  done
-fi
+# Every developer switch on every row of the gpu suite (scripts/switch_sweep.py: checked, then
+# timed, peak memory; TOKENS=0/1 among them, the A/B of packedrnn.functional.GATHER_FLOPS): which
+# rule of a path by size to move for which row. Not among the defaults (about 2 minutes).
+want sweep && stage sweep env PYTHONPATH="$PWD" timeout 400 python3 scripts/switch_sweep.py --out "$OUT/sweep"
 # Nsight Compute on two persistent forward launches (bulk staging, the default; cp.async):
 # stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then

@@ -1,6 +1,7 @@
 """The benchmark harness: the smoke suite runs end to end, and its correctness gate bites."""
 
 import json
+import os
 
 import torch
 
@@ -65,3 +66,41 @@ def test_timed_runs_keep_matmul_in_fp32():
             assert torch.backends.cudnn.allow_tf32 is allow
             assert torch.backends.cuda.matmul.allow_tf32 is False
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def _switch_sweep():
+    """scripts/switch_sweep.py, imported from its path (scripts/ is not a package)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "switch_sweep.py"
+    spec = importlib.util.spec_from_file_location("switch_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_switch_sweep_checks_and_times_every_configuration(tmp_path, capsys, monkeypatch):
+    """Every row x configuration is checked, then timed; a configuration whose results are off is
+    WRONG (here: tokens=1, made wrong on purpose) and the switches are unset afterwards."""
+    sweep = _switch_sweep()
+    real = bench._compute
+
+    def compute(model, x, lengths, kind, train, backend=None):
+        out, states, grads = real(model, x, lengths, kind, train, backend)
+        if kind == "ours" and os.environ.get("PACKEDRNN_TOKENS") == "1":
+            out = out + 1e-3
+        return out, states, grads
+
+    monkeypatch.setattr(bench, "_compute", compute)
+    for k in sweep.SWITCHES:
+        monkeypatch.delenv(k, raising=False)
+    code = sweep.main(["--device", "cpu", "--suite", "smoke", "--configs", "default,tokens=1", "--repeat", "1",
+                       "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1 and "WRONG: LSTM B=8 T=20 H=32 L=1 fp32 train with tokens=1" in out
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert len(rows) == len(bench.SUITES["smoke"])
+    for row in rows:
+        assert row["results"]["default"]["ms"] > 0 and row["results"]["default"]["errors"]["out"] < 1e-5
+        assert row["results"]["tokens=1"]["wrong"]
+    assert not any(k in os.environ for k in sweep.SWITCHES)
