@@ -84,6 +84,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const S* out_c = static_cast<const S*>(p.out);
   const bool vec = (P * sizeof(S)) % 16 == 0;  // rows of h0 and out are 16-byte aligned
   const bool vec_m = (H * sizeof(S)) % 16 == 0;  // and rows of m
+  // LSTM's c stays in registers while every step is one chunk (pair k of a thread is then the
+  // same (rank, unit) at every step, and the ranks active at a step were active at the one before);
+  // else it goes through `c` [D][B][H], which holds c0 on entry and each row's c_n on exit.
+  const bool c_in_regs = lstm && B <= q.NC;
+  A c_reg[kItems];
   cg::grid_group grid = cg::this_grid();
   PhaseClock clock(q.timing);
   int n = (int)B;
@@ -104,7 +109,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const S* gx = static_cast<const S*>(p.gx) + token_row(p, d, m.row) * G + u;
 #pragma unroll
         for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
-        if (lstm) m.c = static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
+        if (lstm) m.c = c_in_regs && s > 0 ? c_reg[k] : static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
       }
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
       // (barrier) or the tagged words of step s-1.
@@ -163,7 +168,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         if constexpr (lstm) {
           const auto o = lstm_forward<A>(m.gx[0] + y[0], m.gx[1] + y[gs], m.gx[2] + y[2 * gs],
                                          m.gx[3] + y[3 * gs], m.c);
-          static_cast<A*>(p.c)[(d * B + m.b) * H + u] = o.c;
+          c_reg[k] = o.c;
+          if (!c_in_regs || s + 1 == m.len) static_cast<A*>(p.c)[(d * B + m.b) * H + u] = o.c;
           if (sv) {
             put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
             put(sv + L.c_prev + u, m.c);
