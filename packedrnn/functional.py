@@ -71,8 +71,8 @@ def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, 
 # 2026-11-26 (seventh session): 10-17% faster at 37-168 GFLOP skipped per layer, 0.1-1 ms slower
 # at 1.6-3.8 GFLOP and in bf16, whose products are cheap. (Measured when the op still kept
 # full-size copies beside the gathered rows; it now keeps gx, saved and the gate gradients by token
-# only, so gathering lowers the memory too and may cost less time: to be measured again, RESULTS.md
-# tenth session.)
+# only, so gathering lowers the memory too and may cost less time: to be measured again, by the tokens=0
+# and tokens=1 columns of scripts/switch_sweep.py.)
 # PACKEDRNN_TOKENS=1 / 0 (developer switch): always / never.
 GATHER_FLOPS = 10e9
 
