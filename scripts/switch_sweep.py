@@ -43,6 +43,13 @@ CONFIGS = {
 SWITCHES = sorted({k for env in CONFIGS.values() for k in env})
 
 
+def set_switches(env):
+    """Exactly the switches of `env` set ({}: none)."""
+    for k in SWITCHES:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+
+
 def run_row(case, device, configs, repeat, budget_s):
     dtype = bench.DTYPES[case.dtype]
     ours, theirs = bench._models(case, device, dtype)
@@ -52,9 +59,7 @@ def run_row(case, device, configs, repeat, budget_s):
     run = lambda: bench._compute(ours, x, lengths, "ours", case.train, backend)  # noqa: E731
     row = {"case": case.label(), "steps": int(lengths.max()), "results": {}}
     for name in configs:
-        for k in SWITCHES:
-            os.environ.pop(k, None)
-        os.environ.update(CONFIGS[name])
+        set_switches(CONFIGS[name])
         try:
             check = bench.verdict(case, run, ref)
             if check["ok"]:
@@ -67,8 +72,7 @@ def run_row(case, device, configs, repeat, budget_s):
             result = {"refused": str(e).splitlines()[0][:200]}
         row["results"][name] = result
         print(f"  {case.label()} | {name}: {result.get('ms', result.get('refused', 'WRONG'))}", flush=True)
-    for k in SWITCHES:
-        os.environ.pop(k, None)
+    set_switches({})
     return row
 
 
@@ -101,11 +105,12 @@ def main(argv=None) -> int:
         raise SystemExit(f"--configs: unknown {unknown}; known: {', '.join(CONFIGS)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = [run_row(case, device, configs, args.repeat, args.budget) for case in bench.SUITES[args.suite]]
-    print(f"\nswitch sweep, {args.suite} suite on {bench.machine(device).get('device')}, median ms\n")
+    info = bench.machine(device)
+    print(f"\nswitch sweep, {args.suite} suite on {info.get('device')}, median ms\n")
     print(table(rows, configs))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
-        json.dump({"suite": args.suite, "date": time.strftime("%Y-%m-%d"), "machine": bench.machine(device),
+        json.dump({"suite": args.suite, "date": time.strftime("%Y-%m-%d"), "machine": info,
                    "configs": {n: CONFIGS[n] for n in configs}, "rows": rows}, f, indent=1)
     wrong = [(r["case"], n) for r in rows for n, v in r["results"].items() if v.get("wrong")]
     for case, name in wrong:
