@@ -8,7 +8,7 @@ honoured as torch's own BuildExtension honours them. PACKEDRNN_NO_AOT=1 skips th
 the package then builds it just in time on first use. csrc/ is shipped inside the package either way.
 """
 
-import glob
+import importlib.util
 import os
 import shutil
 
@@ -38,16 +38,16 @@ def extension():
     force = os.environ.get("PACKEDRNN_CUDA")
     cuda = (force == "1") or (force != "0" and torch.version.cuda is not None
                               and cpp_extension.CUDA_HOME is not None)
-    rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, pattern)))
-    sources = ["csrc/ops.cpp"] + rel("cpu/*.cpp")
+    spec = importlib.util.spec_from_file_location("packedrnn_sources", os.path.join(CSRC, "sources.py"))
+    listed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(listed)  # csrc/sources.py: the one list of sources
+    sources = [os.path.relpath(p, ROOT) for p in listed.extension(cuda)]
     args = {"cxx": ["-O3"]}  # the C++ standard is left to torch (2.14 needs C++20)
     make = cpp_extension.CppExtension
     if cuda:
-        sources += rel("cuda/*.cu") + rel("cuda/*_launch.cpp")
         args["nvcc"] = ["-O3"]
         make = cpp_extension.CUDAExtension
-    ext = make("packedrnn._C", sources, include_dirs=[CSRC, os.path.join(CSRC, "cuda")],
-               extra_compile_args=args)
+    ext = make("packedrnn._C", sources, include_dirs=listed.INCLUDE_DIRS, extra_compile_args=args)
 
     class BuildExt(cpp_extension.BuildExtension):
         def run(self):

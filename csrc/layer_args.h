@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "cells.h"
+#include "rules.h"
 
 namespace packedrnn {
 
@@ -17,12 +18,16 @@ struct LayerArgs {
   int64_t cell, T, B, I, D, G, H, P;
   bool proj, bias;
 
+  Tuning tuning;  // the caller's forced CUDA choices (rules.h); the CPU op has one path
+
   LayerArgs(int64_t cell_, const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
             const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
             const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-            const std::optional<at::Tensor>& w_hr)
+            const std::optional<at::Tensor>& w_hr, int64_t path)
       : cell(cell_) {
     TORCH_CHECK(cell == kLSTM || cell == kGRU, "packedrnn: cell must be 0 (LSTM) or 1 (GRU), got ", cell);
+    TORCH_CHECK(Tuning::valid(path), "packedrnn: path = ", path, " is not a valid encoding (packedrnn/plan.py)");
+    tuning = Tuning::decode(path);
     TORCH_CHECK(x.dim() == 3, "packedrnn: x must be [T, B, I], got ", x.sizes());
     TORCH_CHECK(w_ih.dim() == 3 && w_hh.dim() == 3, "packedrnn: w_ih and w_hh must be [D, G, *]");
     T = x.size(0);

@@ -8,6 +8,8 @@
 //   h0 [D, B, P]   c0 [D, B, H] (LSTM; None for GRU)
 //   w_ih [D, G, I]   w_hh [D, G, P]   b_ih, b_hh [D, G] (or None)   w_hr [D, P, H] (or None)
 //   cell: 0 = LSTM, 1 = GRU;  train: keep `saved` for the backward op
+//   path: the caller's forced CUDA choices, 0 for none (Tuning in cuda/rules.h; packedrnn/plan.py
+//         sets it); the CPU op has one path and checks only that it is valid
 // rnn_layer returns
 //   out [T, B, D*P] (zero past each length), h_n [D, B, P], c_n [D, B, H] (LSTM; [0] for GRU),
 //   saved [D, N, K] with the lengths on the CPU (the CPU op; CUDA where the caller passed them on
@@ -22,12 +24,12 @@
 TORCH_LIBRARY(packedrnn, m) {
   m.def(
       "rnn_layer(int cell, Tensor x, Tensor lengths, Tensor h0, Tensor? c0, Tensor w_ih, "
-      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool train) "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool train, int path) "
       "-> (Tensor out, Tensor h_n, Tensor c_n, Tensor saved)");
   m.def(
       "rnn_layer_backward(int cell, Tensor x, Tensor lengths, Tensor h0, Tensor? c0, "
       "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor saved, "
-      " Tensor grad_out, Tensor grad_hn, Tensor grad_cn) "
+      "Tensor grad_out, Tensor grad_hn, Tensor grad_cn, int path) "
       "-> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, Tensor db_ih, "
       "Tensor db_hh, Tensor dw_hr)");
 }

@@ -7,10 +7,10 @@
 
 __version__ = "0.1.0"
 
-from . import functional, ops, reference  # noqa: E402  (importing ops loads the compiled module)
-from .functional import backend  # noqa: E402
+from . import functional, ops, plan, reference  # noqa: E402  (importing ops loads the compiled module)
 from .modules import PackedGRU, PackedLSTM  # noqa: E402
+from .plan import backend, tuning  # noqa: E402
 from .validation import PackedRNNError  # noqa: E402
 
-__all__ = ["PackedLSTM", "PackedGRU", "PackedRNNError", "backend", "functional", "ops", "reference",
-           "__version__"]
+__all__ = ["PackedLSTM", "PackedGRU", "PackedRNNError", "backend", "tuning", "functional", "ops", "plan",
+           "reference", "__version__"]

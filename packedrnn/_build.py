@@ -28,6 +28,15 @@ def sources_dir() -> str:
     return ""
 
 
+def source_list(src: str = ""):
+    """csrc/sources.py (the one list of the extension's sources) of `src` or sources_dir()."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("packedrnn_sources", os.path.join(src or sources_dir(), "sources.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _torch_tag() -> str:
     return torch.__version__
 
@@ -61,16 +70,13 @@ def _jit_build() -> bool:
     from torch.utils import cpp_extension
 
     cuda = torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
-    sources = [os.path.join(src, "ops.cpp")] + sorted(glob.glob(os.path.join(src, "cpu", "*.cpp")))
-    if cuda:
-        sources += sorted(glob.glob(os.path.join(src, "cuda", "*.cu")))
-        sources += sorted(glob.glob(os.path.join(src, "cuda", "*_launch.cpp")))
+    listed = source_list(src)
     name = "packedrnn_" + _torch_tag().replace(".", "_").replace("+", "_") + ("_cuda" if cuda else "_cpu")
     where = os.path.join(cpp_extension._get_build_directory(name, verbose=False))
     print(f"packedrnn: compiling the C++{'/CUDA' if cuda else ''} extension just in time "
           f"(first use only; a minute or more), cached in {where}", file=sys.stderr, flush=True)
     try:
-        cpp_extension.load(name=name, sources=sources, extra_include_paths=[src, os.path.join(src, "cuda")],
+        cpp_extension.load(name=name, sources=listed.extension(cuda), extra_include_paths=listed.INCLUDE_DIRS,
                            extra_cflags=["-O3"], extra_cuda_cflags=["-O3"], is_python_module=False,
                            verbose=False)
     except Exception as e:  # no compiler, or a failed build: fall back, loudly once

@@ -12,7 +12,7 @@ Per case, every backend runs the same inputs:
                        reference that computes wrong states for short rows)
 On CUDA the torch rows run twice: TF32 allowed (torch's default for cuDNN) and TF32 off.
 Before timing, packedrnn's output, final states and (for train rows) gradients are compared with
-the packed nn.LSTM result (DESIGN.md section 1 tolerances, relative to scale); a case that fails is
+the packed nn.LSTM result (the tolerances of docs/ARCHITECTURE.md, relative to scale); a case that fails is
 reported as WRONG and not timed.
 """
 
@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import packedrnn
-from packedrnn.functional import backend as default_backend
+from packedrnn.plan import backend as default_backend
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -146,15 +146,8 @@ def _compute(model, x, lengths, kind: str, train: bool, backend: Optional[str] =
     T = x.shape[1]
     with torch.set_grad_enabled(train):
         if kind == "ours":
-            previous = os.environ.get("PACKEDRNN_BACKEND")
-            os.environ["PACKEDRNN_BACKEND"] = backend
-            try:
+            with packedrnn.tuning(backend=backend):
                 out, state = model(x, lengths=lengths)
-            finally:
-                if previous is None:
-                    os.environ.pop("PACKEDRNN_BACKEND", None)
-                else:
-                    os.environ["PACKEDRNN_BACKEND"] = previous
         elif kind == "packed":
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             out, state = model(packed)
@@ -188,7 +181,7 @@ class _TF32:
 # ---------------------------------------------------------------------------------------------
 # Correctness gate
 
-TOLERANCES = {  # DESIGN.md section 1, relative to scale at benchmark shapes
+TOLERANCES = {  # docs/ARCHITECTURE.md, "Tolerances": relative to scale at benchmark shapes
     torch.float64: {"out": 1e-10, "input_grad": 1e-10, "weight_grad": 1e-10},
     torch.float32: {"out": 1e-5, "input_grad": 1e-5, "weight_grad": 2e-4},
 }
@@ -227,7 +220,7 @@ def expected(case: Case, theirs, x, lengths, dtype) -> Dict[str, object]:
 
 
 def verdict(case: Case, run: Callable[[], tuple], ref: Dict[str, object]) -> Dict[str, object]:
-    """Run `run` (TF32 off) and judge its (output, states, grads): fp32/fp64 within DESIGN.md's
+    """Run `run` (TF32 off) and judge its (output, states, grads): fp32/fp64 within docs/ARCHITECTURE.md's
     tolerances of torch; bf16/fp16 at most 2x (+1e-6) the error torch makes in that dtype."""
     with _TF32(False):
         errs = _errors(run(), ref["want"], case.train)

@@ -3,51 +3,18 @@
 Each layer (both directions together) goes to one backend:
   "cpu" / "cuda"  the compiled custom ops (packedrnn.ops), when the extension is loaded;
   "reference"     packedrnn.reference, pure PyTorch, anywhere.
-PACKEDRNN_BACKEND=reference|cpu|cuda forces a choice (an unavailable forced backend is an error).
+packedrnn.plan picks the backend and, for CUDA, where the lengths go (its switches force either).
 """
 
-import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import reference
+from . import plan, reference
 from .validation import (check_hidden, check_input, check_weights, fail, lengths_on,
                          lengths_to_tensor)
-
-_BACKENDS = ("reference", "cpu", "cuda")
-
-
-@torch.compiler.assume_constant_result
-def _op_backend(device_type: str, dtype: torch.dtype) -> Optional[str]:
-    """The compiled backend that serves this device and dtype, or None (constant under compile)."""
-    from . import ops
-    if not ops.available(device_type):
-        return None
-    if device_type == "cpu" and dtype not in (torch.float32, torch.float64):
-        return None
-    return device_type
-
-
-def backend(device="cpu", dtype: torch.dtype = torch.float32) -> str:
-    """The backend a call with tensors on `device` of `dtype` would use."""
-    device_type = torch.device(device).type
-    forced = os.environ.get("PACKEDRNN_BACKEND", "").strip().lower()
-    if forced:
-        if forced not in _BACKENDS:
-            fail(f"PACKEDRNN_BACKEND={forced!r} is not one of {', '.join(_BACKENDS)}")
-        if forced == "reference":
-            return forced
-        if forced != device_type:
-            fail(f"PACKEDRNN_BACKEND={forced} cannot run tensors on {device_type}")
-        if _op_backend(device_type, dtype) is None:
-            from . import ops
-            fail(f"PACKEDRNN_BACKEND={forced} but the compiled {forced} ops are unavailable for "
-                 f"{dtype}: {ops.unavailable_reason(device_type)}")
-        return forced
-    return _op_backend(device_type, dtype) or "reference"
 
 
 def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, bias: bool,
@@ -61,32 +28,6 @@ def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, 
         w_hr = w[-1] if proj else None
         groups.append((w_ih, w_hh, b_ih, b_hh, w_hr))
     return groups
-
-
-# Lengths given on the host may reach the CUDA op as they are (reading them there is no sync): the
-# op then runs the products around the recurrence over the valid (t, b) rows only, gathered
-# (csrc/layer_gemms.h), and a large one-direction fp32 layer's step products stop at the rows
-# still active. The gather costs memory traffic and a few launches, so a layer gathers where the
-# forward products it skips are large: fp32 or fp64 and at least GATHER_FLOPS. H200, RESULTS.md
-# 2026-11-26 (seventh session): 10-17% faster at 37-168 GFLOP skipped per layer, 0.1-1 ms slower
-# at 1.6-3.8 GFLOP and in bf16, whose products are cheap. (Measured when the op still kept
-# full-size copies beside the gathered rows; it now keeps gx, saved and the gate gradients by token
-# only, so gathering lowers the memory too and may cost less time: to be measured again, by the tokens=0
-# and tokens=1 columns of scripts/switch_sweep.py.)
-# PACKEDRNN_TOKENS=1 / 0 (developer switch): always / never.
-GATHER_FLOPS = 10e9
-
-
-def _gathers(x: Tensor, host_lengths: Tensor, G: int, D: int) -> bool:
-    """Whether the CUDA op gets the host lengths for layer input x [T, B, I] (see GATHER_FLOPS)."""
-    mode = os.environ.get("PACKEDRNN_TOKENS", "").strip()
-    if mode in ("0", "1"):
-        return mode == "1"
-    if x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
-        return False  # under compile the sum below would be data-dependent: a graph break
-    T, B, I = x.shape
-    skipped = (T * B - int(host_lengths.sum())) * 2 * G * I * D
-    return skipped >= GATHER_FLOPS
 
 
 def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None,
@@ -124,7 +65,7 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
 
     x = input.transpose(0, 1) if batch_first else input  # [T, B, I]
     T, B = x.shape[0], x.shape[1]
-    host = None  # the lengths as given on the host, for a CUDA op that gathers (_gathers)
+    host = None  # the lengths as given on the host, for a CUDA op that gathers (plan.gathers)
     if lengths is None:
         lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
     else:
@@ -150,7 +91,8 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         h0, c0 = hx, None
         check_hidden("hx (h0)", h0, (num_layers * D, B, hidden_size), x)
 
-    which = backend(x.device, x.dtype)
+    which = plan.backend(x.device, x.dtype)
+    path = plan.path()
     h_n, c_n = [], []
     for layer in range(num_layers):
         groups = _layer_weights(weights, layer, per_dir, D, bias, proj_size > 0)
@@ -168,8 +110,8 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         else:
             from . import ops
             G = groups[0][1].shape[0]
-            op_lens = host if host is not None and _gathers(x, host, G, D) else lens
-            out, h, c = ops.layer(cell, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups)
+            op_lens = host if host is not None and plan.gathers(x, host, G, D) else lens
+            out, h, c = ops.layer(cell, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups, path)
             h_n.extend(h.unbind(0))
             c_n.extend(c.unbind(0) if is_lstm else [])
         x = out

@@ -25,7 +25,7 @@ def saved_width(cell: int, H: int, P: int, proj: bool) -> int:
     return (6 * H + P if proj else 5 * H + P) if cell == LSTM else 4 * H + P
 
 
-def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):
+def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
     """rnn_layer's output shapes; `saved` [D, N, K] when by_token, N = sum(lengths) (a size only the
     values give: an unbacked size under torch.compile), else [D, T, B, K]."""
     T, B = x.shape[0], x.shape[1]
@@ -44,7 +44,8 @@ def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     return out, h_n, c_n, saved
 
 
-def fake_layer_backward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, grad_out, grad_hn, grad_cn):
+def fake_layer_backward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, grad_out, grad_hn, grad_cn,
+                        path):
     def like(t):
         return torch.empty_like(t) if t is not None else x.new_empty(0)
     return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
@@ -71,22 +72,22 @@ def _register() -> None:
     _registered = True
 
     @torch.library.register_fake("packedrnn::rnn_layer")
-    def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):
+    def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
         by_token = lengths.device.type == "cpu"  # csrc/ops.cpp
-        return fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
+        return fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
 
     torch.library.register_fake("packedrnn::rnn_layer_backward", fake_layer_backward)
 
     def setup_context(ctx, inputs, output):
-        cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train = inputs
-        ctx.cell = cell
+        cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path = inputs
+        ctx.cell, ctx.path = cell, path
         ctx.save_for_backward(x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
 
     def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
         x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
         grads = torch.ops.packedrnn.rnn_layer_backward(
             ctx.cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
-            grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous())
+            grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), ctx.path)
         if torch.is_grad_enabled():  # create_graph=True: first order works, a second raises
             anchor = next((t for t in ctx.saved_tensors if t is not None and t.requires_grad), None)
             grads = _FirstOrderOnly.apply(anchor, *grads)
@@ -95,7 +96,7 @@ def _register() -> None:
         def present(g, t):
             return g if t is not None else None
         return (None, dx, None, dh0, present(dc0, c0), dw_ih, dw_hh, present(db_ih, b_ih),
-                present(db_hh, b_hh), present(dw_hr, w_hr), None)
+                present(db_hh, b_hh), present(dw_hr, w_hr), None, None)
 
     torch.library.register_autograd("packedrnn::rnn_layer", backward, setup_context=setup_context)
 
@@ -108,9 +109,11 @@ def available(device_type: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("packedrnn::rnn_layer", device_type.upper())
 
 
-def unavailable_reason(device_type: str) -> str:
+def unavailable_reason(device_type: str, dtype: Optional[torch.dtype] = None) -> str:
     if not _build.load():
         return _build.unavailable_reason()
+    if device_type == "cpu" and available("cpu") and dtype not in (None, torch.float32, torch.float64):
+        return f"the CPU op takes float32 and float64, not {dtype}"
     return f"the extension was built without {device_type} kernels"
 
 
@@ -120,16 +123,17 @@ def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
 
 
 def layer(cell: str, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
-          groups) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+          groups, path: int = 0) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on
-    x's device (for CUDA x also on the CPU: csrc/ops.cpp); h0 [D, B, P]; c0 [D, B, H]; groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction.
+    x's device (for CUDA x also on the CPU: csrc/ops.cpp); h0 [D, B, P]; c0 [D, B, H]; groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction;
+    path: the forced CUDA choices (packedrnn.plan.path()).
     Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None for GRU)."""
     w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
     tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
     train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, h_n, c_n, _ = torch.ops.packedrnn.rnn_layer(
         LSTM if cell == "LSTM" else GRU, x, lengths, h0.contiguous(),
-        None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train)
+        None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
     return out, h_n, (c_n if cell == "LSTM" else None)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the whole extension, CUDA kernels included, against the CUDA build of torch on a machine
 # without a GPU, and check that it links and loads (its ops register). Not run in CI (it needs a
-# 5.5 GB torch); run it once per change to csrc/. DESIGN.md section 4.
+# 5.5 GB torch); run it once per change to csrc/. docs/ARCHITECTURE.md, "Build".
 #   VENV   a virtual environment to use or create (default: .venv-cuda beside the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (DESIGN.md section 6): build, the persistent-kernel probe
+# One command for a lent GPU machine (docs/ARCHITECTURE.md, "The GPU loop"): build, the persistent-kernel probe
 # (scripts/persistent_probe.py), the benchmark's steps suite, CUDA tests, its gpu suite, then
 # compute-sanitizer memcheck and racecheck on a small case (slowest to start, so last). Writes
 # $OUT/status.json after every stage (so a timeout still returns what finished) and every stage's
@@ -54,13 +54,12 @@ want tests && stage tests timeout 400 python3 -m pytest -q -p no:cacheprovider -
   -k "${TESTS_K:-cuda and not jit}"
 want bench && stage bench python3 -m packedrnn.bench --suite gpu --backends cuda --out "$OUT/bench" ${BENCH_ARGS:---repeat 10 --budget 6}
 # Every developer switch on every row of the gpu suite (scripts/switch_sweep.py: checked, then
-# timed, peak memory; TOKENS=0/1 among them, the A/B of packedrnn.functional.GATHER_FLOPS): which
+# timed, peak memory; tokens=0/1 among them, the A/B of packedrnn.plan.GATHER_FLOPS): which
 # rule of a path by size to move for which row. Not among the defaults (about 2 minutes).
 want sweep && stage sweep env PYTHONPATH="$PWD" timeout 400 python3 scripts/switch_sweep.py --out "$OUT/sweep"
-# Nsight Compute on two persistent forward launches (bulk staging, the default; cp.async):
-# stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
+# Nsight Compute on one persistent forward launch: stall reasons, L2 traffic. Not among the default stages (ask for it: ... gpu_check.sh ncu).
 if want ncu && command -v ncu > /dev/null; then
-  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 2 \
+  stage ncu env PYTHONPATH="$PWD" timeout 300 ncu --clock-control none -k regex:persistent_forward -c 1 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
     python3 scripts/profile_case.py
 fi

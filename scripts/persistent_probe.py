@@ -1,18 +1,18 @@
 """Developer probe of the persistent CUDA kernels (scripts/gpu_check.sh runs it first, under a
 timeout, so a hang shows up as the last case printed):
-  1. agreement: the persistent kernels, forced (PACKEDRNN_PERSISTENT=force), against the per-step
+  1. agreement: the persistent kernels, forced (recurrence "persistent"), against the per-step
      kernels on the same inputs, forward and backward, for sizes that cover 1..16 units per block,
      several chunks of rows, and 16-byte-unaligned rows; relative max error per result;
   2. latency (--latency): microseconds per step of one layer, forward and forward + backward, as the
-     batch grows (B=1 is the floor of a step), with both forward exchanges (PACKEDRNN_XCH), and the
-     split of each kernel's step into phases (PACKEDRNN_TIMING=1); then the persistent kernels
-     against the per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm) around the size
+     batch grows (B=1 is the floor of a step), with both forward exchanges, and the split of each
+     kernel's step into phases (printed by a build with the phase clock compiled in:
+     NVCC_APPEND_FLAGS=-DPACKEDRNN_TIMING); then the persistent kernels
+     against the per-step kernels with cuBLAS products (recurrence "gemm") around the size
      where fp32 changes over, and a profile of the per-step path (host enqueue time, heaviest
      kernels and host ops). (Decided and gone from here: the backward's two forms and the
      projection, RESULTS.md fourth session; staging by bulk copies, two rows of W_hh per thread, the
      cluster exchange and bf16x6 products, RESULTS.md 2026-11-26.)
-Prints as it goes; CUDA events, median of 5."""
-import os
+Prints as it goes; CUDA events, median of 5. Every path is chosen with packedrnn.tuning."""
 import statistics
 import sys
 
@@ -20,7 +20,6 @@ import torch
 
 import packedrnn
 
-os.environ["PACKEDRNN_BACKEND"] = "cuda"
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,9 +39,9 @@ def inputs(m, B, T, lo=0.0, seed=0):
     return x.requires_grad_(True), lengths
 
 
-def results(m, x, lengths, mode):
-    os.environ["PACKEDRNN_PERSISTENT"] = mode
-    out, state = m(x, lengths=lengths)
+def results(m, x, lengths, recurrence):
+    with packedrnn.tuning(backend="cuda", recurrence=recurrence):
+        out, state = m(x, lengths=lengths)
     states = list(state) if isinstance(state, tuple) else [state]
     loss = sum((t.float() * torch.linspace(-1, 1, t.numel(), device="cuda").view(t.shape)).sum()
                for t in [out] + states)
@@ -73,8 +72,8 @@ def agreement():
         m = build(cell, I, H, bi, DT[dt], **({"proj_size": proj} if proj else {}))
         x, lengths = inputs(m, B, T)
         lengths[-1] = 0
-        a = results(m, x, lengths, "force")
-        b = results(m, x, lengths, "0")
+        a = results(m, x, lengths, "persistent")
+        b = results(m, x, lengths, "step")
         rel = [((p.float() - q.float()).abs().max() / q.float().abs().max().clamp_min(1e-30)).item()
                for p, q in zip(a, b)]
         torch.cuda.synchronize()
@@ -112,13 +111,12 @@ def graph_ms(fn, reps=5):
 
 
 def latency(configs):
-    """us per step of one layer, all rows T long; then one more run of each with PACKEDRNN_TIMING=1,
-    where block 0 of each kernel prints how its time per step splits (stage, product, cell, barrier)."""
-    os.environ["PACKEDRNN_PERSISTENT"] = "force"
+    """us per step of one layer, all rows T long; then one more run of each, where (in a build with
+    the phase clock) block 0 of each kernel prints how its time per step splits (stage, product,
+    cell, barrier)."""
     T = 500
     for cell, H, dt, bi, B in configs:
         for xch in ("tagged", "barrier"):
-            os.environ["PACKEDRNN_XCH"] = xch
             m = build(cell, H, H, bi, DT[dt])
             x, lengths = inputs(m, B, T, lo=1.0)  # every row T long: steps = T
 
@@ -129,14 +127,12 @@ def latency(configs):
             def train():
                 out, _ = m(x, lengths=lengths)
                 out.float().sum().backward()
-            f, tr = time_ms(fwd), time_ms(train)
-            print(f"latency {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} forward exchange {xch}: "
-                  f"fwd {f * 1e3 / T:.2f} us/step, fwd+bwd {tr * 1e3 / T:.2f} us/step", flush=True)
-            os.environ["PACKEDRNN_TIMING"] = "1"
-            train()
-            torch.cuda.synchronize()
-            os.environ["PACKEDRNN_TIMING"] = "0"
-    os.environ.pop("PACKEDRNN_XCH", None)
+            with packedrnn.tuning(backend="cuda", recurrence=f"persistent:{xch}"):
+                f, tr = time_ms(fwd), time_ms(train)
+                print(f"latency {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} forward exchange {xch}: "
+                      f"fwd {f * 1e3 / T:.2f} us/step, fwd+bwd {tr * 1e3 / T:.2f} us/step", flush=True)
+                train()
+                torch.cuda.synchronize()
 
 
 CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
@@ -145,13 +141,12 @@ CONFIGS = [("LSTM", 512, "fp32", False, B) for B in (1, 8, 64, 256)] + \
 
 def step_products_latency():
     """us per step of one layer: the persistent kernels (forced) against the per-step kernels with
-    cuBLAS products (PACKEDRNN_PERSISTENT=gemm, the default for one-direction fp32 layers with
+    cuBLAS products (recurrence "gemm", the default for one-direction fp32 layers with
     B * H >= 192 * 512), alternately, twice each; where lengths vary, also with the lengths passed
-    to the op on the host (PACKEDRNN_TOKENS=1: the products then stop at the rows still active;
-    the default for fp32 layers where it skips >= 10 GFLOP, packedrnn.functional.GATHER_FLOPS).
-    Around that threshold, bidirectional layers (whose crossover is not measured yet), and a half
-    type at the largest batch. "gemm batched": PACKEDRNN_STEP_GEMM=batched (fp32: one cuBLAS call
-    per step on raw pointers for both directions, instead of one ATen mm per direction)."""
+    to the op on the host (tokens=1: the products then stop at the rows still active; the default
+    for fp32 layers where it skips >= 10 GFLOP, packedrnn.plan.GATHER_FLOPS). Around that
+    threshold, bidirectional layers (whose crossover is not measured yet), and a half type at the
+    largest batch."""
     T = 200
     for cell, H, dt, bi, B, lo in [("LSTM", 512, "fp32", False, 128, 1.0), ("LSTM", 512, "fp32", False, 192, 1.0),
                                    ("LSTM", 1024, "fp32", False, 96, 1.0), ("LSTM", 512, "fp32", True, 192, 1.0),
@@ -163,24 +158,20 @@ def step_products_latency():
         def train():
             out, _ = m(x, lengths=lengths)
             out.float().sum().backward()
-        times = {"persistent": [], "gemm": [], "gemm batched": []} | ({"gemm tokens": []} if lo < 1 else {})
+        times = {"persistent": [], "gemm": []} | ({"gemm tokens": []} if lo < 1 else {})
         for mode in list(times) * 2:
-            os.environ["PACKEDRNN_PERSISTENT"] = "force" if mode == "persistent" else "gemm"
-            os.environ["PACKEDRNN_TOKENS"] = "1" if "tokens" in mode else "0"
-            os.environ["PACKEDRNN_STEP_GEMM"] = "batched" if "batched" in mode else ""
-            with torch.no_grad():
-                f = time_ms(lambda: m(x, lengths=lengths))
-            times[mode].append((f, time_ms(train)))
+            with packedrnn.tuning(backend="cuda", recurrence=mode.split()[0], tokens="1" if "tokens" in mode else "0"):
+                with torch.no_grad():
+                    f = time_ms(lambda: m(x, lengths=lengths))
+                times[mode].append((f, time_ms(train)))
         line = [f"{k} fwd {statistics.mean(t[0] for t in v) * 1e3 / T:.2f} "
                 f"fwd+bwd {statistics.mean(t[1] for t in v) * 1e3 / T:.2f}" for k, v in times.items()]
         print(f"step products {cell} H={H} {'bi ' if bi else ''}{dt} B={B} T={T} lo={lo} us/step: " +
               ", ".join(line), flush=True)
-    for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_TOKENS", "PACKEDRNN_STEP_GEMM"):
-        os.environ.pop(k)
 
 
 def step_products_profile():
-    """Where the per-step path's time goes (PACKEDRNN_PERSISTENT=gemm costs ~80 us per forward step
+    """Where the per-step path's time goes (recurrence "gemm" costs ~80 us per forward step
     where its work is ~10 us): the host's enqueue time of a call (no sync) against its event time,
     then torch.profiler's heaviest GPU kernels and host ops of one fwd+bwd call. Host time close to
     event time means the host bounds it (a case for fewer host layers, fewer launches or CUDA
@@ -191,19 +182,17 @@ def step_products_profile():
     the GPU.)"""
     import time
     T = 200
-    os.environ["PACKEDRNN_PERSISTENT"] = "gemm"
-    for (cell, H, bi, B), step_gemm in [(c, g) for c in [("LSTM", 256, False, 64), ("GRU", 512, True, 64),
-                                                         ("LSTM", 1024, False, 256)] for g in ("", "batched")]:
-        os.environ["PACKEDRNN_STEP_GEMM"] = step_gemm
+    for cell, H, bi, B in [("LSTM", 256, False, 64), ("GRU", 512, True, 64), ("LSTM", 1024, False, 256)]:
         m = build(cell, H, H, bi, torch.float32)
         x, lengths = inputs(m, B, T, lo=1.0)
 
         def train():
-            out, _ = m(x, lengths=lengths)
-            out.sum().backward()
+            with packedrnn.tuning(backend="cuda", recurrence="gemm"):
+                out, _ = m(x, lengths=lengths)
+                out.sum().backward()
 
         def forward():
-            with torch.no_grad():
+            with packedrnn.tuning(backend="cuda", recurrence="gemm"), torch.no_grad():
                 m(x, lengths=lengths)
         host = {"fwd": [], "fwd+bwd": []}
         for _ in range(5):
@@ -224,7 +213,7 @@ def step_products_profile():
             graph = [f"{graph_ms(fn) * 1e3 / T:.1f}" for fn in (forward, train)]
         except RuntimeError as e:  # reported, not fatal: the rest of the probe still runs
             graph = [f"capture failed ({str(e).splitlines()[0][:80]})"] * 2
-        print(f"gemm{' batched' if step_gemm else ''} profile {cell} H={H} {'bi ' if bi else ''}B={B} T={T}: "
+        print(f"gemm profile {cell} H={H} {'bi ' if bi else ''}B={B} T={T}: "
               f"us/step host enqueue / events / graph replay: fwd {per_step['fwd']:.1f} / {f * 1e3 / T:.1f} / "
               f"{graph[0]}, fwd+bwd {per_step['fwd+bwd']:.1f} / {fb * 1e3 / T:.1f} / {graph[1]}", flush=True)
         acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
@@ -239,8 +228,6 @@ def step_products_profile():
                 us = getattr(e, total)
                 print(f"  {name} {e.key[:70]:70s} x{e.count:5d} {us / 1e3:8.2f} ms {us / e.count:7.2f} us each",
                       flush=True)
-    for k in ("PACKEDRNN_PERSISTENT", "PACKEDRNN_STEP_GEMM"):
-        os.environ.pop(k)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """Which developer switch wins on each row of a benchmark suite, in one process on one GPU.
 
-The rules that pick a CUDA path by size (Recurrence in rnn_cuda_launch.cpp, GATHER_FLOPS in
-packedrnn/functional.py, kTaggedMax in persistent_forward.cuh, reduce_plan in
-rnn_persistent_backward_reduce.cu) were each set from an A/B on a few shapes. This runs every
+The rules that pick a CUDA path by size (csrc/cuda/rules.h; GATHER_FLOPS in packedrnn/plan.py)
+were each set from an A/B on a few shapes. This runs every
 configuration of CONFIGS on every row of the suite the issue's goals are measured on, so a single
 device call shows which rule to move for which row. Each result is checked first against
 nn + pack_padded_sequence (packedrnn.bench.verdict; the expected results are computed once per
@@ -11,10 +10,9 @@ row), then timed as the benchmark times it (median of CUDA events, peak memory).
     python scripts/switch_sweep.py [--suite gpu] [--configs default,gemm] [--repeat 5] [--out DIR]
 
 Prints a table of ms per row and configuration (* the fastest; WRONG: failed the check; refused:
-a forced path that does not take the call) and writes DIR/sweep.json. The switches are read at
-every call (os.environ here, getenv in the op), so one process runs them all. On a machine without
-a GPU it runs on the CPU, where none of the switches but PACKEDRNN_TOKENS applies (what the tests
-use to keep it working).
+a forced path that does not take the call) and writes DIR/sweep.json. Each configuration is a
+packedrnn.tuning block, so one process runs them all. On a machine without a GPU it runs on the
+CPU, where none of the switches but tokens applies (what the tests use to keep it working).
 """
 import argparse
 import json
@@ -24,30 +22,21 @@ import time
 
 import torch
 
+import packedrnn
 from packedrnn import bench
 
-CONFIGS = {
+CONFIGS = {  # packedrnn.tuning's switches (packedrnn/plan.py)
     "default": {},
-    "tokens=0": {"PACKEDRNN_TOKENS": "0"},  # lengths never reach the op on the host
-    "tokens=1": {"PACKEDRNN_TOKENS": "1"},  # always: products over valid tokens only
-    "persistent": {"PACKEDRNN_PERSISTENT": "force"},
-    "gemm": {"PACKEDRNN_PERSISTENT": "gemm"},  # per-step kernels, cuBLAS step products
-    "gemm batched": {"PACKEDRNN_PERSISTENT": "gemm", "PACKEDRNN_STEP_GEMM": "batched"},
-    "gemm batched tokens=1": {"PACKEDRNN_PERSISTENT": "gemm", "PACKEDRNN_STEP_GEMM": "batched",
-                              "PACKEDRNN_TOKENS": "1"},
-    "xch=tagged": {"PACKEDRNN_XCH": "tagged"},  # the forward's exchange without a grid barrier
-    "xch=barrier": {"PACKEDRNN_XCH": "barrier"},
-    "bwd=staged": {"PACKEDRNN_BWD": "staged"},  # the backward's two forms
-    "bwd=reduce": {"PACKEDRNN_BWD": "reduce"},
+    "tokens=0": {"tokens": "0"},  # lengths never reach the op on the host
+    "tokens=1": {"tokens": "1"},  # always: products over valid tokens only
+    "persistent": {"recurrence": "persistent"},
+    "gemm": {"recurrence": "gemm"},  # per-step kernels, cuBLAS step products
+    "gemm tokens=1": {"recurrence": "gemm", "tokens": "1"},
+    "xch=tagged": {"recurrence": "persistent:tagged"},  # the forward's exchange without a grid barrier
+    "xch=barrier": {"recurrence": "persistent:barrier"},
+    "bwd=staged": {"recurrence": "persistent:staged"},  # the backward's two forms
+    "bwd=reduce": {"recurrence": "persistent:reduce"},
 }
-SWITCHES = sorted({k for env in CONFIGS.values() for k in env})
-
-
-def set_switches(env):
-    """Exactly the switches of `env` set ({}: none)."""
-    for k in SWITCHES:
-        os.environ.pop(k, None)
-    os.environ.update(env)
 
 
 def run_row(case, device, configs, repeat, budget_s):
@@ -59,20 +48,19 @@ def run_row(case, device, configs, repeat, budget_s):
     run = lambda: bench._compute(ours, x, lengths, "ours", case.train, backend)  # noqa: E731
     row = {"case": case.label(), "steps": int(lengths.max()), "results": {}}
     for name in configs:
-        set_switches(CONFIGS[name])
         try:
-            check = bench.verdict(case, run, ref)
-            if check["ok"]:
-                with bench._TF32(True):  # as the benchmark times it
-                    result = bench._time(run, device, 2, repeat, budget_s)
-            else:
-                result = {"wrong": True}
+            with packedrnn.tuning(**CONFIGS[name]):
+                check = bench.verdict(case, run, ref)
+                if check["ok"]:
+                    with bench._TF32(True):  # as the benchmark times it
+                        result = bench._time(run, device, 2, repeat, budget_s)
+                else:
+                    result = {"wrong": True}
             result["errors"] = check["errors"]
         except RuntimeError as e:  # a forced path that refuses the call
             result = {"refused": str(e).splitlines()[0][:200]}
         row["results"][name] = result
         print(f"  {case.label()} | {name}: {result.get('ms', result.get('refused', 'WRONG'))}", flush=True)
-    set_switches({})
     return row
 
 

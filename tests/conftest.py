@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 
@@ -10,6 +11,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+import packedrnn  # noqa: E402
 from helpers import BACKENDS  # noqa: E402
 
 if torch.cuda.is_available():  # compare with cuDNN in true fp32
@@ -20,12 +22,18 @@ if torch.cuda.is_available():  # compare with cuDNN in true fp32
 ERRORS = {}
 
 
+@pytest.fixture
+def tune():
+    """tune(**switches): packedrnn.tuning(**switches) for the rest of the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **switches: stack.enter_context(packedrnn.tuning(**switches))
+
+
 @pytest.fixture(params=BACKENDS, ids=[b for b, _ in BACKENDS])
-def device(request, monkeypatch):
-    """Runs the test once per backend (PACKEDRNN_BACKEND set); the value is its device."""
+def device(request, tune):
+    """Runs the test once per backend (forced with packedrnn.tuning); the value is its device."""
     backend, dev = request.param
-    monkeypatch.setenv("PACKEDRNN_BACKEND", backend.split("-")[0])
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", "0" if backend.endswith("per-step") else "1")
+    tune(backend=backend.split("-")[0], recurrence="step" if backend.endswith("per-step") else None)
     return dev
 
 

@@ -1,9 +1,8 @@
-"""Builds the CPU emulator of the CUDA kernels (tests/cuda_emu/README.md) for the emulated tests:
-the kernels' own source compiled with g++ against tests/cuda_emu, as a ctypes library
+"""Builds the CPU emulator of the CUDA kernels (emulator/README.md) for the emulated tests:
+the kernels' own source compiled with g++ against emulator/, as a ctypes library
 (test_cuda_emulated.py) or, with the CUDA op's torch glue, as the op packedrnn_emu on CPU tensors
 (test_cuda_op_emulated.py)."""
 import ctypes
-import glob
 import math
 import os
 import platform
@@ -16,17 +15,16 @@ import pytest
 import torch
 import torch.utils.cpp_extension
 
-from packedrnn import ops  # registers packedrnn's schemas, which packedrnn_emu repeats
+from packedrnn import _build, ops  # ops registers packedrnn's schemas, which packedrnn_emu repeats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMU = os.path.join(ROOT, "tests", "cuda_emu")
-CUDA = os.path.join(ROOT, "csrc", "cuda")
-# The persistent kernels, one .cu per dtype (the reduce form's included), the per-step kernels,
-# the emulator and its C entry points.
-SOURCES = sorted(glob.glob(os.path.join(CUDA, "rnn_persistent_*.cu"))) + \
-    [os.path.join(CUDA, "rnn_kernels.cu"), os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
+EMU = os.path.join(ROOT, "emulator")
+LISTED = _build.source_list(os.path.join(ROOT, "csrc"))  # csrc/sources.py
+# The CUDA kernels (persistent and per-step), the emulator and its C entry points.
+SOURCES = LISTED.cuda_kernels() + [os.path.join(EMU, "emu.cpp"), os.path.join(EMU, "driver.cpp")]
+# The emulator's folders come first on the include path: its headers stand for CUDA's.
 FLAGS = ["g++", "-std=c++17", "-O1", "-fPIC", "-DPACKEDRNN_EMULATE", "-I" + os.path.join(EMU, "include"),
-         "-I" + EMU, "-I" + os.path.join(ROOT, "csrc"), "-I" + CUDA, "-Wall", "-Wno-unknown-pragmas", "-Werror"]
+         "-I" + EMU] + ["-I" + d for d in LISTED.INCLUDE_DIRS] + ["-Wall", "-Wno-unknown-pragmas", "-Werror"]
 
 
 def _gcc_major():
@@ -62,7 +60,10 @@ def _objects(out, extra=()):
 
 def _configure_signatures(lib):
     lib.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
+    lib.emu_set_compute_capability.argtypes = [ctypes.c_int]
+    lib.emu_set_device_lengths.argtypes = [ctypes.c_int]
     lib.emu_dry_run.argtypes = [ctypes.c_int]
+    lib.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
     return lib
 
 
@@ -74,13 +75,24 @@ def build_kernels(out):
 
 
 _OP_LIBRARY = None  # the packedrnn_emu schemas: defined once per process, kept alive
+_BUILT_OP = []  # build_op's result: its kernels register once per process
+_DEVICE_LENGTHS = [False]  # what set_device_lengths last said, for the fake kernel
+
+
+def set_device_lengths(emu, on):
+    """Whether the emulated op treats lengths passed on the CPU as device memory (its other path)."""
+    _DEVICE_LENGTHS[0] = bool(on)
+    emu.emu_set_device_lengths(int(on))
 
 
 def build_op(out):
-    """csrc/cuda/rnn_cuda_launch.cpp, the CUDA op's glue, compiled against tests/cuda_emu/launch_emu.h
+    """csrc/cuda/rnn_cuda_launch.cpp, the CUDA op's glue, compiled against emulator/launch_emu.h
     and linked with the emulated kernels: torch.ops.packedrnn_emu.rnn_layer / rnn_layer_backward
-    take CPU tensors and run the CUDA op's code. Returns (ops, ctypes library for emu_configure)."""
+    take CPU tensors and run the CUDA op's code. Returns (ops, ctypes library for emu_configure),
+    built once per process."""
     global _OP_LIBRARY
+    if _BUILT_OP:
+        return _BUILT_OP[0]
     if _OP_LIBRARY is None:
         _OP_LIBRARY = torch.library.Library("packedrnn_emu", "DEF")
         for name in ("rnn_layer", "rnn_layer_backward"):  # the same schemas as packedrnn's
@@ -89,18 +101,19 @@ def build_op(out):
         # packedrnn's fake kernels; "by token" where the emulated op takes its lengths as on the host.
         @torch.library.register_fake("packedrnn_emu::rnn_layer", lib=_OP_LIBRARY)
         def _(*args):
-            return ops.fake_layer(os.environ.get("PACKEDRNN_EMU_DEVICE_LENGTHS") != "1", *args)
+            return ops.fake_layer(not _DEVICE_LENGTHS[0], *args)
         torch.library.register_fake("packedrnn_emu::rnn_layer_backward", ops.fake_layer_backward, lib=_OP_LIBRARY)
     torch_flags = [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"] + \
         [f for p in torch.utils.cpp_extension.include_paths() + [sysconfig.get_paths()["include"]]
          for f in ("-isystem", p)]
-    objs = _objects(out, [(os.path.join(CUDA, "rnn_cuda_launch.cpp"), torch_flags)])
+    objs = _objects(out, [(src, torch_flags) for src in LISTED.cuda_glue()])
     lib = str(out / "libpackedrnn_emu_op.so")
     torch_lib = torch.utils.cpp_extension.library_paths()[0]
     subprocess.run(["g++", "-shared", "-o", lib] + objs +
                    ["-L" + torch_lib, "-ltorch", "-ltorch_cpu", "-lc10", "-Wl,-rpath," + torch_lib], check=True)
     torch.ops.load_library(lib)
-    return torch.ops.packedrnn_emu, _configure_signatures(ctypes.CDLL(lib))
+    _BUILT_OP.append((torch.ops.packedrnn_emu, _configure_signatures(ctypes.CDLL(lib))))
+    return _BUILT_OP[0]
 
 
 def rel_error(a, b):

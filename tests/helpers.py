@@ -14,7 +14,7 @@ BACKENDS = [("reference", "cpu")] + ([("cpu", "cpu")] if ops.available("cpu") el
     ([("cuda", "cuda"), ("cuda-per-step", "cuda")] if HAS_CUDA else [])
 OP_DEVICES = ([] if not ops.available("cpu") else ["cpu"]) + (["cuda"] if HAS_CUDA else [])
 
-# DESIGN.md section 1, absolute (rtol 0) on small test shapes.
+# docs/ARCHITECTURE.md, "Tolerances": absolute (rtol 0) on small test shapes.
 TOL = {
     torch.float64: dict(out=1e-10, input_grad=1e-10, weight_grad=1e-10),
     torch.float32: dict(out=1e-5, input_grad=1e-5, weight_grad=2e-4),
@@ -108,7 +108,7 @@ def max_diff(a, b):
 
 
 def compare(ours, theirs, x, hx, lengths, dtype, record=None):
-    """Forward and backward of both; assert every result within DESIGN.md tolerances."""
+    """Forward and backward of both; assert every result within the tolerances of docs/ARCHITECTURE.md."""
     tol = TOL[dtype]
     o1, s1 = run_ours(ours, x, hx, lengths)
     o2, s2 = run_torch(theirs, x, hx, lengths)

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from packedrnn import bench
+from packedrnn import bench, plan
 
 
 def test_smoke_suite_runs(tmp_path, capsys):
@@ -87,13 +87,11 @@ def test_switch_sweep_checks_and_times_every_configuration(tmp_path, capsys, mon
 
     def compute(model, x, lengths, kind, train, backend=None):
         out, states, grads = real(model, x, lengths, kind, train, backend)
-        if kind == "ours" and os.environ.get("PACKEDRNN_TOKENS") == "1":
+        if kind == "ours" and plan.setting("tokens") == "1":
             out = out + 1e-3
         return out, states, grads
 
     monkeypatch.setattr(bench, "_compute", compute)
-    for k in sweep.SWITCHES:
-        monkeypatch.delenv(k, raising=False)
     code = sweep.main(["--device", "cpu", "--suite", "smoke", "--configs", "default,tokens=1", "--repeat", "1",
                        "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -103,4 +101,4 @@ def test_switch_sweep_checks_and_times_every_configuration(tmp_path, capsys, mon
     for row in rows:
         assert row["results"]["default"]["ms"] > 0 and row["results"]["default"]["errors"]["out"] < 1e-5
         assert row["results"]["tokens=1"]["wrong"]
-    assert not any(k in os.environ for k in sweep.SWITCHES)
+    assert plan.setting("tokens") is None and plan.setting("backend") is None

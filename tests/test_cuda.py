@@ -23,11 +23,10 @@ def _packed_run(module, x, lengths):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("persistent", ["force", "0"])
-def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
+@pytest.mark.parametrize("recurrence", ["persistent", "step"])
+def test_half_precision_error_rule(cell, kw, dtype, recurrence, tune):
     """Error against fp64 at most 2x (+1e-6) the error nn.LSTM makes in the same dtype."""
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    tune(backend="cuda", recurrence=recurrence)
     torch.manual_seed(0)
     ours64, ref64 = make_pair(cell, 32, 48, dtype=torch.float64, device="cuda", num_layers=2,
                               bidirectional=True, batch_first=True, **kw)
@@ -52,23 +51,15 @@ def test_half_precision_error_rule(cell, kw, dtype, persistent, monkeypatch):
     assert err(o_ours, s_ours) <= 2 * err(o_th, s_th) + 1e-6
 
 
-# The persistent kernels (forced), the per-step kernels (alone, or with cuBLAS products:
-# PACKEDRNN_PERSISTENT=gemm, the default for large one-direction fp32 layers; "gemm batched" adds
-# PACKEDRNN_STEP_GEMM=batched).
-PERSISTENT_MODES = ["force", "0", "gemm", "gemm batched"]
-
-
-def set_persistent(monkeypatch, persistent):
-    mode, _, step_gemm = persistent.partition(" ")
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
-    monkeypatch.setenv("PACKEDRNN_STEP_GEMM", step_gemm)
+# The persistent kernels (forced), the per-step kernels (alone, or with cuBLAS products: the
+# default for large one-direction fp32 layers).
+RECURRENCES = ["persistent", "step", "gemm"]
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-@pytest.mark.parametrize("persistent", PERSISTENT_MODES)
-def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
-    set_persistent(monkeypatch, persistent)
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_bitwise_repeatable(cell, kw, recurrence, tune):
+    tune(backend="cuda", recurrence=recurrence)
     ours, _ = make_pair(cell, 16, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, **kw)
     lengths = [20, 5, 0, 17, 20, 9]
@@ -82,14 +73,13 @@ def test_bitwise_repeatable(cell, kw, persistent, monkeypatch):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-@pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda", "cpu, PACKEDRNN_TOKENS=1"])
-@pytest.mark.parametrize("persistent", PERSISTENT_MODES)
-def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
-    set_persistent(monkeypatch, persistent)
-    if "TOKENS" in lengths_kind:  # the op gets the lengths on the CPU and gathers the valid rows
-        monkeypatch.setenv("PACKEDRNN_TOKENS", "1")
+@pytest.mark.parametrize("lengths_kind", ["list", "cpu", "cuda", "cpu, tokens=1"])
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_no_host_sync(cell, kw, lengths_kind, recurrence, tune):
+    tune(backend="cuda", recurrence=recurrence)
+    if "tokens" in lengths_kind:  # the op gets the lengths on the CPU and gathers the valid rows
+        tune(tokens="1")
         lengths_kind = "cpu"
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
     ours, _ = make_pair(cell, 8, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, dropout=0.1, **kw)
     ours.train()
@@ -110,14 +100,13 @@ def test_no_host_sync(cell, kw, lengths_kind, persistent, monkeypatch):
 
 
 @pytest.mark.parametrize("cell,kw", CASES)
-@pytest.mark.parametrize("persistent", PERSISTENT_MODES)
-def test_cuda_graph_capture_replays_new_lengths(cell, kw, persistent, monkeypatch):
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_cuda_graph_capture_replays_new_lengths(cell, kw, recurrence, tune):
     """Forward and backward captured in one CUDA graph (torch.cuda.graph, as torch.compile's
     mode="reduce-overhead" does), lengths on the device: a replay with new inputs and new lengths
     (ties, zeros, T) gives what an eager call gives on them. Nothing in a call may sync, allocate
     outside the graph's pool, or size a launch from the lengths' values."""
-    set_persistent(monkeypatch, persistent)
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    tune(backend="cuda", recurrence=recurrence)
     ours, _ = make_pair(cell, 8, 32, dtype=torch.float32, device="cuda", num_layers=2,
                         bidirectional=True, batch_first=True, **kw)
     B, T = 5, 9
@@ -155,8 +144,8 @@ def test_cuda_graph_capture_replays_new_lengths(cell, kw, persistent, monkeypatc
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+def test_autocast_behaves_like_nn(cell, dtype, tune):
+    tune(backend="cuda")
     ours, theirs = make_pair(cell, 8, 16, dtype=torch.float32, device="cuda", batch_first=True)
     x = torch.randn(4, 7, 8, device="cuda")
     h0 = torch.randn(1, 4, 16, device="cuda")
@@ -174,28 +163,26 @@ def test_autocast_behaves_like_nn(cell, dtype, monkeypatch):
 
 @pytest.mark.parametrize("cell,kw", CASES)
 @pytest.mark.parametrize("tokens", ["", "1"])
-@pytest.mark.parametrize("persistent", ["1", "gemm", "gemm batched"])
-def test_cuda_matches_cpu_op_float64(cell, kw, tokens, persistent, monkeypatch):
-    """And with PACKEDRNN_TOKENS=1 (the CUDA op gets the lengths on the CPU and runs its products
-    over the valid rows only, as the CPU op does; by default only where that skips enough work),
-    and with the per-step kernels' products by cuBLAS (PACKEDRNN_PERSISTENT=gemm; fp64 never runs
-    persistent), one ATen mm per direction or one batched call (PACKEDRNN_STEP_GEMM=batched)."""
-    monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
-    set_persistent(monkeypatch, persistent)
+@pytest.mark.parametrize("recurrence", [None, "gemm"])
+def test_cuda_matches_cpu_op_float64(cell, kw, tokens, recurrence, tune):
+    """And with tokens=1 (the CUDA op gets the lengths on the CPU and runs its products over the
+    valid rows only, as the CPU op does; by default only where that skips enough work), and with
+    the per-step kernels' products by cuBLAS (recurrence gemm; fp64 never runs persistent)."""
+    tune(tokens=tokens or None, recurrence=recurrence)
     assert "cpu" in OP_DEVICES
     torch.manual_seed(1)
     ours, _ = make_pair(cell, 12, 20, dtype=torch.float64, num_layers=2, bidirectional=True,
                         batch_first=True, **kw)
     lengths = [15, 1, 0, 15, 8, 12]
     x, hx = random_inputs(ours, lengths, 15, with_hx=True)
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+    tune(backend="cpu")
     o1, s1 = run_ours(ours, x, hx, lengths)
     g1 = sum(grads(ours, x, hx, o1, s1), [])
     ours_cuda = ours.to("cuda")
     xc = x.detach().cuda().requires_grad_(True)
     hxc = tuple(h.detach().cuda().requires_grad_(True) for h in hx) if isinstance(hx, tuple) else \
         hx.detach().cuda().requires_grad_(True)
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
+    tune(backend="cuda")
     o2, s2 = run_ours(ours_cuda, xc, hxc, lengths)
     g2 = sum(grads(ours_cuda, xc, hxc, o2, s2), [])
     for a, b in zip([o1] + s1 + g1, [o2] + s2 + g2):
@@ -224,28 +211,17 @@ HALF_SIZES = SIZES[:4] + SIZES[6:7] + [("LSTM", 32, 1024, 40, 6, True, {})]  # 1
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", SIZES, ids=lambda v: str(v))
-@pytest.mark.parametrize("xch,bwd,experiment", [
-    ("tagged", "staged", ""), ("barrier", "staged", ""), ("tagged", "reduce", ""),
-    ("barrier", "staged", "PACKEDRNN_STAGE=cp.async"),
-    ("tagged", "reduce", "PACKEDRNN_TOKENS=1"), ("barrier", "staged", "PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm"), ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_TOKENS=1"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_STEP_GEMM=batched"),
-    ("", "", "PACKEDRNN_PERSISTENT=gemm PACKEDRNN_STEP_GEMM=batched PACKEDRNN_TOKENS=1")])
-def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkeypatch):
+@pytest.mark.parametrize("recurrence,tokens", [
+    ("persistent:tagged:staged", None), ("persistent:barrier:staged", None), ("persistent:tagged:reduce", None),
+    ("persistent:tagged:reduce", "1"), ("persistent:barrier:staged", "1"), ("gemm", None), ("gemm", "1")])
+def test_persistent_sizes(cell, I, H, B, T, bi, kw, recurrence, tokens, tune):
     """The persistent kernels (forced: a refusal is an error) against nn.LSTM/GRU + packing, in
     fp32 relative to the largest value, outputs, states and all gradients; both ways the forward
-    kernel can pass h between blocks (it picks one by size; PACKEDRNN_XCH overrides; a projection
-    always takes the barrier), both forms of the backward (PACKEDRNN_BWD), and the other switches
-    (staging by cp.async, sm_80's path, on sm_90 too; lengths passed to the op on the CPU, so that
-    its products skip the padding; instead of the persistent kernels, the per-step kernels with
-    cuBLAS products: over every row, over the active rows only (lengths on the host: rows placed
-    longest first), each as one ATen mm per direction or one batched cuBLAS call)."""
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
-    monkeypatch.setenv("PACKEDRNN_XCH", xch)
-    monkeypatch.setenv("PACKEDRNN_BWD", bwd)
-    for variable in experiment.split():
-        monkeypatch.setenv(*variable.split("="))
+    kernel can pass h between blocks (a projection always takes the barrier), both forms of the
+    backward, and lengths passed to the op on the CPU (tokens=1), so that its products skip the
+    padding; instead of the persistent kernels, the per-step kernels with cuBLAS products: over
+    every row, over the active rows only (lengths on the host: rows placed longest first)."""
+    tune(backend="cuda", recurrence=recurrence, tokens=tokens)
     torch.manual_seed(3)
     ours, theirs = make_pair(cell, I, H, dtype=torch.float32, device="cuda", bidirectional=bi,
                              batch_first=True, **kw)
@@ -262,14 +238,11 @@ def test_persistent_sizes(cell, I, H, B, T, bi, kw, xch, bwd, experiment, monkey
         assert rel <= (1e-5 if i < 1 + len(s1) else 1e-4), f"result {i}: relative error {rel:.3g}"
 
 
-def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="force", **env):
-    """The persistent kernels, forced (or PACKEDRNN_PERSISTENT=`mode`; with the variables `env`
-    set), against the per-step kernels on the same inputs, relative to the largest value of each
-    result (the two round at different places, so they agree to the dtype's precision, not
-    bitwise)."""
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, tune, recurrence="persistent", tokens=None):
+    """The persistent kernels, forced (or `recurrence`; tokens as given), against the per-step
+    kernels on the same inputs, relative to the largest value of each result (the two round at
+    different places, so they agree to the dtype's precision, not bitwise)."""
+    tune(backend="cuda", tokens=tokens)
     torch.manual_seed(3)
     ours, _ = make_pair(cell, I, H, dtype=dtype, device="cuda", bidirectional=bi, batch_first=True, **kw)
     g = torch.Generator().manual_seed(B)
@@ -277,8 +250,8 @@ def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatc
     lengths[0] = T
     x, hx = random_inputs(ours, lengths, T, with_hx=True)
     results = []
-    for m in (mode, "0"):
-        monkeypatch.setenv("PACKEDRNN_PERSISTENT", m)
+    for r in (recurrence, "step"):
+        tune(recurrence=r)
         out, states = run_ours(ours, x, hx, lengths)
         results.append([out] + states + sum(grads(ours, x, hx, out, states), []))
     torch.cuda.synchronize()
@@ -290,37 +263,17 @@ def persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatc
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("stage", ["", "cp.async"])
-def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, stage, monkeypatch):
+def test_persistent_sizes_half(cell, I, H, B, T, bi, kw, dtype, tol, tune):
     """bf16/fp16 (tensor-core products) at the same sizes, against the per-step kernels; staging by
-    bulk copies (sm_90 and later) or by cp.async (sm_80's, PACKEDRNN_STAGE=cp.async)."""
-    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, PACKEDRNN_STAGE=stage)
+    bulk copies on sm_90 and later, by cp.async before (the emulated tests run both)."""
+    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, tune)
 
 
 @pytest.mark.parametrize("cell,I,H,B,T,bi,kw", HALF_SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("tokens", ["", "1"])
-@pytest.mark.parametrize("step_gemm", ["", "batched"])
-def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, tokens, step_gemm, monkeypatch):
-    """The per-step kernels with cuBLAS products (PACKEDRNN_PERSISTENT=gemm: tensor cores into
-    fp32) against their own tile products, bf16/fp16; over every row, or (lengths on the host,
-    PACKEDRNN_TOKENS=1) over the active rows only; one ATen mm per direction or one batched call."""
-    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, monkeypatch, mode="gemm",
-                                PACKEDRNN_TOKENS=tokens, PACKEDRNN_STEP_GEMM=step_gemm)
-
-
-@pytest.mark.parametrize("B,bi,dtype,persistent", [
-    (191, False, torch.float32, True), (192, False, torch.float32, False),
-    (192, True, torch.float32, True), (192, False, torch.bfloat16, True)])
-def test_which_recurrence_by_default(B, bi, dtype, persistent, monkeypatch, capfd):
-    """Without PACKEDRNN_PERSISTENT: the persistent kernels (whose phase clock prints), except for
-    one-direction fp32 layers with B * H >= 192 * 512, where the per-step kernels with cuBLAS
-    products run (no clock)."""
-    monkeypatch.delenv("PACKEDRNN_PERSISTENT", raising=False)
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cuda")
-    monkeypatch.setenv("PACKEDRNN_TIMING", "1")
-    m = packedrnn.PackedLSTM(16, 512, batch_first=True, bidirectional=bi, device="cuda", dtype=dtype)
-    with torch.no_grad():
-        m(torch.randn(B, 5, 16, device="cuda", dtype=dtype), lengths=torch.full((B,), 5))
-    torch.cuda.synchronize()
-    assert ("packedrnn timing forward" in capfd.readouterr().out) == persistent
+@pytest.mark.parametrize("tokens", [None, "1"])
+def test_gemm_products_half(cell, I, H, B, T, bi, kw, dtype, tol, tokens, tune):
+    """The per-step kernels with cuBLAS products (recurrence gemm: tensor cores into fp32) against
+    their own tile products, bf16/fp16; over every row, or (lengths on the host, tokens=1) over the
+    active rows only."""
+    persistent_against_per_step(cell, I, H, B, T, bi, kw, dtype, tol, tune, recurrence="gemm", tokens=tokens)

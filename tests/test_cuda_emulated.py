@@ -1,4 +1,4 @@
-"""The CUDA kernels' own source, compiled with g++ against tests/cuda_emu (every CUDA thread a fiber
+"""The CUDA kernels' own source, compiled with g++ against emulator/ (every CUDA thread a fiber
 on the CPU; warp and block barriers, mma and cp.async emulated), checked against the CPU op in
 float64 on the same inputs: outputs, states and every gradient. It runs without a GPU, so it
 guards the kernels' index logic in CI: the persistent kernels' (sorting, chunks, slices, the tagged
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from emulator import build_kernels, needs_emulator, rel_error
+from packedrnn.plan import encode_recurrence
 
 DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}  # DType of rnn_cuda.h
 LSTM, GRU = 0, 1
@@ -29,7 +30,6 @@ def emu(tmp_path_factory):
         fn.restype = ctypes.c_int
     emu.emu_backward_partials.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
     emu.emu_backward_partials.restype = ctypes.c_int64
-    emu.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
     return emu
 
 
@@ -42,13 +42,14 @@ def _call(fn, sizes, tensors, dtype, *more):
 
 
 def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=(), expect_reduce=None,
-             step=None, tokens=False):
+             step=None, tokens=False, forms=()):
     """Forward and backward of one layer through the emulated kernels, inputs prepared as
     rnn_cuda_launch.cpp prepares them, against torch.ops.packedrnn on the CPU in float64.
     nan_rows: a NaN in these rows' first input, which must spoil exactly what it spoils there.
     expect_reduce: whether the backward's reduce form takes the call (None: either).
+    forms: the persistent kernels' forms forced (tagged or barrier, staged or reduce; rules.h).
     step: None, the persistent kernels; else the per-step kernels with "own" products, or the
-    caller's (StepProducts: tests/cuda_emu/driver.cpp forms them) over rows in "dense" places
+    caller's (StepProducts: emulator/driver.cpp forms them) over rows in "dense" places
     (place = row) or in "slots" (longest first, as with lengths on the host).
     tokens: gx, saved and the backward's dgx, dgh and dH in the token layout (valid positions
     only, as when the lengths are on the host); saved and the gradients NaN before the call: every
@@ -68,7 +69,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     x[~valid] = 0  # as packedrnn.functional leaves the padding
     x[0, list(nan_rows), 0] = float("nan")
     ops = torch.ops.packedrnn
-    out_r, hn_r, cn_r, saved_r = ops.rnn_layer(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, True)
+    out_r, hn_r, cn_r, saved_r = ops.rnn_layer(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, True, 0)
 
     S = lambda t: None if t is None else t.to(dtype).contiguous()  # noqa: E731
     gx = torch.stack([x.view(T * B, I) @ w_ih[d].T + b_ih[d] + (b_hh[d] if lstm else 0) for d in range(D)])
@@ -92,7 +93,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     saved = saved.to(dtype)
     xch = torch.zeros(2, D, B, P, dtype=torch.int64)
     w_hh_s, w_hr_s = S(w_hh), S(w_hr)
-    sizes = [cell, T, B, D, H, P, K, int(proj), N]
+    sizes = [cell, T, B, D, H, P, K, int(proj), N, encode_recurrence(":".join(["persistent", *forms]))]
     forward = [lens, gx, S(h0), w_hh_s, None if lstm else S(b_hh), w_hr_s, c, m, out, h_n, saved, xch, token]
     # The step products' buffers, as rnn_cuda_launch.cpp's GemmProducts: [in, out, slot].
     slot = order = None
@@ -118,7 +119,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     grad_out[~valid] = 0
     grad_hn, grad_cn = rand(D, B, P), rand(D, B, H) if lstm else torch.empty(0, dtype=torch.double)
     ref = ops.rnn_layer_backward(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved_r, grad_out,
-                                 grad_hn, grad_cn)
+                                 grad_hn, grad_cn, 0)
     go = S(grad_out)
     go[~valid] = float("nan")  # padded gradients are never read
     dh = grad_hn.to(acc).clone()
@@ -131,7 +132,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     direct = None if lstm else torch.empty(D, B, H)
     backward = [lens, w_hh_s, w_hr_s, saved, go, dh, dc, None, dgx, dgh, dH]
     if step is None:
-        n_part = emu.emu_backward_partials((ctypes.c_int64 * 9)(*sizes), DTYPE_CODE[dtype])
+        n_part = emu.emu_backward_partials((ctypes.c_int64 * len(sizes))(*sizes), DTYPE_CODE[dtype])
         assert expect_reduce is None or (n_part > 0) == expect_reduce, \
             f"the reduce form {'did not take' if expect_reduce else 'took'} the call"
         part = torch.full((n_part,), float("nan")) if n_part else None
@@ -180,7 +181,7 @@ def case_lengths(B, T):
 # several chunks of rows per step (B past 512 / Hb, or little shared memory), rows that are not
 # 16-byte multiples (staged through registers), a projection whose blocks past unit P own no
 # output and whose rows are wider than the recurrent ones, both forward exchanges.
-CASES = [  # cell, I, H, P, B, T, D, dtype, SMs, shared memory per block, PACKEDRNN_XCH
+CASES = [  # cell, I, H, P, B, T, D, dtype, SMs, shared memory per block, exchange forced
     (LSTM, 5, 20, 20, 70, 6, 2, torch.float32, 8, 232448, "tagged"),
     (LSTM, 5, 20, 20, 70, 6, 2, torch.float32, 8, 232448, "barrier"),
     (GRU, 5, 12, 12, 9, 7, 1, torch.float32, 8, 232448, "tagged"),
@@ -206,48 +207,47 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.fl
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:], c[10] or "auto"))
-def test_persistent_kernels_emulated(emu, case, seed, bwd, monkeypatch):
+def test_persistent_kernels_emulated(emu, case, seed, bwd):
     """Seed 0 runs the threads in a fixed order, seeds 1-2 in random orders (races show there).
     Lengths include zeros, ties and T, unsorted; gate inputs and output gradients are NaN at
-    padded positions. Both forms of the backward (PACKEDRNN_BWD; a projection or 16 units per
-    block always take the staged one)."""
+    padded positions. Both forms of the backward (forced; a projection or 16 units per block
+    always take the staged one)."""
     cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
-    monkeypatch.setenv("PACKEDRNN_XCH", xch)
-    monkeypatch.setenv("PACKEDRNN_BWD", bwd)
     emu.emu_configure(sms, optin, seed)
     lengths = case_lengths(B, T)
     reduce = bwd == "reduce" and P == H and D * -(-H // 8) <= sms  # no projection, <= 8 units per block
-    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=reduce)
+    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=reduce,
+             forms=[f for f in (xch, bwd) if f])
 
 
 @pytest.mark.parametrize("bwd", ["staged", "reduce"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:], c[10] or "auto"))
-def test_persistent_backward_token_rows_emulated(emu, case, bwd, monkeypatch):
+def test_persistent_backward_token_rows_emulated(emu, case, bwd):
     """The persistent backward with its gate gradients by token (BackwardParams::token, the layout
     when the lengths are on the host), NaN before the call so that every valid row must be
     written; a random thread order."""
     cell, I, H, P, B, T, D, dtype, sms, optin, xch = case
-    monkeypatch.setenv("PACKEDRNN_XCH", xch)
-    monkeypatch.setenv("PACKEDRNN_BWD", bwd)
     emu.emu_configure(sms, optin, 1)
-    run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=1, tokens=True)
+    run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=1, tokens=True,
+             forms=[f for f in (xch, bwd) if f])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("case", [c for c in CASES if c[10] != "tagged"], ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
-def test_cp_async_staging_emulated(emu, case, seed, monkeypatch):
-    """PACKEDRNN_STAGE=cp.async (sm_80's staging, by every thread in 16-byte pieces, one commit group
-    per tile of rows; the emulated device is an H100/H200, which stages by bulk copies otherwise):
-    the same results, forward (barrier exchange) and the staged backward, projections included."""
+def test_cp_async_staging_emulated(emu, case, seed):
+    """On an emulated sm_80 device, cp.async's staging (by every thread in 16-byte pieces, one
+    commit group per tile of rows; sm_90 and later stage by bulk copies): the same results, forward
+    (barrier exchange) and the staged backward, projections included."""
     cell, I, H, P, B, T, D, dtype, sms, optin, _ = case
-    monkeypatch.setenv("PACKEDRNN_STAGE", "cp.async")
-    monkeypatch.setenv("PACKEDRNN_XCH", "barrier")
-    monkeypatch.setenv("PACKEDRNN_BWD", "staged")
     emu.emu_configure(sms, optin, seed)
-    lengths = case_lengths(B, T)
-    run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, TOL[dtype], seed=seed, expect_reduce=False)
+    emu.emu_set_compute_capability(8)
+    try:
+        run_case(emu, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), TOL[dtype], seed=seed,
+                 expect_reduce=False, forms=["barrier", "staged"])
+    finally:
+        emu.emu_set_compute_capability(9)
 
 
 # The per-step kernels (rnn_kernels.cu: 8 rows x 32 units a block): several tiles of units and of
@@ -269,7 +269,7 @@ STEP_CASES = [  # cell, I, H, P, B, T, D, dtype
 @pytest.mark.parametrize("case", STEP_CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
 def test_per_step_kernels_emulated(emu, case, products, tokens, seed):
-    """The per-step kernels, with their own products and with the caller's (PACKEDRNN_PERSISTENT=gemm:
+    """The per-step kernels, with their own products and with the caller's (the gemm recurrence:
     rows in place order or longest first, the products stopping at the active rows and NaN past
     them), the gate gradients by position or by token (as with the lengths on the host: slots come
     with tokens), in a fixed and a random thread order; lengths with zeros, ties and T, NaN padding."""
@@ -311,14 +311,13 @@ def test_all_rows_full_length(emu):
     (LSTM, 1024, 256, 100, torch.float32, False),   # a projection: the staged form
     (LSTM, 512, 512, 10, torch.float32, False),     # partials larger than the gate gradients
 ])
-def test_which_backward_form_by_default(emu, cell, H, P, T, dtype, reduce, monkeypatch):
-    """Without PACKEDRNN_BWD, on a 132-SM device: fp32 takes the reduce form (it asks for partials),
+def test_which_backward_form_by_default(emu, cell, H, P, T, dtype, reduce):
+    """With no form forced, on a 132-SM device: fp32 takes the reduce form (it asks for partials),
     except with a projection or where the partials would outgrow the gate gradients; bf16/fp16
     take the staged form."""
-    monkeypatch.delenv("PACKEDRNN_BWD", raising=False)
     emu.emu_configure(132, 232448, 0)
-    sizes = [cell, T, 64, 1, H, P, 1, int(P != H)]
-    assert (emu.emu_backward_partials((ctypes.c_int64 * 8)(*sizes), DTYPE_CODE[dtype]) > 0) == reduce
+    sizes = [cell, T, 64, 1, H, P, 1, int(P != H), 0, 0]
+    assert (emu.emu_backward_partials((ctypes.c_int64 * len(sizes))(*sizes), DTYPE_CODE[dtype]) > 0) == reduce
 
 
 @pytest.mark.parametrize("sms,dtype", [(2, torch.bfloat16), (6, torch.float32)])
@@ -330,7 +329,7 @@ def test_a_refused_launch_is_reported(emu, sms, dtype):
     lens = torch.tensor([3, 2], dtype=torch.int64)
     out = torch.zeros(3, 2, 80, dtype=dtype)
     rest = [torch.zeros(1)] * 7
-    rc = _call(emu.emu_forward, [LSTM, 3, 2, 2, 40, 40, 240, 0, 0],
+    rc = _call(emu.emu_forward, [LSTM, 3, 2, 2, 40, 40, 240, 0, 0, 0],
                [lens] + rest + [out] + [torch.zeros(1)] * 3 + [None], dtype)
     assert rc == 801 and not out.any()
 
@@ -367,7 +366,7 @@ def test_where_the_persistent_kernels_run(emu, case):
     emu.emu_dry_run(1)
     try:
         lens, dummy = torch.zeros(B, dtype=torch.int64), torch.zeros(1)
-        sizes = [cell, 4, B, D, H, P, 1, int(P != H), 0]
+        sizes = [cell, 4, B, D, H, P, 1, int(P != H), 0, 0]
         got = [_call(fn, sizes, [lens] + [dummy] * 12 + [None], dtype) for fn in (emu.emu_forward, emu.emu_backward)]
     finally:
         emu.emu_dry_run(0)

@@ -5,12 +5,14 @@ on the CPU emulator (tests/emulator.py), against the CPU op in float64 on the sa
 test_cuda_emulated.py checks the kernels alone, with their inputs prepared in Python; this checks
 the preparation the GPU runs. Uninitialized memory is NaN (torch's deterministic mode fills every
 at::empty), so a buffer that must be zeroed or written and is not shows up."""
+import ctypes
 import random
 
 import pytest
 import torch
 
-from emulator import build_op, needs_emulator, rel_error
+from emulator import build_op, needs_emulator, rel_error, set_device_lengths
+from packedrnn.plan import encode_recurrence
 
 LSTM, GRU = 0, 1
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
@@ -20,6 +22,13 @@ pytestmark = needs_emulator
 @pytest.fixture(scope="module")
 def op(tmp_path_factory):
     return build_op(tmp_path_factory.mktemp("cuda_op_emu"))
+
+
+@pytest.fixture(autouse=True)
+def default_device(op):
+    """Each test starts on the default emulated device: sm_90, lengths on the CPU on the host."""
+    set_device_lengths(op[1], False)
+    op[1].emu_set_compute_capability(9)
 
 
 @pytest.fixture
@@ -53,17 +62,20 @@ def layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed=0):
     return [cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr], [grad_out, grad_hn, grad_cn]
 
 
-def forward_backward(ns, args, grads):
-    """out, h_n, c_n and the backward's 8 gradients of one layer through the ops of namespace ns."""
-    out, h_n, c_n, saved = ns.rnn_layer(*args, True)
-    return [out, h_n, c_n] + list(ns.rnn_layer_backward(*args, saved, *grads))
+def forward_backward(ns, args, grads, recurrence=None):
+    """out, h_n, c_n and the backward's 8 gradients of one layer through the ops of namespace ns,
+    on the recurrence given (a packedrnn.tuning value; None: the op's choice)."""
+    path = encode_recurrence(recurrence)
+    out, h_n, c_n, saved = ns.rnn_layer(*args, True, path)
+    return [out, h_n, c_n] + list(ns.rnn_layer_backward(*args, saved, *grads, path))
 
 
-def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0, context=""):
-    """Forward (train) and backward of one layer through ops.packedrnn_emu and through the CPU op in
-    float64 on the same inputs; asserts every result within TOL (NaN fails too), naming `context`."""
+def run_layer(ops, cell, I, H, P, B, T, D, dtype, lengths, seed=0, context="", recurrence=None):
+    """Forward (train) and backward of one layer through ops.packedrnn_emu (on `recurrence`) and
+    through the CPU op in float64 on the same inputs; asserts every result within TOL (NaN fails
+    too), naming `context`."""
     args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed)
-    mine = forward_backward(ops, args, grads)
+    mine = forward_backward(ops, args, grads, recurrence)
     f64 = lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
     ref = forward_backward(torch.ops.packedrnn, [f64(t) for t in args], [f64(t) for t in grads])
     names = ["out", "h_n", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr"]
@@ -93,76 +105,100 @@ CASES = [
     (LSTM, 3, 16, 16, 5, 4, 1, torch.bfloat16),
     (GRU, 4, 12, 12, 7, 5, 2, torch.float16),
 ]
-# PACKEDRNN_PERSISTENT (and PACKEDRNN_STEP_GEMM) of each recurrence the op can run.
-MODES = {"persistent": ("force", ""), "per-step": ("0", ""), "gemm": ("gemm", ""), "gemm-batched": ("gemm", "batched")}
+# Each recurrence the op can run (packedrnn.tuning's recurrence).
+MODES = ["persistent", "step", "gemm"]
 
 
 @pytest.mark.parametrize("where", ["host", "device"])
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
-def test_cuda_op_emulated(op, nan_empty, case, mode, where, monkeypatch):
+def test_cuda_op_emulated(op, nan_empty, case, mode, where):
     """Every recurrence of the op (the persistent kernels; the per-step kernels with their own
-    products, with ATen's, with one strided-batched cuBLAS call), the lengths on the host (the
-    token layout: gx, saved, dgx, dgh, dH over the valid rows only; the gemm mode's rows longest first)
-    and on the device (every position); lengths unsorted with ties, zeros and T."""
+    products, with ATen's), the lengths on the host (the token layout: gx, saved, dgx, dgh, dH over
+    the valid rows only; the gemm mode's rows longest first) and on the device (every position);
+    lengths unsorted with ties, zeros and T."""
     ops, emu = op
     cell, I, H, P, B, T, D, dtype = case
-    persistent, step_gemm = MODES[mode]
     if mode == "persistent" and dtype == torch.float64:
         pytest.skip("the persistent kernels do not take fp64 (test_persistent_refuses_fp64)")
-    if mode.startswith("gemm") and dtype not in (torch.float32, torch.float64):
-        pytest.skip("half types into fp32: ATen's mm with out_dtype is CUDA-only, the emulated cuBLAS "
-                    "takes fp32 and fp64 (the gemm mode runs them only by PACKEDRNN_PERSISTENT=gemm)")
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", persistent)
-    monkeypatch.setenv("PACKEDRNN_STEP_GEMM", step_gemm)
-    monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
+    if mode == "gemm" and dtype not in (torch.float32, torch.float64):
+        pytest.skip("half types into fp32: ATen's mm with out_dtype is CUDA-only (the gemm mode runs "
+                    "them only when forced)")
+    set_device_lengths(emu, where == "device")
     emu.emu_configure(8, 232448, 1)  # a random thread order
-    run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T))
+    run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), recurrence=mode)
 
 
-def test_persistent_refuses_fp64(op, monkeypatch):
-    """PACKEDRNN_PERSISTENT=force with fp64: the op's clear error, not a fallback."""
+def test_persistent_refuses_fp64(op):
+    """The recurrence forced to persistent with fp64: the op's clear error, not a fallback."""
     ops, emu = op
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", "force")
     emu.emu_configure(8, 232448, 0)
     with pytest.raises(RuntimeError, match="persistent kernel refused this call"):
-        run_layer(ops, GRU, 3, 10, 10, 4, 3, 1, torch.float64, [3, 1, 0, 2])
+        run_layer(ops, GRU, 3, 10, 10, 4, 3, 1, torch.float64, [3, 1, 0, 2], recurrence="persistent")
 
 
-@pytest.mark.parametrize("mode", ["persistent", "per-step", "gemm"])
+@pytest.mark.parametrize("B,D,dtype,persistent", [
+    (191, 1, torch.float32, True), (192, 1, torch.float32, False),
+    (192, 2, torch.float32, True), (192, 1, torch.bfloat16, True)])
+def test_which_recurrence_by_default(op, B, D, dtype, persistent):
+    """With nothing forced, on a 132-SM device (rules.h, choose_recurrence): the persistent kernels,
+    except for one-direction fp32 layers with B * H >= 192 * 512, which run the per-step kernels with
+    cuBLAS products. The launch decision only: launches record their size and run nothing."""
+    ops, emu = op
+    emu.emu_configure(132, 232448, 0)
+    emu.emu_dry_run(1)
+    blocks, smem = ctypes.c_int(), ctypes.c_size_t()
+    try:
+        args, _ = layer_inputs(LSTM, 4, 512, 512, B, 1, D, dtype, [1] * B)
+        ops.rnn_layer(*args, False, 0)
+        emu.emu_last_launch(ctypes.byref(blocks), ctypes.byref(smem))
+    finally:
+        emu.emu_dry_run(0)
+    assert (smem.value > 0) == persistent  # the persistent kernels' dynamic shared memory
+
+
+def test_path_is_checked(op):
+    """A `path` that encodes no Tuning (rules.h) is refused by both ops, before any work."""
+    ops, emu = op
+    args, grads = layer_inputs(LSTM, 3, 8, 8, 2, 3, 1, torch.float32, [3, 1])
+    for ns in (ops, torch.ops.packedrnn):
+        for path in (-1, 64, 3 << 2):
+            with pytest.raises(RuntimeError, match=f"path = {path} is not a valid encoding"):
+                ns.rnn_layer(*args, True, path)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[5]], ids=lambda c: "{}-P{}-D{}-{}".format(
     "LSTM" if c[0] == LSTM else "GRU", c[3], c[6], str(c[7])[6:]))
-def test_bitwise_repeatable_across_thread_orders(op, case, mode, monkeypatch):
+def test_bitwise_repeatable_across_thread_orders(op, case, mode):
     """Two runs under different random thread orders give the same bits: no result depends on which
     thread or block gets there first (no atomics, fixed reduction orders), as on the GPU."""
     ops, emu = op
     cell, I, H, P, B, T, D, dtype = case
     if mode == "gemm" and dtype not in (torch.float32, torch.float64):
         pytest.skip("the gemm mode's half types are CUDA-only here")
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", MODES[mode][0])
     args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, case_lengths(B, T), seed=3)
     runs = []
     for seed in (1, 2):
         emu.emu_configure(8, 232448, seed)
-        runs.append(forward_backward(ops, args, grads))
+        runs.append(forward_backward(ops, args, grads, mode))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("mode", ["", "0", "gemm"])
-def test_degenerate_batches(op, nan_empty, mode, monkeypatch):
+@pytest.mark.parametrize("mode", [None, "step", "gemm"])
+def test_degenerate_batches(op, nan_empty, mode):
     """Every row T long (no padding at all), one row of length 0, no rows, no steps: each
     recurrence by default and on each path of the lengths (the emulator, like CUDA, refuses an
     empty grid)."""
     ops, emu = op
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", mode)
     emu.emu_configure(8, 232448, 1)
     for where in ("host", "device"):
-        monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
+        set_device_lengths(emu, where == "device")
         for T, lengths in ((5, [5] * 4), (5, [0]), (5, []), (0, [0, 0])):
             run_layer(ops, LSTM, 3, 12, 12, len(lengths), T, 1 if mode == "gemm" else 2, torch.float32, lengths,
-                      context=f"{where} T={T} {lengths}")
+                      context=f"{where} T={T} {lengths}", recurrence=mode)
 
 
 def random_layers(n, seed):
@@ -179,45 +215,49 @@ def random_layers(n, seed):
         P = rng.randint(1, H - 1) if cell == LSTM and H > 1 and rng.random() < 0.4 else H
         B, T, I = rng.randint(3 if half else 1, 20), rng.randint(1, 7), rng.randint(4 if half else 1, 6)
         # (no gemm mode for half types: ATen's mm into fp32 is CUDA-only)
-        mode = rng.choice(["", "force", "0"] + ([] if half else ["gemm", "gemm batched"]))
-        if dtype == torch.float64 and mode == "force":
-            mode = "0"
-        env = {"PACKEDRNN_PERSISTENT": mode.split(" ")[0], "PACKEDRNN_STEP_GEMM": "batched" if " " in mode else "",
-               "PACKEDRNN_EMU_DEVICE_LENGTHS": rng.choice(["0", "1"]),
-               "PACKEDRNN_BWD": rng.choice(["", "staged", "reduce"]),
-               "PACKEDRNN_XCH": rng.choice(["", "tagged", "barrier"]), "PACKEDRNN_STAGE": rng.choice(["", "cp.async"])}
+        mode = rng.choice(["", "persistent", "step"] + ([] if half else ["gemm"]))
+        if dtype == torch.float64 and mode == "persistent":
+            mode = "step"
+        if mode in ("", "persistent"):  # the persistent kernels' forms, forced or by the rules
+            forms = [rng.choice(["", "tagged", "barrier"]), rng.choice(["", "staged", "reduce"])]
+            mode = ":".join(["persistent"] + [f for f in forms if f]) if any(forms) else mode
+        settings = {"recurrence": mode or None, "device_lengths": rng.random() < 0.5,
+                    "compute_capability": rng.choice([8, 9])}
         device = (rng.choice([2, 4, 8, 16, 24]), rng.choice([232448, 100000, 48000]), rng.randint(0, 3))
-        yield (cell, I, H, P, B, T, rng.choice([1, 2]), dtype), [rng.randint(0, T) for _ in range(B)], env, device
+        yield (cell, I, H, P, B, T, rng.choice([1, 2]), dtype), [rng.randint(0, T) for _ in range(B)], settings, device
 
 
-def test_random_layers(op, nan_empty, monkeypatch):
+def test_random_layers(op, nan_empty):
     """150 random layers (random_layers) against the CPU op; a forced persistent call may be
     refused (too many units per block for the emulated device), nothing else may fail."""
     ops, emu = op
-    for case, lengths, env, device in random_layers(150, seed=10):
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        emu.emu_configure(*device)
-        context = f"{case} {lengths} {env} {device}"
-        try:
-            run_layer(ops, *case, lengths, context=context)
-        except RuntimeError as e:
-            if "refused" in str(e) and env["PACKEDRNN_PERSISTENT"] == "force":
-                continue
-            raise AssertionError(context) from e
+    try:
+        for case, lengths, settings, device in random_layers(150, seed=10):
+            set_device_lengths(emu, settings["device_lengths"])
+            emu.emu_set_compute_capability(settings["compute_capability"])
+            emu.emu_configure(*device)
+            context = f"{case} {lengths} {settings} {device}"
+            try:
+                run_layer(ops, *case, lengths, context=context, recurrence=settings["recurrence"])
+            except RuntimeError as e:
+                if "refused" in str(e) and (settings["recurrence"] or "").startswith("persistent"):
+                    continue
+                raise AssertionError(context) from e
+    finally:
+        emu.emu_set_compute_capability(9)
 
 
 @pytest.mark.parametrize("where", ["host", "device"])
 @pytest.mark.parametrize("cell,P", [(LSTM, 12), (LSTM, 6), (GRU, 12)])
-def test_opcheck_emulated(op, cell, P, where, monkeypatch):
+def test_opcheck_emulated(op, cell, P, where):
     """torch.library.opcheck of the emulated op with packedrnn's fake kernels: with the lengths on
     the host, `saved` holds the valid positions only, a size the fake kernel cannot know (unbacked
     under torch.compile)."""
     ops, emu = op
-    monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
+    set_device_lengths(emu, where == "device")
     emu.emu_configure(8, 232448, 0)
     lengths = [5, 3, 0, 5]
     args, _ = layer_inputs(cell, 3, 12, P, 4, 5, 2, torch.float32, lengths)
-    args = tuple(args) + (True,)
+    args = tuple(args) + (True, 0)
     assert ops.rnn_layer(*args)[3].shape[1] == (sum(lengths) if where == "host" else 5)
     torch.library.opcheck(ops.rnn_layer.default, args)

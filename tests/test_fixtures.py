@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emulator import build_op, needs_emulator, rel_error  # noqa: E402
+from emulator import build_op, needs_emulator, rel_error, set_device_lengths  # noqa: E402
 from test_cuda_op_emulated import GRU, LSTM, case_lengths, forward_backward, layer_inputs  # noqa: E402
 
 FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "bitwise.pt")
@@ -31,14 +31,14 @@ LAYERS = {
     "lstm-bf16": (LSTM, 4, 16, 16, 5, 4, 1, torch.bfloat16),
     "gru-bi-f16": (GRU, 4, 12, 12, 7, 5, 2, torch.float16),
 }
-# The op's paths, as developer settings: recurrence, and the persistent kernels' forward exchange
-# and backward form (None: the op's own choice). The emulated device is an H100/H200 (sm_90).
+# The op's paths, as packedrnn.tuning's recurrence (the persistent kernels' forward exchange and
+# backward form forced or left to the rules). The emulated device is an H100/H200 (sm_90).
 PATHS = {
-    "persistent": ("persistent", None, None),
-    "persistent-barrier-staged": ("persistent", "barrier", "staged"),
-    "persistent-tagged-reduce": ("persistent", "tagged", "reduce"),
-    "step": ("step", None, None),
-    "gemm": ("gemm", None, None),
+    "persistent": "persistent",
+    "persistent-barrier-staged": "persistent:barrier:staged",
+    "persistent-tagged-reduce": "persistent:tagged:reduce",
+    "step": "step",
+    "gemm": "gemm",
 }
 
 
@@ -50,47 +50,41 @@ def emulated_cases():
     cases = []
     for name, layer in LAYERS.items():
         dtype = layer[7]
-        for path, (recurrence, _, backward) in PATHS.items():
-            if recurrence == "persistent" and dtype == torch.float64:
+        for path, recurrence in PATHS.items():
+            if recurrence.startswith("persistent") and dtype == torch.float64:
                 continue  # the persistent kernels do not take fp64
             if recurrence == "gemm" and dtype not in (torch.float32, torch.float64):
                 continue  # ATen's mm into fp32 from half types is CUDA-only
-            if backward == "reduce" and (dtype != torch.float32 or layer[3] != layer[2]):
+            if recurrence.endswith("reduce") and (dtype != torch.float32 or layer[3] != layer[2]):
                 continue  # the reduce form is fp32's, without a projection
             for where in ("host", "device"):
                 cases.append(f"{name}/{path}/{where}")
     return cases
 
 
-def configure(monkeypatch, path, where):
-    """Selects the op's path and where its lengths count as being."""
-    recurrence, exchange, backward = PATHS[path]
-    monkeypatch.setenv("PACKEDRNN_PERSISTENT", {"persistent": "force", "step": "0", "gemm": "gemm"}[recurrence])
-    monkeypatch.setenv("PACKEDRNN_XCH", exchange or "")
-    monkeypatch.setenv("PACKEDRNN_BWD", backward or "")
-    monkeypatch.setenv("PACKEDRNN_EMU_DEVICE_LENGTHS", "1" if where == "device" else "0")
-
-
-def run(ns, layer, seed):
+def run(ns, layer, seed, recurrence=None):
     cell, I, H, P, B, T, D, dtype = layer
     args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, case_lengths(B, T), seed=seed)
-    return forward_backward(ns, args, grads)
+    return forward_backward(ns, args, grads, recurrence)
 
 
 def machine():
     return f"torch {torch.__version__.split('+')[0]}, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def results(emulated_ops, emu, monkeypatch):
+def results(emulated_ops, emu):
     """Every case's results: {name: [out, h_n, c_n, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr]}."""
     found = {}
     for name in cpu_cases():
         found[f"{name}/cpu"] = run(torch.ops.packedrnn, LAYERS[name], seed=5)
-    for case in emulated_cases():
-        name, path, where = case.split("/")
-        configure(monkeypatch, path, where)
-        emu.emu_configure(8, 232448, 0)
-        found[case] = run(emulated_ops, LAYERS[name], seed=5)
+    emu.emu_configure(8, 232448, 0)
+    try:
+        for case in emulated_cases():
+            name, path, where = case.split("/")
+            set_device_lengths(emu, where == "device")
+            found[case] = run(emulated_ops, LAYERS[name], seed=5, recurrence=PATHS[path])
+    finally:
+        set_device_lengths(emu, False)
     return found
 
 
@@ -102,12 +96,12 @@ def recorded():
 
 
 @needs_emulator
-def test_results_unchanged(recorded, tmp_path_factory, monkeypatch):
+def test_results_unchanged(recorded, tmp_path_factory):
     ops, emu = build_op(tmp_path_factory.mktemp("fixtures_emu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the CPU op is bitwise only at a fixed thread count in fp32
     try:
-        found = results(ops, emu, monkeypatch)
+        found = results(ops, emu)
     finally:
         torch.set_num_threads(threads)
     assert set(found) == set(recorded["results"]), "the cases changed: re-record (see the docstring)"
@@ -125,12 +119,8 @@ if __name__ == "__main__":
     import tempfile
     from pathlib import Path
 
-    class Env:  # monkeypatch's setenv, outside pytest
-        def setenv(self, k, v):
-            os.environ[k] = v
-
     torch.set_num_threads(1)
     ops, emu = build_op(Path(tempfile.mkdtemp()))
     os.makedirs(os.path.dirname(FILE), exist_ok=True)
-    torch.save({"machine": machine(), "results": results(ops, emu, Env())}, FILE)
+    torch.save({"machine": machine(), "results": results(ops, emu)}, FILE)
     print(f"recorded {FILE} ({os.path.getsize(FILE)} bytes) on {machine()}")

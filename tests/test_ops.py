@@ -33,7 +33,7 @@ def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requir
     c0 = r(D, B, H) if cell == ops.LSTM else None
     b_ih, b_hh = (r(D, G), r(D, G)) if bias else (None, None)
     w_hr = r(D, P, H) if proj else None
-    return (cell, x, lens, r(D, B, P), c0, r(D, G, I), r(D, G, P), b_ih, b_hh, w_hr, requires_grad)
+    return (cell, x, lens, r(D, B, P), c0, r(D, G, I), r(D, G, P), b_ih, b_hh, w_hr, requires_grad, 0)
 
 
 PATTERNS = [[5, 3, 0, 5], [1, 1, 1], [2], [4, 5, 4, 1, 3]]
@@ -55,7 +55,7 @@ def test_opcheck(cell, proj, lengths, requires_grad, device):
 
 def test_no_grad_saves_nothing():
     args = op_args(ops.LSTM, 0, True, [5, 3, 0, 5])
-    assert torch.ops.packedrnn.rnn_layer(*args[:-1], False)[3].numel() == 0
+    assert torch.ops.packedrnn.rnn_layer(*args[:-2], False, 0)[3].numel() == 0
     m = packedrnn.PackedLSTM(3, 4, bidirectional=True)
     x = torch.randn(5, 2, 3)
     for ctx in (torch.no_grad(), torch.inference_mode()):
@@ -64,8 +64,8 @@ def test_no_grad_saves_nothing():
         assert out.grad_fn is None
 
 
-def test_double_backward_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+def test_double_backward_is_a_clear_error(tune):
+    tune(backend="cpu")
     m = packedrnn.PackedGRU(2, 3, dtype=torch.float64)
     x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
     out, _ = m(x, lengths=[4, 2])
@@ -74,8 +74,8 @@ def test_double_backward_is_a_clear_error(monkeypatch):
         g.sum().backward()
 
 
-def test_double_backward_works_on_the_reference(monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "reference")
+def test_double_backward_works_on_the_reference(tune):
+    tune(backend="reference")
     m = packedrnn.PackedLSTM(2, 3, dtype=torch.float64)
     x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([4, 2])
@@ -83,8 +83,8 @@ def test_double_backward_works_on_the_reference(monkeypatch):
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
-def test_repeatable_and_thread_count_independent(cell, monkeypatch):
-    monkeypatch.setenv("PACKEDRNN_BACKEND", "cpu")
+def test_repeatable_and_thread_count_independent(cell, tune):
+    tune(backend="cpu")
     results = {}
     threads = torch.get_num_threads()
     try:
@@ -114,11 +114,11 @@ def test_repeatable_and_thread_count_independent(cell, monkeypatch):
 
 
 @pytest.mark.parametrize("tokens", ["", "0", "1"])
-def test_which_cuda_layers_gather(tokens, monkeypatch):
+def test_which_cuda_layers_gather(tokens, tune):
     """Host lengths reach the CUDA op (which then gathers the valid rows) where the forward
     products skipped are worth it: the GPU suite's rows (bench.py) on either side of GATHER_FLOPS."""
-    from packedrnn.functional import _gathers
-    monkeypatch.setenv("PACKEDRNN_TOKENS", tokens)
+    from packedrnn.plan import gathers
+    tune(tokens=tokens or None)
     rows = [  # case, whether each layer gathers by default
         (Case("LSTM", 64, 100, 256, train=True, lo=0.1), [False]),  # 1.6 GFLOP skipped
         (Case("LSTM", 8, 1000, 512, lo=0.5), [False]),  # 3.8
@@ -135,19 +135,19 @@ def test_which_cuda_layers_gather(tokens, monkeypatch):
         for layer, expected in enumerate(want):
             I = case.input_size if layer == 0 else D * case.H
             x = torch.empty(case.T, case.B, I, dtype=DTYPES[case.dtype], device="meta")
-            got = _gathers(x, case.lengths(), G, D)
+            got = gathers(x, case.lengths(), G, D)
             assert got == (expected if tokens == "" else tokens == "1"), (case.label(), layer)
 
 
 @pytest.mark.parametrize("device,host_lengths", [(d, False) for d in OP_DEVICES] + (
     [("cuda", ""), ("cuda", "1")] if "cuda" in OP_DEVICES else []))
-def test_torch_compile_fullgraph_dynamic_no_recompile(monkeypatch, device, host_lengths):
+def test_torch_compile_fullgraph_dynamic_no_recompile(tune, device, host_lengths):
     """host_lengths (CUDA): the lengths on the CPU, by default (under compile the op gets a device
-    copy) and with PACKEDRNN_TOKENS=1 (the op gets them as they are and gathers: its saved rows are
+    copy) and with tokens forced on (the op gets them as they are and gathers: its saved rows are
     then an unbacked size, as always on the CPU)."""
-    monkeypatch.setenv("PACKEDRNN_BACKEND", device)
+    tune(backend=device)
     if host_lengths is not False:
-        monkeypatch.setenv("PACKEDRNN_TOKENS", host_lengths)
+        tune(tokens=host_lengths or None)
     torch._dynamo.reset()
     ours, _ = make_pair("LSTM", 3, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=2,
                        device=device)
@@ -184,8 +184,8 @@ def test_jit_build_into_a_temp_dir(tmp_path):
         m = packedrnn.PackedGRU(3, 4, bidirectional=True, dtype=torch.float64)
         x = torch.randn(5, 3, 3, dtype=torch.float64)
         a = m(x, lengths=[5, 0, 2])[0]
-        import os; os.environ["PACKEDRNN_BACKEND"] = "reference"
-        b = m(x, lengths=[5, 0, 2])[0]
+        with packedrnn.tuning(backend="reference"):
+            b = m(x, lengths=[5, 0, 2])[0]
         assert (a - b).abs().max() < 1e-12
         print("JIT OK")
     """)

@@ -295,9 +295,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0_,
     const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih, const at::Tensor& w_hh_,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
-    const std::optional<at::Tensor>& w_hr_, bool train) {
+    const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls record no graph
-  const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_);
+  const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const at::Tensor len = lengths.contiguous();
@@ -329,9 +329,10 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
                        const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
                        const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
                        const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
-                       const at::Tensor& grad_out_, const at::Tensor& grad_hn_, const at::Tensor& grad_cn_) {
+                       const at::Tensor& grad_out_, const at::Tensor& grad_hn_, const at::Tensor& grad_cn_,
+                       int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_);
+  const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_, path);
   const SavedLayout L = a.layout();
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();

@@ -1,12 +1,12 @@
 // What the CUDA kernels take from the hardware beyond plain C++: the launches (the per-step
 // kernels' plain one, the persistent kernels' cooperative one), and for the persistent kernels
-// (persistent.cuh) inline PTX and the block's dynamic shared memory. tests/cuda_emu/hardware_emu.h
+// (persistent.cuh) inline PTX and the block's dynamic shared memory. emulator/hardware_emu.h
 // defines the same names for the CPU emulator that runs the kernels' source in the tests; this
 // header stands for it under PACKEDRNN_EMULATE.
 #pragma once
 
 #ifdef PACKEDRNN_EMULATE
-#include "hardware_emu.h"  // tests/cuda_emu: the kernels on the CPU
+#include "hardware_emu.h"  // emulator/: the kernels on the CPU
 #else
 
 #include <cuda_bf16.h>

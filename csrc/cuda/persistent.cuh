@@ -43,8 +43,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "cells.h"
@@ -79,18 +77,24 @@ struct Plan {
   int NC = 0;              // rows per chunk
   size_t smem = 0;         // dynamic shared memory
   bool barrier = false;    // forward: exchange h through `out` and a grid barrier, not tagged words
-  bool timing = false;     // block 0 prints where its time per step went (PACKEDRNN_TIMING=1)
   bool staged = true;      // Xs exists (the backward's reduce form stages nothing)
   bool bulk = false;       // staging by bulk copies (sm_90 and later)
 };
 
 // Per-phase time of block 0, thread 0 (the block's other threads meet it at every __syncthreads,
-// so its clock is the block's). Phases: stage (cp.async copies issued, or tagged words received),
-// product (block_gemm, including the wait for tiles still in flight), cell, barrier.
+// so its clock is the block's), printed at the end of each launch. Phases: stage (cp.async copies
+// issued, or tagged words received), product (block_gemm, including the wait for tiles still in
+// flight), cell, barrier. Compiled in only with -DPACKEDRNN_TIMING (a build for profiling:
+// NVCC_APPEND_FLAGS=-DPACKEDRNN_TIMING at install), so that the kernels users run carry no clock.
+#ifdef PACKEDRNN_TIMING
+constexpr bool kTiming = true;
+#else
+constexpr bool kTiming = false;
+#endif
 struct PhaseClock {
   bool on;
   unsigned long long last = 0, total[4] = {0, 0, 0, 0};
-  __device__ explicit PhaseClock(bool timing) : on(timing && blockIdx.x == 0 && threadIdx.x == 0) {
+  __device__ PhaseClock() : on(kTiming && blockIdx.x == 0 && threadIdx.x == 0) {
     if (on) last = now_ns();
   }
   __device__ void mark(int phase) {
@@ -603,12 +607,6 @@ cudaError_t cooperative(Kernel kernel, const Params& p, const Plan& q, cudaStrea
   return launch_cooperative(kernel, q.blocks, kThreads, q.smem, stream, p, q);
 }
 
-// Whether the developer switch `name` (an environment variable) is set to `value`.
-inline bool env_is(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::strcmp(v, value) == 0;
-}
-
 inline int pow2_at_least(int64_t n) {
   int v = 1;
   while (v < n) v *= 2;
@@ -646,14 +644,9 @@ Plan plan_for(const Params& p, int rows_per_unit, int64_t K, int64_t proj_K, boo
   while (p.D * ((p.H + Hb - 1) / Hb) > sms) Hb *= 2;
   if (Hb > kMaxUnits) return {};
   q.Hb = Hb;
-  // Developer switches: the phase clock, and staging by cp.async on sm_90 (sm_80's path), to
-  // compare and to test.
-  q.timing = env_is("PACKEDRNN_TIMING", "1");
   int major = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return {};
-  // The TMA engine stages faster than cp.async (H100, RESULTS.md 2026-11-26: fp32 B=64 H=512 step
-  // fwd+bwd 57.7 vs 64.2 us).
-  q.bulk = major >= 9 && !env_is("PACKEDRNN_STAGE", "cp.async");
+  q.bulk = choose_bulk_staging(major);
   q.blocks = (int)(p.D * ((p.H + Hb - 1) / Hb));
   q.rec = gemm_for<S>(rows_per_unit * Hb, K);
   if (proj_K > 0) q.proj = gemm_for<S>(Hb, proj_K);

@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
     }
     grid.sync();
   };
-  PhaseClock clock(q.timing);
+  PhaseClock clock;
   // Step s = -1 is the extra pass that turns the gate gradients of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
     const int n_here = active_after(sm.lens, (int)B, s);       // rows active at step s

@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const bool c_in_regs = lstm && B <= q.NC;
   A c_reg[kItems];
   cg::grid_group grid = cg::this_grid();
-  PhaseClock clock(q.timing);
+  PhaseClock clock;
   int n = (int)B;
   for (int64_t s = 0; s < steps; ++s) {
     n = active_after(sm.lens, n, s);
@@ -209,8 +209,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   clock.report(q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
 }
 
-constexpr int64_t kTaggedMax = 8192;
-
 template <typename S, int NG>
 cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(S) == 8) {
@@ -218,13 +216,7 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
   } else {
     const bool proj = NG == 4 && p.proj;
     Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);
-    // Tagged words cost one L2 round trip per step but twice (fp32) to four times (half types)
-    // the bytes of h, and every block reads all of h: past kTaggedMax values per direction the
-    // bytes cost more than the barrier saves (measured on an H200, RESULTS.md). A projection
-    // needs a barrier between its two products anyway: it always takes the barrier.
-    // PACKEDRNN_XCH=barrier|tagged forces one.
-    q.barrier = proj || env_is("PACKEDRNN_XCH", "barrier") ||
-                (!env_is("PACKEDRNN_XCH", "tagged") && p.B * p.P > kTaggedMax);
+    q.barrier = choose_barrier(p.tuning, proj, p.B, p.P);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
     // 64 gate rows (16 units per block) only on tensor cores: block_gemm_ffma takes at most 32, so
     // an fp32 forward that needs 16 units per block runs the per-step kernels.

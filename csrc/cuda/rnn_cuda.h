@@ -15,6 +15,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "rules.h"
+
 namespace packedrnn {
 
 enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
@@ -42,6 +44,7 @@ struct ForwardParams {
   // The rows of gx and saved (token_row in dtypes.cuh): as BackwardParams' below.
   const int64_t* token = nullptr;  // [T*B]
   int64_t tokens = 0;
+  Tuning tuning{};  // the caller's forced choices (rules.h)
 };
 
 struct BackwardParams {
@@ -70,10 +73,11 @@ struct BackwardParams {
   // recurrence take them (the caller knew the lengths on the host), every row written here.
   const int64_t* token = nullptr;  // [T*B]  device; padded positions are never read
   int64_t tokens = 0;
+  Tuning tuning{};  // the caller's forced choices (rules.h)
 };
 
 // The recurrent products of the per-step kernels from the caller (the torch glue: cuBLAS, for
-// large one-direction fp32 layers, or PACKEDRNN_PERSISTENT=gemm) instead of their own tile
+// large one-direction fp32 layers, or recurrence "gemm") instead of their own tile
 // products. fn(ctx, s) enqueues step s's product on the stream and returns its device pointer:
 // forward, called before the step's kernels, hbuf W_hh^T (p.gh); backward, called after the
 // step's gate gradients, dgbuf W_hh (p.ghb). Row b sits at place slot[b] of those buffers: when the caller knows the

@@ -1,7 +1,7 @@
 // Torch glue of the CUDA ops (compiled only in CUDA builds): device guard, current stream,
 // allocation, the cuBLAS products around the recurrence (layer_gemms.h), and the framework-free
 // recurrence kernels (rnn_kernels.cu). Nothing here reads device memory on the host: no sync.
-// Schemas and shapes: ops.cpp; legend: cells.h. Under PACKEDRNN_EMULATE (tests/cuda_emu) the
+// Schemas and shapes: ops.cpp; legend: cells.h. Under PACKEDRNN_EMULATE (emulator/) the
 // same glue runs on CPU tensors as the op packedrnn_emu, its kernels on the CPU emulator.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -10,17 +10,13 @@
 #else
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <dlfcn.h>
 #endif
-
-#include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "cells.h"
 #include "layer_args.h"
 #include "layer_gemms.h"
 #include "rnn_cuda.h"
+#include "rules.h"
 
 namespace packedrnn {
 namespace {
@@ -53,90 +49,17 @@ at::Tensor upload(const at::Tensor& host, const at::Device& device) {
 }
 #endif
 
-// From this much work per step (B * H) on, a one-direction fp32 layer's recurrence runs as the
-// per-step kernels with each step's product by cuBLAS (GemmProducts below): there the persistent
-// kernels' FFMA products fall behind, below it their single launch wins (H200, RESULTS.md
-// 2026-11-26, LSTM fwd+bwd us/step, persistent vs cuBLAS: H=512 B=128 106 vs 132, B=192 185 vs
-// 144; H=1024 B=128 320 vs 181; B=64: persistent 2-5x faster). The per-step path issues its
-// launches from the host every step, ~130 us per fwd+bwd step at the least, twice that with two
-// directions (GRU H=512 bi B=64: 272 vs 76), so bidirectional layers keep the persistent kernels
-// (their crossover is unmeasured), as do half types, whose tensor-core products win where lengths
-// vary (H=1024 B=256: 129 vs 154).
-constexpr int64_t kGemmWork = 192 * 512;
-
-// Which recurrence a call runs. PACKEDRNN_PERSISTENT (developer switch): unset, by size as above;
-// 0, the per-step kernels with their own products (to compare, or to rule the others out); force,
-// the persistent kernels, a call they refuse being an error (tests use it to know which path they
-// checked); gemm, the per-step kernels with cuBLAS products.
+// Which recurrence a call runs (choose_recurrence, rules.h): the persistent kernels (`force`: a
+// call they refuse is an error), or the per-step kernels with their own products or cuBLAS's.
 struct Recurrence {
   bool persistent = false, gemm = false, force = false;
   Recurrence(const LayerArgs& a, at::ScalarType t) {
-    const char* v = std::getenv("PACKEDRNN_PERSISTENT");
-    const std::string mode = v == nullptr ? "" : v;
-    force = mode == "force";
-    gemm = mode == "gemm" || (mode != "0" && !force && t == at::kFloat && a.D == 1 && a.B * a.H >= kGemmWork);
-    persistent = mode != "0" && !gemm;
+    const RecurrencePick pick = choose_recurrence(a.tuning, t == at::kFloat, a.D, a.B, a.H);
+    persistent = pick.recurrence == packedrnn::Recurrence::persistent;
+    gemm = pick.recurrence == packedrnn::Recurrence::gemm;
+    force = pick.forced;
   }
 };
-
-// cuBLAS's strided-batched GEMM, from the libcublas that torch has loaded already (ATen's own
-// wrappers, at::cuda::blas::bgemm, are not exported to extensions, and linking cuBLAS would tie the
-// build to where each toolkit keeps it). Null where not found.
-struct Cublas {
-  using Gemm = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
-                                  const void*, const void*, cudaDataType, int, long long, const void*,
-                                  cudaDataType, int, long long, const void*, void*, cudaDataType, int,
-                                  long long, int, cublasComputeType_t, cublasGemmAlgo_t);
-  Gemm gemm = nullptr;  // cublasGemmStridedBatchedEx
-  static const Cublas& get() {
-    static const Cublas c;
-    return c;
-  }
-
- private:
-  Cublas() {
-#ifdef PACKEDRNN_EMULATE
-    gemm = &emu::gemm_strided_batched;
-#else
-    const std::string name = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
-    if (void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
-      gemm = reinterpret_cast<Gemm>(dlsym(lib, "cublasGemmStridedBatchedEx"));
-    }
-#endif
-  }
-};
-
-cudaDataType cuda_type(at::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return CUDA_R_64F;
-    case at::kHalf: return CUDA_R_16F;
-    case at::kBFloat16: return CUDA_R_16BF;
-    default: return CUDA_R_32F;
-  }
-}
-
-// out[d][:n] = in[d][:n] w[d] for every direction d as one strided-batched cuBLAS call on raw
-// pointers (no ATen op, no views), on torch's handle for the current stream (which also sets TF32
-// as torch's matmul flag says, as for at::mm). in [D, B, K] and out [D, B, N] are contiguous, out
-// in the accumulation dtype (fp32 for half types: tensor cores into fp32); w [D, K, N] has rows
-// (stride(2) == 1) or columns (stride(1) == 1) contiguous.
-// cuBLAS is column-major: out[d]^T [N, n] = w[d]^T [N, K] in[d]^T [K, n].
-void batched_products(const at::Tensor& in, const at::Tensor& w, const at::Tensor& out, int64_t n) {
-  const int K = in.size(2), N = out.size(2);
-  const bool w_rows = w.stride(2) == 1;  // then w[d], read column-major, is already w[d]^T
-  // (max: a leading dimension that is never stepped over, K or N of 1, must still be legal)
-  const int ld = w_rows ? std::max<int64_t>(w.stride(1), N) : std::max<int64_t>(w.stride(2), K);
-  const bool f64 = out.scalar_type() == at::kDouble;
-  const double one64 = 1, zero64 = 0;
-  const float one32 = 1, zero32 = 0;
-  const cublasStatus_t status = Cublas::get().gemm(
-      at::cuda::getCurrentCUDABlasHandle(), w_rows ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, N, (int)n, K,
-      f64 ? static_cast<const void*>(&one64) : &one32, w.const_data_ptr(), cuda_type(w.scalar_type()), ld,
-      w.stride(0), in.const_data_ptr(), cuda_type(in.scalar_type()), K, in.stride(0),
-      f64 ? static_cast<const void*>(&zero64) : &zero32, out.data_ptr(), cuda_type(out.scalar_type()), N,
-      out.stride(0), (int)in.size(0), f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "packedrnn: cuBLAS strided-batched GEMM failed: status ", status);
-}
 
 // One step's recurrent product for the per-step kernels (StepProducts, rnn_cuda.h): out = in w,
 // one GEMM per direction: forward in = hbuf [D, B, P], w = W_hh^T [D, P, G];
@@ -144,31 +67,19 @@ void batched_products(const at::Tensor& in, const at::Tensor& w, const at::Tenso
 // multiply on tensor cores into fp32.
 // Rows are at places `slot` of in and out; `active[s]` (when the lengths are known on the host)
 // is how many places, from the first, hold rows active at step s: the product stops there.
-// PACKEDRNN_STEP_GEMM=batched (experiment): both directions as one cuBLAS call on raw pointers
-// instead of one ATen mm per direction (the per-step path costs ~60-70 us per step more than its
-// GPU work at every size measured; this takes the ATen layers out of each step's host time).
 struct GemmProducts {
   at::Tensor in, w, out;
   std::vector<at::Tensor> in_d, w_d, out_d;  // per direction, made once (views cost host time each step)
   std::vector<int64_t> active;
-  bool batched = false;
   GemmProducts() = default;
   GemmProducts(const at::Tensor& in_, const at::Tensor& w_, at::ScalarType acc, std::vector<int64_t> active_)
       : in(in_), w(w_), out(at::empty({in_.size(0), in_.size(1), w_.size(2)}, in_.options().dtype(acc))),
         active(std::move(active_)) {
-    const char* v = std::getenv("PACKEDRNN_STEP_GEMM");
-    batched = v != nullptr && std::string(v) == "batched";
-    TORCH_CHECK(!batched || Cublas::get().gemm != nullptr, "packedrnn: PACKEDRNN_STEP_GEMM=batched, but "
-                "cublasGemmStridedBatchedEx was not found in a loaded libcublas.so.", CUBLAS_VER_MAJOR);
     for (int64_t d = 0; d < in.size(0); ++d) in_d.push_back(in[d]), w_d.push_back(w[d]), out_d.push_back(out[d]);
   }
   static const void* step(void* self, int64_t s) {
     auto& g = *static_cast<GemmProducts*>(self);
     const int64_t B = g.in.size(1), n = g.active.empty() ? B : g.active[s];
-    if (g.batched && n > 0) {
-      batched_products(g.in, g.w, g.out, n);
-      return g.out.data_ptr();
-    }
     for (size_t d = 0; d < g.in_d.size() && n > 0; ++d) {
       at::Tensor out = n == B ? g.out_d[d] : g.out_d[d].narrow(0, 0, n);
       const at::Tensor in = n == B ? g.in_d[d] : g.in_d[d].narrow(0, 0, n);
@@ -249,7 +160,7 @@ void run(const Recurrence& how, const Params& p, DType dtype,
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
     TORCH_CHECK(!how.force, "packedrnn: the persistent kernel refused this call "
-                "(PACKEDRNN_PERSISTENT=force): B=", p.B, " H=", p.H, " D=", p.D, " proj=", p.proj);
+                "(recurrence forced to persistent): B=", p.B, " H=", p.H, " D=", p.D, " proj=", p.proj);
     e = per_step(p, dtype, stream, products);
   }
   check(e);
@@ -259,10 +170,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
     int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const at::Tensor& h0_,
     const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh_,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
-    const std::optional<at::Tensor>& w_hr_, bool train) {
+    const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard guard(x_.device());
-  const LayerArgs a(cell, x_, lengths_, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_);
+  const LayerArgs a(cell, x_, lengths_, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
   const SavedLayout L = a.layout();
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous();
@@ -298,6 +209,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
+  p.tuning = a.tuning;
   dl.set_layout(p);
   GemmProducts gemm;
   const auto places = how.gemm ? dl.places(a, x) : std::nullopt;
@@ -317,10 +229,11 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
                         const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
                         const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
                         const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
-                        const at::Tensor& grad_out_, const at::Tensor& grad_hn, const at::Tensor& grad_cn) {
+                        const at::Tensor& grad_out_, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                        int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard guard(x_.device());
-  const LayerArgs a(cell, x_, lengths_, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_);
+  const LayerArgs a(cell, x_, lengths_, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_, path);
   const SavedLayout L = a.layout();
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous(), saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
@@ -352,6 +265,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
                    dc.defined() ? dc.data_ptr() : nullptr, dm.defined() ? dm.data_ptr() : nullptr,
                    dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr,
                    direct.defined() ? direct.data_ptr() : nullptr};
+  p.tuning = a.tuning;
   dl.set_layout(p);
   // The partial sums that the persistent backward's reduce form exchanges (fp32; none elsewhere).
   const Recurrence how(a, x.scalar_type());

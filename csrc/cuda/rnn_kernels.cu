@@ -8,7 +8,7 @@
 //   backward  backward_dh, backward_projection   dL/dh and dL/dm (projection only)
 //             backward_cell       gate gradients of the step, into dgx/dgh rows
 //             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ dh z for GRU)
-// With StepProducts (rnn_cuda.h; PACKEDRNN_PERSISTENT=gemm) the caller forms the recurrent
+// With StepProducts (rnn_cuda.h; recurrence "gemm", rules.h) the caller forms the recurrent
 // products of a step with cuBLAS over dense buffers of every row (hbuf, dgbuf, which the kernels
 // keep), and forward_step / backward_recurrent read them instead of running tile_dot. The next
 // backward step's first kernel (backward_cell, or backward_dh with a projection) reads the product

@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   static_assert(kThreads + kItems * kThreads <= kWarps * 8 * kTile, "red holds both");
   float* const scratch = sm.red;
   float* const sums = sm.red + kThreads;
-  PhaseClock clock(q.timing);  // "stage": summing the partials (nothing is staged)
+  PhaseClock clock;  // "stage": summing the partials (nothing is staged)
   // Step s = -1 is the extra pass that turns the partials of step 0 into grad h0.
   for (int64_t s = steps - 1; s >= -1; --s) {
     const int n_here = active_after(sm.lens, (int)B, s);      // rows active at step s
@@ -143,20 +143,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   clock.report("backward (reduce)", steps + 1);
 }
 
-// The plan of the reduce form where it takes the call, else an empty one. It serves fp32 (on an
-// H200 a forward + backward step took 0.78x the staged form's time at B = 64 and 256, 1.02x at
-// B = 8; in bf16 the staged form's tensor-core product wins, 0.70x: RESULTS.md), not a
-// projection, at most 8 units per block, and partials no larger than the gate gradients the
-// backward holds anyway (2 * blocks * B * P <= D * T * B * NG * H: only short sequences fail it).
-// PACKEDRNN_BWD=staged|reduce forces a form where it applies (for tests and measurements).
+// The plan of the reduce form where it takes the call (rules.h), else an empty one: at most 8
+// units per block.
 template <typename S, int NG>
 Plan reduce_plan(const BackwardParams& p) {
-  const bool forced = env_is("PACKEDRNN_BWD", "reduce");
-  if (env_is("PACKEDRNN_BWD", "staged") || (!forced && !std::is_same<S, float>::value) ||
-      (p.cell == kLSTM && p.proj))
-    return {};
+  if (!reduce_wanted(p.tuning, std::is_same<S, float>::value, p.cell == kLSTM && p.proj)) return {};
   const Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
-  if (q.Hb == 0 || q.rec.JT > 32 || (!forced && 2 * q.blocks * p.P > p.D * p.T * NG * p.H)) return {};
+  if (q.Hb == 0 || q.rec.JT > 32 || !reduce_fits(p.tuning, q.blocks, p.P, p.D, p.T, NG * p.H)) return {};
   return q;
 }
 

@@ -1,4 +1,4 @@
-// CPU emulator: the names of csrc/cuda/hardware.cuh, for g++ (tests/cuda_emu/README.md). Warp-wide
+// CPU emulator: the names of csrc/cuda/hardware.cuh, for g++ (emulator/README.md). Warp-wide
 // operations (mma, shuffles) meet all 32 lanes of the warp, as the hardware does; cp.async is a
 // checked copy that lands only when waited for (or earlier, under random orders); loads that poll
 // other blocks' words let the other threads run.
@@ -14,8 +14,12 @@
 #include <cuda_runtime.h>
 
 namespace emu {
-// The emulated device (SMs, shared memory per block) and the scheduling seed (emu.cpp).
+// The emulated device (SMs, shared memory per block) and the scheduling seed (emu.cpp); its
+// compute capability (9 by default: the bulk copies' staging; 8: cp.async's); whether the op's
+// glue must treat lengths on the CPU as device memory (launch_emu.h).
 void configure(int sms, int optin, unsigned seed);
+void set_compute_major(int major);
+void set_device_lengths(bool on);
 void dry_run(bool on);                         // launches only record their size:
 void last_launch(int* blocks, size_t* smem);   // the last one's
 // Runs body() on blocks x threads fibers; nonzero (and a message on stderr) when the threads

@@ -1,4 +1,4 @@
-// CPU emulator: the grid group of a cooperative launch (tests/cuda_emu/README.md).
+// CPU emulator: the grid group of a cooperative launch (emulator/README.md).
 #pragma once
 
 namespace emu {

@@ -1,4 +1,4 @@
-// CPU emulator of CUDA launches (tests/cuda_emu/README.md): every CUDA thread is a fiber (ucontext)
+// CPU emulator of CUDA launches (emulator/README.md): every CUDA thread is a fiber (ucontext)
 // on one OS thread; a cooperative launch runs all its blocks at once, a plain one block by block.
 // A fiber runs until it meets a barrier (__syncthreads, a warp-wide operation, grid.sync) or polls;
 // the next one to run is the longest waiting (seed 0) or a random runnable one (a seeded
@@ -82,8 +82,9 @@ struct Grid {
 };
 
 Grid* G = nullptr;
-int g_sms = 132, g_optin = 232448;  // an H100/H200
+int g_sms = 132, g_optin = 232448, g_major = 9;  // an H100/H200
 unsigned g_seed = 0;
+bool g_device_lengths = false;
 bool g_dry_run = false;  // launches record their size and return without running
 int g_last_blocks = 0;
 size_t g_last_smem = 0;
@@ -121,7 +122,11 @@ void fiber_main() {
 
 int sm_count() { return g_sms; }
 int shared_memory_optin() { return g_optin; }
+int compute_major() { return g_major; }
 void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin, g_seed = seed; }
+void set_compute_major(int major) { g_major = major; }
+bool device_lengths() { return g_device_lengths; }
+void set_device_lengths(bool on) { g_device_lengths = on; }
 void dry_run(bool on) { g_dry_run = on; }
 void last_launch(int* blocks, size_t* smem) { *blocks = g_last_blocks, *smem = g_last_smem; }
 
@@ -341,6 +346,8 @@ int launch_blocks(dim3 grid, int threads, const std::function<void()>& body) {
     std::fprintf(stderr, "emu: bad launch (%ux%ux%u blocks of %d threads)\n", grid.x, grid.y, grid.z, threads);
     return 1;
   }
+  g_last_blocks = (int)(grid.x * grid.y * grid.z), g_last_smem = 0;  // static shared memory only
+  if (g_dry_run) return 0;
   for (unsigned z = 0; z < grid.z; ++z) {
     for (unsigned y = 0; y < grid.y; ++y) {
       for (unsigned x = 0; x < grid.x; ++x) {

@@ -1,4 +1,4 @@
-// CPU emulator (tests/cuda_emu/README.md): the part of the CUDA runtime and of the CUDA C++
+// CPU emulator (emulator/README.md): the part of the CUDA runtime and of the CUDA C++
 // language that the persistent kernels use, for g++. Threads are fibers of emu.cpp.
 #pragma once
 
@@ -45,9 +45,11 @@ extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
 namespace emu {
-// The emulated device: its SM count and shared memory per block (emu_configure in driver.cpp).
+// The emulated device: its SM count, shared memory per block and compute capability
+// (emu_configure and emu_set_compute_capability in driver.cpp).
 int sm_count();
 int shared_memory_optin();
+int compute_major();
 void block_barrier();
 bool block_or(bool pred);  // a block barrier that returns whether any of its threads' pred held
 void warp_exchange(const void* mine, size_t bytes, void* all);  // all: 32 * bytes, by lane
@@ -56,7 +58,7 @@ void warp_exchange(const void* mine, size_t bytes, void* all);  // all: 32 * byt
 inline cudaError_t cudaGetDevice(int* dev) { return *dev = 0, cudaSuccess; }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   *v = a == cudaDevAttrMultiProcessorCount ? emu::sm_count()
-       : a == cudaDevAttrComputeCapabilityMajor ? 9  // an H100/H200
+       : a == cudaDevAttrComputeCapabilityMajor ? emu::compute_major()
                                                 : emu::shared_memory_optin();
   return cudaSuccess;
 }

@@ -89,13 +89,14 @@ int per_step(const Params& p, DType dtype, void* const* products) {
   return run_step(p, dtype, sp);
 }
 
-// The forward's parameters from n (cell, T, B, D, H, P, K, proj, tokens) and ptr: lengths, gx, h0,
+// The forward's parameters from n (cell, T, B, D, H, P, K, proj, tokens, path: the op's `path`,
+// rules.h's Tuning) and ptr: lengths, gx, h0,
 // w_hh, b_hh, w_hr, c, m, out, h_n, saved, xch, token (null: gx by position).
 ForwardParams forward_params(const int64_t* n, void* const* ptr) {
   ForwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
                   static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
                   ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11]};
-  p.token = static_cast<const int64_t*>(ptr[12]), p.tokens = n[8];
+  p.token = static_cast<const int64_t*>(ptr[12]), p.tokens = n[8], p.tuning = packedrnn::Tuning::decode(n[9]);
   return p;
 }
 
@@ -106,7 +107,7 @@ BackwardParams backward_params(const int64_t* n, void* const* ptr) {
   BackwardParams p{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7] != 0,
                    static_cast<const int64_t*>(ptr[0]), ptr[1], ptr[2], ptr[3], ptr[4], ptr[5],
                    ptr[6], ptr[7], ptr[8], ptr[9], ptr[10], ptr[11], ptr[12]};
-  p.token = static_cast<const int64_t*>(ptr[13]), p.tokens = n[8];
+  p.token = static_cast<const int64_t*>(ptr[13]), p.tokens = n[8], p.tuning = packedrnn::Tuning::decode(n[9]);
   return p;
 }
 
@@ -115,6 +116,8 @@ BackwardParams backward_params(const int64_t* n, void* const* ptr) {
 extern "C" {
 
 void emu_configure(int sms, int optin, unsigned seed) { emu::configure(sms, optin, seed); }
+void emu_set_compute_capability(int major) { emu::set_compute_major(major); }
+void emu_set_device_lengths(int on) { emu::set_device_lengths(on != 0); }
 void emu_dry_run(int on) { emu::dry_run(on != 0); }
 void emu_last_launch(int* blocks, size_t* smem) { emu::last_launch(blocks, smem); }
 
@@ -146,6 +149,7 @@ int emu_step_backward(const int64_t* n, void* const* ptr, int dtype, void* const
 int64_t emu_backward_partials(const int64_t* n, int dtype) {
   BackwardParams p{};
   p.cell = n[0], p.T = n[1], p.B = n[2], p.D = n[3], p.H = n[4], p.P = n[5], p.K = n[6], p.proj = n[7] != 0;
+  p.tuning = packedrnn::Tuning::decode(n[9]);
   return packedrnn::rnn_backward_persistent_partials(p, static_cast<DType>(dtype));
 }
 
