@@ -17,15 +17,25 @@ inline std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
 struct LayerArgs {
   int64_t cell, T, B, I, D, G, H, P;
   bool proj, bias;
-
-  Tuning tuning;  // the caller's forced CUDA choices (rules.h); the CPU op has one path
+  int64_t gates = 0;        // the cell's (cells/*.h), and what the engines ask of it:
+  bool cell_state = false;  // c beside h (c0 and c_n)
+  bool bias_apart = false;  // b_hh kept out of the input projection (its gradient from dgh)
+  bool direct = false;      // a term of dL/dh_{t-1} besides W_hh (the CUDA kernels keep it apart)
+  SavedLayout layout{};     // the saved row
+  Tuning tuning;            // the caller's forced CUDA choices (rules.h); the CPU op has one path
 
   LayerArgs(int64_t cell_, const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
             const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
             const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
             const std::optional<at::Tensor>& w_hr, int64_t path)
       : cell(cell_) {
-    TORCH_CHECK(cell == kLSTM || cell == kGRU, "packedrnn: cell must be 0 (LSTM) or 1 (GRU), got ", cell);
+    bool can_project = false;
+    const bool known = with_cell(cell, [&](auto c) {
+      using C = decltype(c);
+      gates = C::kGates, cell_state = C::kCellState, bias_apart = C::kBiasApart, direct = C::kDirect;
+      can_project = C::kProjection;
+    });
+    TORCH_CHECK(known, "packedrnn: cell = ", cell, " is no cell's code (LSTM 0, GRU 1, RNN_TANH 2, RNN_RELU 3)");
     TORCH_CHECK(Tuning::valid(path), "packedrnn: path = ", path, " is not a valid encoding (packedrnn/plan.py)");
     tuning = Tuning::decode(path);
     TORCH_CHECK(x.dim() == 3, "packedrnn: x must be [T, B, I], got ", x.sizes());
@@ -35,19 +45,19 @@ struct LayerArgs {
     I = x.size(2);
     D = w_ih.size(0);
     G = w_ih.size(1);
-    H = G / (cell == kLSTM ? 4 : 3);
+    H = G / gates;
     P = w_hh.size(2);
     proj = w_hr.has_value();
     bias = b_ih.has_value();
     TORCH_CHECK(D == 1 || D == 2, "packedrnn: w_ih.size(0) (directions) must be 1 or 2, got ", D);
-    TORCH_CHECK(G == H * (cell == kLSTM ? 4 : 3) && H > 0, "packedrnn: w_ih.size(1) = ", G,
-                " is not a multiple of the gate count");
+    TORCH_CHECK(G == H * gates && H > 0, "packedrnn: w_ih.size(1) = ", G, " is not a multiple of the gate count ",
+                gates);
     TORCH_CHECK(w_ih.sizes() == at::IntArrayRef({D, G, I}), "packedrnn: w_ih must be ", D, "x", G,
                 "x", I, ", got ", w_ih.sizes());
     TORCH_CHECK(w_hh.sizes() == at::IntArrayRef({D, G, P}), "packedrnn: w_hh must be [D, G, P], got ",
                 w_hh.sizes());
     TORCH_CHECK(proj ? P < H : P == H, "packedrnn: w_hh.size(2) = ", P, " does not fit H = ", H);
-    TORCH_CHECK(!proj || cell == kLSTM, "packedrnn: w_hr is only for LSTM");
+    TORCH_CHECK(!proj || can_project, "packedrnn: w_hr (a projection) is only for LSTM");
     if (proj) {
       TORCH_CHECK(w_hr->sizes() == at::IntArrayRef({D, P, H}), "packedrnn: w_hr must be [D, P, H], got ",
                   w_hr->sizes());
@@ -64,7 +74,7 @@ struct LayerArgs {
                 "packedrnn: lengths must be on x's device (or, for CUDA x, on the CPU)");
     TORCH_CHECK(h0.sizes() == at::IntArrayRef({D, B, P}), "packedrnn: h0 must be [D, B, P] = [", D,
                 ", ", B, ", ", P, "], got ", h0.sizes());
-    TORCH_CHECK(c0.has_value() == (cell == kLSTM), "packedrnn: c0 is required for LSTM, absent for GRU");
+    TORCH_CHECK(c0.has_value() == cell_state, "packedrnn: c0 is required for LSTM, absent for other cells");
     if (c0) {
       TORCH_CHECK(c0->sizes() == at::IntArrayRef({D, B, H}), "packedrnn: c0 must be [D, B, H], got ",
                   c0->sizes());
@@ -73,9 +83,9 @@ struct LayerArgs {
       TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(),
                   "packedrnn: every tensor must match x's dtype and device");
     }
+    with_cell(cell, [&](auto c) { layout = SavedLayout::of<decltype(c)>(H, P, proj); });
   }
 
-  SavedLayout layout() const { return SavedLayout(cell, H, P, proj); }
 };
 
 }  // namespace packedrnn

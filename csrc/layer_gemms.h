@@ -18,8 +18,8 @@ inline at::Tensor valid_positions(const at::Tensor& lengths, int64_t T, int64_t 
   return (at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0)).view({T * B}).nonzero().squeeze(1);
 }
 
-// gx [D, N, G] = x_rows [N, I] W_ih^T + b_ih (+ b_hh for LSTM, where both biases simply add; GRU
-// keeps b_hh apart because its n gate multiplies r into W_hn h + b_hn).
+// gx [D, N, G] = x_rows [N, I] W_ih^T + b_ih (+ b_hh where both biases simply add; a cell whose
+// b_hh stays apart, GRU's, adds it to the recurrent product instead: cells/*.h kBiasApart).
 inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, const at::Tensor& w_ih,
                                    const std::optional<at::Tensor>& b_ih,
                                    const std::optional<at::Tensor>& b_hh) {
@@ -27,7 +27,7 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
   for (int64_t d = 0; d < a.D; ++d) {
     at::Tensor out = gx[d];
     if (a.bias) {
-      at::Tensor b = a.cell == kLSTM ? (*b_ih)[d] + (*b_hh)[d] : (*b_ih)[d];
+      at::Tensor b = a.bias_apart ? (*b_ih)[d] : (*b_ih)[d] + (*b_hh)[d];
       at::addmm_out(out, b, x2, w_ih[d].t());
     } else {
       at::mm_out(out, x2, w_ih[d].t());
@@ -38,7 +38,8 @@ inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, con
 
 // The gradients of everything but the recurrence, over N token rows, from
 //   x2 [N, I]   h_prev [D, N, P] and m [D, N, H] (projection) of the saved rows
-//   dgx [D, N, G] dL/d(x projection)   dgh [D, N, G] dL/d(h projection) (the same tensor for LSTM)
+//   dgx [D, N, G] dL/d(x projection)   dgh [D, N, G] dL/d(h projection) (the same tensor unless
+//   the cell keeps b_hh apart)
 //   dH [D, N, P] dL/dh (projection)
 // Returns dx_rows [N, I], dw_ih, dw_hh, db_ih, db_hh, dw_hr (empty where absent).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -65,7 +66,7 @@ weight_and_input_grads(const LayerArgs& a, const at::Tensor& x2, const at::Tenso
     }
   }
   at::Tensor db_ih = a.bias ? dgx.sum(1) : at::empty({0}, opt);
-  at::Tensor db_hh = a.bias ? (a.cell == kLSTM ? db_ih.clone() : dgh.sum(1)) : at::empty({0}, opt);
+  at::Tensor db_hh = a.bias ? (a.bias_apart ? dgh.sum(1) : db_ih.clone()) : at::empty({0}, opt);
   return {dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 

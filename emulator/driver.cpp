@@ -56,7 +56,9 @@ struct HostProducts {
 // products: [buffer (hbuf or dgbuf), out (gh or ghb), slot] or null: the kernels' own products.
 template <typename S, typename Params>
 StepProducts host_products(HostProducts<S>& h, const Params& p, bool forward, void* const* products) {
-  h = HostProducts<S>{p.T, p.B, p.D, (p.cell == packedrnn::kLSTM ? 4 : 3) * p.H, p.P, forward, p.lengths,
+  int64_t gates = 0;
+  packedrnn::with_cell(p.cell, [&](auto c) { gates = decltype(c)::kGates; });
+  h = HostProducts<S>{p.T, p.B, p.D, gates * p.H, p.P, forward, p.lengths,
                       static_cast<const int64_t*>(products[2]), static_cast<const S*>(products[0]),
                       static_cast<const S*>(p.w_hh), static_cast<typename HostProducts<S>::A*>(products[1])};
   return StepProducts{&HostProducts<S>::step, &h};

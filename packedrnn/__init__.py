@@ -1,4 +1,4 @@
-"""packedrnn: fast, padding-safe LSTM/GRU over variable-length batches.
+"""packedrnn: fast, padding-safe LSTM/GRU/RNN over variable-length batches.
 
     from packedrnn import PackedLSTM
     lstm = PackedLSTM(80, 256, num_layers=2, bidirectional=True, batch_first=True)
@@ -7,10 +7,10 @@
 
 __version__ = "0.1.0"
 
-from . import functional, ops, plan, reference  # noqa: E402  (importing ops loads the compiled module)
-from .modules import PackedGRU, PackedLSTM  # noqa: E402
+from . import cells, functional, ops, plan, reference  # noqa: E402  (importing ops loads the compiled module)
+from .modules import PackedGRU, PackedLSTM, PackedRNN  # noqa: E402
 from .plan import backend, tuning  # noqa: E402
 from .validation import PackedRNNError  # noqa: E402
 
-__all__ = ["PackedLSTM", "PackedGRU", "PackedRNNError", "backend", "tuning", "functional", "ops", "plan",
-           "reference", "__version__"]
+__all__ = ["PackedLSTM", "PackedGRU", "PackedRNN", "PackedRNNError", "backend", "tuning", "cells", "functional",
+           "ops", "plan", "reference", "__version__"]

@@ -1,4 +1,4 @@
-"""Kernel benchmark: packedrnn against nn.LSTM/nn.GRU, same answers first, then speed.
+"""Kernel benchmark: packedrnn against nn.LSTM/nn.GRU/nn.RNN, same answers first, then speed.
 
     python -m packedrnn.bench                      # the gpu suite on CUDA, else the cpu suite
     python -m packedrnn.bench --suite smoke        # seconds
@@ -76,16 +76,19 @@ SUITES: Dict[str, List[Case]] = {
         Case("LSTM", 8, 20, 32, train=True, lo=0.1),
         Case("GRU", 8, 20, 32, layers=2, bidir=True, train=True, lo=0.1),
         Case("LSTM", 6, 16, 24, train=False, lo=0.1),
+        Case("RNN_RELU", 8, 20, 32, train=True, lo=0.1),
     ],
-    # ../shared/anchors/README.md, CPU table: lengths randint(max(1, T//10), T+1), I = H.
+    # The CPU rows of the reference table the project started from (cuDNN/oneDNN figures quoted in
+    # benchmarks/RESULTS.md): lengths randint(max(1, T//10), T+1), I = H; and an Elman row.
     "cpu": [
         Case("LSTM", 64, 100, 128, train=False, lo=0.1),
         Case("LSTM", 64, 100, 128, train=True, lo=0.1),
         Case("LSTM", 32, 200, 256, layers=2, bidir=True, train=True, lo=0.1),
         Case("GRU", 32, 200, 256, layers=2, bidir=True, train=True, lo=0.1),
         Case("LSTM", 16, 500, 64, train=True, lo=0.1),
+        Case("RNN_TANH", 64, 100, 256, train=True, lo=0.1),
     ],
-    # ../shared/anchors/README.md, the first GPU table, row for row.
+    # The first GPU table of that reference, row for row; and an Elman row.
     "gpu": [
         Case("LSTM", 64, 100, 256, train=False, lo=0.1),
         Case("LSTM", 64, 100, 256, train=True, lo=0.1),
@@ -97,6 +100,7 @@ SUITES: Dict[str, List[Case]] = {
         Case("LSTM", 256, 200, 1024, dtype="bf16", train=True, lo=0.25),
         Case("GRU", 64, 500, 512, layers=2, bidir=True, train=True, lo=0.25),
         Case("LSTM", 32, 2000, 128, train=True, lo=0.05),
+        Case("RNN_TANH", 64, 500, 512, layers=2, bidir=True, train=True, lo=0.25),
     ],
     # Per-step latency at small batch (anchors: cuDNN takes 11-12 us per step here in fp32/bf16).
     "steps": [
@@ -121,6 +125,8 @@ def parse_case(text: str) -> Case:
         case = replace(case, **{key: parsed})
     if case.dtype not in DTYPES:
         raise SystemExit(f"--case: dtype must be one of {', '.join(DTYPES)}")
+    if case.cell not in _MODULES:
+        raise SystemExit(f"--case: cell must be one of {', '.join(_MODULES)}")
     return case
 
 
@@ -128,14 +134,24 @@ def parse_case(text: str) -> Case:
 # Running one backend
 
 
+# A cell's module and torch's, and the keywords that pick the cell.
+_MODULES = {"LSTM": (packedrnn.PackedLSTM, nn.LSTM, {}), "GRU": (packedrnn.PackedGRU, nn.GRU, {}),
+            "RNN_TANH": (packedrnn.PackedRNN, nn.RNN, {"nonlinearity": "tanh"}),
+            "RNN_RELU": (packedrnn.PackedRNN, nn.RNN, {"nonlinearity": "relu"})}
+
+
+def _torch_model(case: Case, device, dtype):
+    _, cls, kw = _MODULES[case.cell]
+    return cls(case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
+               device=device, dtype=dtype, **kw)
+
+
 def _models(case: Case, device, dtype):
     torch.manual_seed(0)
-    ours_cls = packedrnn.PackedLSTM if case.cell == "LSTM" else packedrnn.PackedGRU
+    ours_cls, _, kw = _MODULES[case.cell]
     ours = ours_cls(case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
-                    device=device, dtype=dtype)
-    theirs = (nn.LSTM if case.cell == "LSTM" else nn.GRU)(
-        case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
-        device=device, dtype=dtype)
+                    device=device, dtype=dtype, **kw)
+    theirs = _torch_model(case, device, dtype)
     theirs.load_state_dict(ours.state_dict())
     return ours, theirs
 
@@ -209,9 +225,7 @@ def expected(case: Case, theirs, x, lengths, dtype) -> Dict[str, object]:
     with _TF32(False):
         if dtype in TOLERANCES:
             return {"want": _compute(theirs, x, lengths, "packed", case.train), "dtype": dtype}
-        ref64 = nn.LSTM if case.cell == "LSTM" else nn.GRU
-        ref = ref64(case.input_size, case.H, case.layers, bidirectional=case.bidir, batch_first=True,
-                    device=x.device, dtype=torch.float64)
+        ref = _torch_model(case, x.device, torch.float64)
         ref.load_state_dict({k: v.double() for k, v in theirs.state_dict().items()})
         x64 = x.detach().double().requires_grad_(case.train)
         exact = _compute(ref, x64, lengths, "packed", case.train)
@@ -284,7 +298,7 @@ BARRIER_US = 0.97  # one grid-wide barrier on an H200 (anchors): the per-step fl
 def floor_ms(case: Case, lengths: torch.Tensor, rate: float, device) -> float:
     """max(useful FLOPs / measured matmul rate, max(lengths) * steps * barrier) in ms."""
     D = 2 if case.bidir else 1
-    G = (4 if case.cell == "LSTM" else 3) * case.H
+    G = packedrnn.cells.get(case.cell).gates * case.H
     tokens = int(lengths.sum())
     flops = 0.0
     for layer in range(case.layers):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import plan, reference
+from . import cells, plan, reference
 from .validation import (check_hidden, check_input, check_weights, fail, lengths_on,
                          lengths_to_tensor)
 
@@ -34,15 +34,18 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         hidden_size: int, num_layers: int, bias: bool = True, batch_first: bool = False,
         dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
         proj_size: int = 0, weight_names: Optional[Sequence[str]] = None):
-    """Variable-length multi-layer LSTM ("LSTM") or GRU ("GRU") over a padded batch.
+    """A variable-length multi-layer RNN over a padded batch; `cell` is a packedrnn.cells name:
+    "LSTM", "GRU", "RNN_TANH" or "RNN_RELU" (nn.LSTM, nn.GRU, nn.RNN's modes).
 
     input   [B, T, I] if batch_first else [T, B, I]; padding may hold anything (NaN included)
     lengths B ints in [0, T] (list, CPU tensor or tensor on input's device), or None for all T
-    hx      LSTM: (h0 [L*D, B, P], c0 [L*D, B, H]); GRU: h0 [L*D, B, H]; or None for zeros
-    weights nn.LSTM/nn.GRU's _flat_weights order
+    hx      LSTM: (h0 [L*D, B, P], c0 [L*D, B, H]); other cells: h0 [L*D, B, H]; or None for zeros
+    weights nn.LSTM/nn.GRU/nn.RNN's _flat_weights order
     Returns output [B, T, D*P] (or time-major), exactly zero past each length; h_n [L*D, B, P];
-    c_n [L*D, B, H] (None for GRU). h_n/c_n hold each row's state after its own last valid step.
+    c_n [L*D, B, H] (None without a cell state). h_n/c_n hold each row's state after its own last
+    valid step.
     """
+    spec = cells.get(cell)
     if (isinstance(input, Tensor) and input.device.type in ("cpu", "cuda")
             and torch.is_autocast_enabled(input.device.type)):
         # As nn.LSTM under autocast: run in the autocast dtype, return that dtype.
@@ -50,16 +53,25 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         cast = (lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t)
         hx = tuple(cast(h) for h in hx) if isinstance(hx, (tuple, list)) else cast(hx)
         with torch.autocast(input.device.type, enabled=False):
-            return rnn(cell, cast(input), hx, [cast(w) for w in weights], lengths=lengths,
+            return rnn(spec.name, cast(input), hx, [cast(w) for w in weights], lengths=lengths,
                        hidden_size=hidden_size, num_layers=num_layers, bias=bias,
                        batch_first=batch_first, dropout=dropout, training=training,
                        bidirectional=bidirectional, proj_size=proj_size, weight_names=weight_names)
     D = 2 if bidirectional else 1
     P = proj_size if proj_size > 0 else hidden_size
+    if proj_size > 0 and not spec.projection:
+        fail(f"proj_size = {proj_size}: {spec.name} has no projection (only LSTM)")
     per_dir = 2 + 2 * int(bias) + int(proj_size > 0)
     if len(weights) != num_layers * D * per_dir:
         fail(f"expected {num_layers * D * per_dir} weight tensors, got {len(weights)}")
     names = weight_names or [f"weights[{i}]" for i in range(len(weights))]
+    G = spec.gates * hidden_size
+    for i in range(0, len(weights), per_dir):  # weight_ih and weight_hh of each layer and direction
+        first = i < D * per_dir  # layer 0: weight_ih's columns are input's features (check_input)
+        for w, name, cols in ((weights[i], names[i], None if first else D * P), (weights[i + 1], names[i + 1], P)):
+            if w.dim() != 2 or w.shape[0] != G or (cols is not None and w.shape[1] != cols):
+                fail(f"{name} has shape {tuple(w.shape)}, expected ({G}, {cols if cols is not None else 'input_size'}) "
+                     f"for {spec.name}: {spec.gates} gate(s) x hidden_size {hidden_size}")
     check_input(input, weights[0].shape[1])
     check_weights(input, weights, names)
 
@@ -77,13 +89,13 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
         x = torch.where(valid[:, :, None], x, x.new_zeros(()))
 
-    is_lstm = cell == "LSTM"
+    is_lstm = spec.cell_state
     if hx is None:
         h0 = x.new_zeros(num_layers * D, B, P)
         c0 = x.new_zeros(num_layers * D, B, hidden_size) if is_lstm else None
     elif is_lstm:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            fail(f"hx for LSTM must be a tuple (h0, c0), got {type(hx).__name__}")
+            fail(f"hx for {spec.name} must be a tuple (h0, c0), got {type(hx).__name__}")
         h0, c0 = hx
         check_hidden("hx[0] (h0)", h0, (num_layers * D, B, P), x)
         check_hidden("hx[1] (c0)", c0, (num_layers * D, B, hidden_size), x)
@@ -100,7 +112,7 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         if which == "reference":
             outs = []
             for d, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(groups):
-                out, h, c = reference.layer(cell, x, lens, h0[layer * D + d],
+                out, h, c = reference.layer(spec, x, lens, h0[layer * D + d],
                                             c0[layer * D + d] if is_lstm else None,
                                             w_ih, w_hh, b_ih, b_hh, w_hr, reverse=d == 1)
                 outs.append(out)
@@ -111,7 +123,7 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
             from . import ops
             G = groups[0][1].shape[0]
             op_lens = host if host is not None and plan.gathers(x, host, G, D) else lens
-            out, h, c = ops.layer(cell, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups, path)
+            out, h, c = ops.layer(spec, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups, path)
             h_n.extend(h.unbind(0))
             c_n.extend(c.unbind(0) if is_lstm else [])
         x = out
@@ -132,3 +144,4 @@ def gru(input: Tensor, hx=None, weights: Sequence[Tensor] = (), **kwargs):
     """`rnn("GRU", ...)`: returns (output, h_n)."""
     out, h, _ = rnn("GRU", input, hx, weights, **kwargs)
     return out, h
+

@@ -1,6 +1,8 @@
-"""PackedLSTM and PackedGRU: drop-in nn.LSTM / nn.GRU that take a lengths vector.
+"""PackedLSTM, PackedGRU and PackedRNN: drop-in nn.LSTM / nn.GRU / nn.RNN that take a lengths vector.
 
-Same constructor, parameter names, shapes, initialisation and state_dict as nn.LSTM / nn.GRU.
+Same constructor, parameter names, shapes, initialisation and state_dict as nn.LSTM / nn.GRU /
+nn.RNN. Each module is its cell's name (packedrnn.cells) and nn's constructor checks; the rest is
+shared.
 They derive from nn.Module rather than nn.RNNBase on purpose: torch.compile treats nn.RNNBase
 subclasses as unsupported (a graph break), and the cuDNN flat-weight machinery is of no use here.
 """
@@ -13,13 +15,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import functional
+from . import cells, functional
 from .validation import check_unbatched_lengths, fail
 
 
 class _PackedRNNBase(nn.Module):
-    _cell = ""
-    _gates = 0
+    _cell = ""  # a packedrnn.cells name
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
                      "dropout", "bidirectional", "proj_size"]
 
@@ -64,7 +65,7 @@ class _PackedRNNBase(nn.Module):
         self.proj_size = proj_size
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = self._gates * hidden_size
+        gate_size = cells.get(self._cell).gates * hidden_size
         real_hidden = proj_size if proj_size > 0 else hidden_size
         D = 2 if bidirectional else 1
         self._flat_weights_names = []
@@ -143,14 +144,14 @@ class _PackedRNNBase(nn.Module):
         return out, self._state(h, c)
 
     def _state(self, h, c):
-        return (h, c) if self._cell == "LSTM" else h
+        return (h, c) if cells.get(self._cell).cell_state else h
 
     def _split_hx(self, hx):
         if hx is None:
             return []
-        if self._cell == "LSTM":
+        if cells.get(self._cell).cell_state:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                fail(f"hx for LSTM must be a tuple (h0, c0), got {type(hx).__name__}")
+                fail(f"hx for {self._cell} must be a tuple (h0, c0), got {type(hx).__name__}")
             return list(hx)
         return [hx]
 
@@ -163,7 +164,7 @@ class _PackedRNNBase(nn.Module):
                 fail(f"for unbatched 2-D input, hx[{i}] must be 2-D, got "
                      f"{s.dim() if isinstance(s, Tensor) else type(s).__name__}-D")
         states = [s.unsqueeze(1) for s in states]
-        hx = (tuple(states) if self._cell == "LSTM" else states[0]) if states else None
+        hx = (tuple(states) if cells.get(self._cell).cell_state else states[0]) if states else None
         out, h, c = self._run(input.unsqueeze(1), hx, lengths, False)
         return out.squeeze(1), self._state(h.squeeze(1), c.squeeze(1) if c is not None else None)
 
@@ -197,7 +198,6 @@ class PackedLSTM(_PackedRNNBase):
     """
 
     _cell = "LSTM"
-    _gates = 4
 
 
 class PackedGRU(_PackedRNNBase):
@@ -207,11 +207,38 @@ class PackedGRU(_PackedRNNBase):
     """
 
     _cell = "GRU"
-    _gates = 3
 
     def __init__(self, *args, **kwargs) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if len(args) > 7:
             raise TypeError("PackedGRU takes at most 7 positional arguments (as nn.GRU)")
+        super().__init__(*args, **kwargs)
+
+
+class PackedRNN(_PackedRNNBase):
+    """nn.RNN (the Elman cell, h_t = tanh or relu of x W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) for
+    variable-length batches: `forward(input, hx=None, *, lengths=None)`.
+
+    Constructor as nn.RNN: (input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None). As PackedGRU
+    otherwise: hx = h0 [L*D, B, H], returns (output, h_n).
+    """
+
+    _cell = "RNN_TANH"
+
+    def __init__(self, *args, **kwargs) -> None:
+        # nn.RNN's own order of checks and messages.
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
+        if len(args) > 7:
+            raise TypeError("PackedRNN takes at most 8 positional arguments (as nn.RNN)")
+        self._cell = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(*args, **kwargs)

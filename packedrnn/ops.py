@@ -14,27 +14,26 @@ import torch
 from torch import Tensor
 
 from . import _build
+from .cells import CELLS, Cell
 from .validation import fail
 
-LSTM, GRU = 0, 1
+_BY_CODE = {c.code: c for c in CELLS.values()}
 _registered = False
-
-
-def saved_width(cell: int, H: int, P: int, proj: bool) -> int:
-    """K of the saved tensor [D, T, B, K] (or [D, N, K]); mirrors SavedLayout in csrc/cells.h."""
-    return (6 * H + P if proj else 5 * H + P) if cell == LSTM else 4 * H + P
 
 
 def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
     """rnn_layer's output shapes; `saved` [D, N, K] when by_token, N = sum(lengths) (a size only the
     values give: an unbacked size under torch.compile), else [D, T, B, K]."""
+    spec = _BY_CODE.get(cell)
+    if spec is None:
+        fail(f"cell = {cell} is no cell's code ({', '.join(f'{c.name} {c.code}' for c in CELLS.values())})")
     T, B = x.shape[0], x.shape[1]
     D, G, P = w_ih.shape[0], w_ih.shape[1], w_hh.shape[2]
-    H = G // (4 if cell == LSTM else 3)
+    H = G // spec.gates
     out = x.new_empty(T, B, D * P)
     h_n = x.new_empty(D, B, P)
-    c_n = x.new_empty(D, B, H) if cell == LSTM else x.new_empty(0)
-    K = saved_width(cell, H, P, w_hr is not None)
+    c_n = x.new_empty(D, B, H) if spec.cell_state else x.new_empty(0)
+    K = spec.saved_width(H, P, w_hr is not None)
     if not train:
         saved = x.new_empty(0)
     elif by_token:
@@ -122,19 +121,20 @@ def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
     return None if ts[0] is None else (ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(list(ts)))
 
 
-def layer(cell: str, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
+def layer(cell: Cell, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
           groups, path: int = 0) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on
-    x's device (for CUDA x also on the CPU: csrc/ops.cpp); h0 [D, B, P]; c0 [D, B, H]; groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction;
-    path: the forced CUDA choices (packedrnn.plan.path()).
-    Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None for GRU)."""
+    x's device (for CUDA x also on the CPU: csrc/ops.cpp); h0 [D, B, P]; c0 [D, B, H] (None without
+    a cell state); groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction; path: the forced CUDA
+    choices (packedrnn.plan.path()).
+    Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None without a cell state)."""
     w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
     tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
     train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, h_n, c_n, _ = torch.ops.packedrnn.rnn_layer(
-        LSTM if cell == "LSTM" else GRU, x, lengths, h0.contiguous(),
+        cell.code, x, lengths, h0.contiguous(),
         None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
-    return out, h_n, (c_n if cell == "LSTM" else None)
+    return out, h_n, (c_n if cell.cell_state else None)
 
 
 _build.load_aot_at_import()

@@ -6,7 +6,7 @@ compiled ops). It is also the fallback when the compiled extension is unavailabl
 Shape legend (time-major, as the ops see it):
   T  padded sequence length          B  batch size            I  input features
   H  hidden units                    P  recurrent state size: proj_size if > 0, else H
-  G  gate rows: 4H for LSTM, 3H for GRU
+  G  gate rows: gates * H (packedrnn.cells: 4 for LSTM, 3 for GRU, 1 for RNN_TANH / RNN_RELU)
 
 The contract, per row b with lengths[b] = L:
   forward direction  walks t = 0 .. L-1,
@@ -22,25 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def lstm_cell(gates: Tensor, c: Tensor, w_hr: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """gates [B, 4H] pre-activations (i, f, g, o as nn.LSTM), c [B, H] -> (h [B, P], c [B, H])."""
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
-    if w_hr is not None:
-        h = F.linear(h, w_hr)
-    return h, c
-
-
-def gru_cell(gx: Tensor, gh: Tensor, h: Tensor) -> Tensor:
-    """gx = x W_ih^T + b_ih, gh = h W_hh^T + b_hh, both [B, 3H] (r, z, n as nn.GRU) -> h' [B, H]."""
-    xr, xz, xn = gx.chunk(3, dim=-1)
-    hr, hz, hn = gh.chunk(3, dim=-1)
-    r = torch.sigmoid(xr + hr)
-    z = torch.sigmoid(xz + hz)
-    n = torch.tanh(xn + r * hn)
-    return (1 - z) * n + z * h
+from .cells import Cell
 
 
 def reverse_index(lengths: Tensor, T: int) -> Tensor:
@@ -56,13 +38,14 @@ def _gather_time(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(0, index[:, :, None].expand_as(x))
 
 
-def layer(cell: str, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
+def layer(cell: Cell, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
           w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
           w_hr: Optional[Tensor], reverse: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """One direction of one layer.
+    """One direction of one layer of `cell` (packedrnn.cells: its step is the math).
 
-    x [T, B, I] with finite padding; lengths [B] int64 on x's device; h0 [B, P]; c0 [B, H] (LSTM).
-    Returns output [T, B, P] (zero past each length), h_n [B, P], c_n [B, H] (None for GRU).
+    x [T, B, I] with finite padding; lengths [B] int64 on x's device; h0 [B, P]; c0 [B, H] (cells
+    with a cell state, else None). Returns output [T, B, P] (zero past each length), h_n [B, P],
+    c_n [B, H] (None without a cell state).
     """
     T = x.shape[0]
     if reverse:
@@ -74,12 +57,11 @@ def layer(cell: str, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor
     steps = int(lengths.max()) if lengths.numel() else 0  # a host sync: fine for the reference
     for s in range(steps):
         active = (lengths > s)[:, None]
-        gh = F.linear(h, w_hh, b_hh)
-        if cell == "LSTM":
-            h_new, c_new = lstm_cell(gx[s] + gh, c, w_hr)
+        h_new, c_new = cell.step(gx[s], F.linear(h, w_hh, b_hh), h, c)
+        if w_hr is not None:
+            h_new = F.linear(h_new, w_hr)
+        if c is not None:
             c = torch.where(active, c_new, c)
-        else:
-            h_new = gru_cell(gx[s], gh, h)
         h = torch.where(active, h_new, h)
         outputs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
     out = h0.new_zeros((T,) + h0.shape)

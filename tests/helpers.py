@@ -31,10 +31,16 @@ LENGTH_PATTERNS = {  # (T, lengths)
 }
 
 
+# Every cell (packedrnn.cells): the tests run each of them.
+CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+
+
 def make_pair(cell, input_size, hidden_size, dtype=torch.float64, device="cpu", **kw):
-    """(ours, torch's) with the same state_dict."""
-    ours_cls, theirs_cls = {"LSTM": (packedrnn.PackedLSTM, nn.LSTM),
-                            "GRU": (packedrnn.PackedGRU, nn.GRU)}[cell]
+    """(ours, torch's) with the same state_dict; cell is a packedrnn.cells name."""
+    ours_cls, theirs_cls = {"LSTM": (packedrnn.PackedLSTM, nn.LSTM), "GRU": (packedrnn.PackedGRU, nn.GRU),
+                            "RNN_TANH": (packedrnn.PackedRNN, nn.RNN), "RNN_RELU": (packedrnn.PackedRNN, nn.RNN)}[cell]
+    if cell.startswith("RNN_"):
+        kw = dict(kw, nonlinearity=cell[4:].lower())
     ours = ours_cls(input_size, hidden_size, dtype=dtype, device=device, **kw)
     theirs = theirs_cls(input_size, hidden_size, dtype=dtype, device=device, **kw)
     theirs.load_state_dict(ours.state_dict())
@@ -87,7 +93,7 @@ def run_ours(module, x, hx, lengths):
 
 
 def run_torch(module, x, hx, lengths):
-    """nn.LSTM/nn.GRU + pack_padded_sequence(enforce_sorted=False) + pad_packed_sequence."""
+    """nn.LSTM/GRU/RNN + pack_padded_sequence(enforce_sorted=False) + pad_packed_sequence."""
     T = x.shape[1] if module.batch_first else x.shape[0]
     packed = pack_padded_sequence(x, torch.as_tensor(lengths).cpu(), batch_first=module.batch_first,
                                   enforce_sorted=False)

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from emulator import build_op, needs_emulator, rel_error, set_device_lengths
+from packedrnn.cells import CELLS
 from packedrnn.plan import encode_recurrence
 
-LSTM, GRU = 0, 1
+LSTM, GRU, RNN_TANH, RNN_RELU = (CELLS[n].code for n in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"))
+NAME = {c.code: c.name for c in CELLS.values()}
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 pytestmark = needs_emulator
 
@@ -45,7 +47,8 @@ def layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed=0):
     and rnn_layer_backward's output gradients (NaN in the padding, which is never read), in values
     the dtype holds exactly."""
     g = torch.Generator().manual_seed(seed)
-    lstm, G = cell == LSTM, (4 if cell == LSTM else 3) * H
+    spec = CELLS[NAME[cell]]
+    lstm, G = spec.cell_state, spec.gates * H
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(dtype)
@@ -104,6 +107,9 @@ CASES = [
     (GRU, 3, 10, 10, 6, 5, 2, torch.float64),
     (LSTM, 3, 16, 16, 5, 4, 1, torch.bfloat16),
     (GRU, 4, 12, 12, 7, 5, 2, torch.float16),
+    (RNN_TANH, 5, 33, 33, 9, 6, 2, torch.float32),
+    (RNN_RELU, 4, 20, 20, 7, 5, 1, torch.float64),
+    (RNN_TANH, 4, 16, 16, 6, 5, 2, torch.bfloat16),
 ]
 # Each recurrence the op can run (packedrnn.tuning's recurrence).
 MODES = ["persistent", "step", "gemm"]
@@ -112,7 +118,7 @@ MODES = ["persistent", "step", "gemm"]
 @pytest.mark.parametrize("where", ["host", "device"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
-    "LSTM" if c[0] == LSTM else "GRU", c[2], c[3], c[4], c[6], str(c[7])[6:]))
+    NAME[c[0]], c[2], c[3], c[4], c[6], str(c[7])[6:]))
 def test_cuda_op_emulated(op, nan_empty, case, mode, where):
     """Every recurrence of the op (the persistent kernels; the per-step kernels with their own
     products, with ATen's), the lengths on the host (the token layout: gx, saved, dgx, dgh, dH over
@@ -127,6 +133,10 @@ def test_cuda_op_emulated(op, nan_empty, case, mode, where):
                     "them only when forced)")
     set_device_lengths(emu, where == "device")
     emu.emu_configure(8, 232448, 1)  # a random thread order
+    if mode == "persistent" and CELLS[NAME[cell]].gates == 1:  # one-gate cells: the per-step kernels only
+        with pytest.raises(RuntimeError, match="persistent kernel refused this call"):
+            run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), recurrence=mode)
+        return
     run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), recurrence=mode)
 
 
@@ -170,7 +180,7 @@ def test_path_is_checked(op):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[5]], ids=lambda c: "{}-P{}-D{}-{}".format(
-    "LSTM" if c[0] == LSTM else "GRU", c[3], c[6], str(c[7])[6:]))
+    NAME[c[0]], c[3], c[6], str(c[7])[6:]))
 def test_bitwise_repeatable_across_thread_orders(op, case, mode):
     """Two runs under different random thread orders give the same bits: no result depends on which
     thread or block gets there first (no atomics, fixed reduction orders), as on the GPU."""
@@ -208,7 +218,7 @@ def random_layers(n, seed):
     elements run through ATen's half GEMM and miss the relative tolerance by rounding alone."""
     rng = random.Random(seed)
     for _ in range(n):
-        cell = rng.choice([LSTM, GRU])
+        cell = rng.choice([LSTM, GRU, RNN_TANH, RNN_RELU])
         dtype = rng.choice([torch.float32, torch.float32, torch.float64, torch.bfloat16, torch.float16])
         half = dtype in (torch.bfloat16, torch.float16)
         H = rng.randint(1, 40)
@@ -248,7 +258,7 @@ def test_random_layers(op, nan_empty):
 
 
 @pytest.mark.parametrize("where", ["host", "device"])
-@pytest.mark.parametrize("cell,P", [(LSTM, 12), (LSTM, 6), (GRU, 12)])
+@pytest.mark.parametrize("cell,P", [(LSTM, 12), (LSTM, 6), (GRU, 12), (RNN_RELU, 12)])
 def test_opcheck_emulated(op, cell, P, where):
     """torch.library.opcheck of the emulated op with packedrnn's fake kernels: with the lengths on
     the host, `saved` holds the valid positions only, a size the fake kernel cannot know (unbacked

@@ -1,4 +1,5 @@
-"""PackedLSTM/PackedGRU against nn.LSTM/nn.GRU + pack_padded_sequence: outputs and gradients."""
+"""PackedLSTM/PackedGRU/PackedRNN against nn.LSTM/nn.GRU/nn.RNN + pack_padded_sequence: outputs and
+gradients."""
 
 import itertools
 
@@ -6,14 +7,14 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from helpers import LENGTH_PATTERNS, compare, make_pair, random_inputs
+from helpers import CELLS, LENGTH_PATTERNS, compare, make_pair, random_inputs
 
 GRID = [
     (cell, layers, bidir, batch_first, bias, proj, with_hx, pattern)
     for cell, layers, bidir, batch_first, bias, proj, with_hx, pattern in itertools.product(
-        ["LSTM", "GRU"], [1, 2, 3], [False, True], [False, True], [False, True], [0, 2],
+        CELLS, [1, 2, 3], [False, True], [False, True], [False, True], [0, 2],
         [False, True], LENGTH_PATTERNS)
-    if not (cell == "GRU" and proj)
+    if not (cell != "LSTM" and proj)
 ]
 
 
@@ -49,7 +50,7 @@ def test_grid_float32(case, device, record):
     _check(case, torch.float32, record, device)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_lengths_as_list_tensor_and_int32_agree(cell, device):
     ours, _ = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, device=device)
     lengths = [3, 6, 1, 5]
@@ -60,7 +61,7 @@ def test_lengths_as_list_tensor_and_int32_agree(cell, device):
         assert torch.equal(ours(x, lengths=form)[0], ref)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_no_lengths_is_nn_rnn_on_the_padded_batch(cell, device):
     ours, theirs = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True,
                              device=device)
@@ -72,7 +73,7 @@ def test_no_lengths_is_nn_rnn_on_the_padded_batch(cell, device):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 2), ("GRU", 0)])
+@pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 2), ("GRU", 0), ("RNN_TANH", 0), ("RNN_RELU", 0)])
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 def test_packed_sequence_in_and_out(cell, proj, enforce_sorted, device):
     kw = dict(num_layers=2, bidirectional=True, **({"proj_size": proj} if proj else {}))
@@ -96,7 +97,7 @@ def test_packed_sequence_in_and_out(cell, proj, enforce_sorted, device):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_unbatched_input(cell, device):
     ours, theirs = make_pair(cell, 3, 4, num_layers=2, bidirectional=True, device=device)
     x = torch.randn(5, 3, dtype=torch.float64, device=device)
@@ -114,7 +115,7 @@ def test_unbatched_input(cell, device):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 50), ("GRU", 0)])
+@pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 50), ("GRU", 0), ("RNN_TANH", 0), ("RNN_RELU", 0)])
 def test_float32_at_sizes_the_grid_does_not_reach(cell, proj, device):
     """fp32 at sizes the tiny grid does not reach (H = 150: products whose dimensions are not
     multiples of the BLAS and CUDA tiles; 37 rows; about 600 tokens summed in the weight

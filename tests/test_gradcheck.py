@@ -11,6 +11,8 @@ CASES = {
     "gru": ("GRU", dict(num_layers=2)),
     "lstm_bidirectional": ("LSTM", dict(bidirectional=True)),
     "gru_bidirectional": ("GRU", dict(bidirectional=True, bias=False)),
+    "rnn_tanh": ("RNN_TANH", dict(num_layers=2)),
+    "rnn_relu_bidirectional": ("RNN_RELU", dict(bidirectional=True)),
 }
 
 
@@ -18,7 +20,10 @@ CASES = {
 def test_gradcheck(name, device):
     cell, kw = CASES[name]
     torch.manual_seed(0)
-    cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
+    if cell.startswith("RNN_"):
+        cls, kw = packedrnn.PackedRNN, dict(kw, nonlinearity=cell[4:].lower())
+    else:
+        cls = packedrnn.PackedLSTM if cell == "LSTM" else packedrnn.PackedGRU
     m = cls(2, 3, batch_first=True, dtype=torch.float64, device=device, **kw)
     names = [n for n, _ in m.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]

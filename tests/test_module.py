@@ -1,4 +1,4 @@
-"""PackedLSTM/PackedGRU as drop-in modules: parameters, state_dict, init, save/load, dropout."""
+"""PackedLSTM/PackedGRU/PackedRNN as drop-in modules: parameters, state_dict, init, save/load, dropout."""
 
 import io
 
@@ -7,15 +7,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from packedrnn import PackedGRU, PackedLSTM
+from packedrnn import PackedGRU, PackedLSTM, PackedRNN
 from helpers import make_pair
 
-PAIRS = [(PackedLSTM, nn.LSTM, {}), (PackedLSTM, nn.LSTM, {"proj_size": 3}), (PackedGRU, nn.GRU, {})]
+PAIRS = [(PackedLSTM, nn.LSTM, {}), (PackedLSTM, nn.LSTM, {"proj_size": 3}), (PackedGRU, nn.GRU, {}),
+         (PackedRNN, nn.RNN, {}), (PackedRNN, nn.RNN, {"nonlinearity": "relu"})]
 
 
 @pytest.mark.parametrize("ours,theirs,kw", PAIRS)
 def test_same_parameters_init_and_repr(ours, theirs, kw):
     args = (5, 6, 2, False, True, 0.0, True)  # positional, as nn.LSTM takes them
+    if ours is PackedRNN:  # nn.RNN's fourth is the nonlinearity
+        args = args[:3] + (kw.get("nonlinearity", "tanh"),) + args[3:]
+        kw = {}
     torch.manual_seed(3)
     a = ours(*args, **kw)
     torch.manual_seed(3)
@@ -24,6 +28,7 @@ def test_same_parameters_init_and_repr(ours, theirs, kw):
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), n  # same shapes and the same init from the same seed
     assert repr(a).split("(", 1)[1] == repr(b).split("(", 1)[1]
+    assert a.mode == b.mode and getattr(a, "nonlinearity", None) == getattr(b, "nonlinearity", None)
     assert [[t.shape for t in ws] for ws in a.all_weights] == [[t.shape for t in ws] for ws in b.all_weights]
     a.flatten_parameters()
 

@@ -5,7 +5,7 @@ import torch
 
 from helpers import grads, make_pair, random_inputs, run_ours, run_torch
 
-CASES = [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {})]
+CASES = [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {}), ("RNN_TANH", {}), ("RNN_RELU", {})]
 
 
 @pytest.mark.parametrize("cell,kw", CASES)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from packedrnn import PackedGRU, PackedLSTM, PackedRNNError
+from packedrnn import PackedGRU, PackedLSTM, PackedRNN, PackedRNNError
 
 
 @pytest.fixture
@@ -102,10 +102,12 @@ def test_unbatched_arguments(lstm):
     ((3, 4), dict(batch_first="yes")),
     ((3, 4), dict(proj_size=-1)),
     ((3, 4), dict(proj_size=4)),
+    ((3, 4), dict(nonlinearity="sigmoid")),
+    ((3, 4, 1, "gelu"), {}),
 ])
-@pytest.mark.parametrize("ours,theirs", [(PackedLSTM, nn.LSTM), (PackedGRU, nn.GRU)])
+@pytest.mark.parametrize("ours,theirs", [(PackedLSTM, nn.LSTM), (PackedGRU, nn.GRU), (PackedRNN, nn.RNN)])
 def test_constructor_rejects_as_torch_does(ours, theirs, args, kwargs):
-    if ours is PackedGRU and "proj_size" in kwargs:
+    if ours is not PackedLSTM and "proj_size" in kwargs:
         kwargs = dict(kwargs, proj_size=1)
     with pytest.raises(Exception) as expected:
         theirs(*args, **kwargs)

@@ -7,7 +7,7 @@
 //   2. Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
 //      caller's order is untouched), so at step s the active rows are the first n(s) of that order
 //      and the recurrent product is one contiguous GEMM over them: gh[n, G] = h[n, P] W_hh^T.
-//      The cell update (cells.h) then runs per active row, in parallel; t = s forward, or
+//      The cell update (its trait, cells/*.h) then runs per active row, in parallel; t = s forward, or
 //      lengths[b]-1-s in reverse. Padded x is never read; finished rows are never touched.
 //   3. Backward walks the steps in reverse with the same active sets, producing dgx/dgh per token
 //      row; the weight and input gradients are then large GEMMs over the N rows (layer_gemms.h).
@@ -81,68 +81,49 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
 #define PRNN_CPU_CLONES
 #endif
 
-// LSTM forward: c (in c_prev, out c) and m = o*tanh(c); with `act` (the saved row), also the
-// activations at act[g*H + u] and c_prev at cp_out[u].
-template <typename S>
-PRNN_CPU_CLONES void lstm_cells(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
-                                S* __restrict__ c, S* __restrict__ m, S* __restrict__ act,
-                                S* __restrict__ cp_out) {
-  if (act == nullptr) {
-    for (int64_t u = 0; u < H; ++u) {
-      const auto r = lstm_forward<S>(gx[u] + gh[u], gx[H + u] + gh[H + u], gx[2 * H + u] + gh[2 * H + u],
-                                     gx[3 * H + u] + gh[3 * H + u], c[u]);
-      c[u] = r.c, m[u] = r.m;
+// The cell's forward over the units of one row (cells/*.h): gx, gh the row's projections (gh with
+// b_hh where the cell keeps it apart), h in h_{t-1} and out the cell's output (the new h, or m
+// before a projection), c in c_{t-1} and out c_t (cells with a cell state). With `act` (the saved
+// row), also the cell's activations at act[k*H + u] and c_{t-1} at c_prev[u].
+template <typename Cell, typename S>
+PRNN_CPU_CLONES void cells_forward(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
+                                   S* __restrict__ h, S* __restrict__ c, S* __restrict__ act,
+                                   S* __restrict__ c_prev) {
+  constexpr int NG = Cell::kGates;
+  for (int64_t u = 0; u < H; ++u) {
+    S x[NG], y[NG];
+    for (int g = 0; g < NG; ++g) x[g] = gx[g * H + u], y[g] = gh[g * H + u];
+    const S cp = Cell::kCellState ? c[u] : S(0);
+    const auto r = Cell::forward(x, y, h[u], cp);
+    if (act != nullptr) {
+      for (int k = 0; k < Cell::kAct; ++k) act[k * H + u] = r.act[k];
+      if (Cell::kCellState) c_prev[u] = cp;
     }
-    return;
-  }
-  for (int64_t u = 0; u < H; ++u) {
-    const S cp = c[u];
-    const auto r = lstm_forward<S>(gx[u] + gh[u], gx[H + u] + gh[H + u], gx[2 * H + u] + gh[2 * H + u],
-                                   gx[3 * H + u] + gh[3 * H + u], cp);
-    act[u] = r.i, act[H + u] = r.f, act[2 * H + u] = r.g, act[3 * H + u] = r.o;
-    cp_out[u] = cp, c[u] = r.c, m[u] = r.m;
+    if (Cell::kCellState) c[u] = r.c;
+    h[u] = r.out;
   }
 }
 
-// GRU forward: h (in h_{t-1}, out h_t); gh already holds b_hh. With `act`: r, z, n, hn.
-template <typename S>
-PRNN_CPU_CLONES void gru_cells(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
-                               S* __restrict__ h, S* __restrict__ act) {
-  if (act == nullptr) {
-    for (int64_t u = 0; u < H; ++u) {
-      h[u] = gru_forward<S>(gx[u], gx[H + u], gx[2 * H + u], gh[u], gh[H + u], gh[2 * H + u], h[u]).h;
+// The cell's backward over the units of one row: from the saved activations and `prev` (c_prev or
+// h_prev, SavedLayout::prev) and dout = dL/d(the cell's output), the gate gradients of the h
+// projection into dh, those of the x projection into dx where they differ (null otherwise: the
+// caller copies dh), dc (in from t+1, out to t-1; cells with a cell state) and the direct part of
+// dL/dh_{t-1} into direct (cells with one).
+template <typename Cell, typename S>
+PRNN_CPU_CLONES void cells_backward(int64_t H, const S* __restrict__ act, const S* __restrict__ prev,
+                                    const S* __restrict__ dout, S* __restrict__ dc, S* __restrict__ dx,
+                                    S* __restrict__ dh, S* __restrict__ direct) {
+  constexpr int NG = Cell::kGates;
+  for (int64_t u = 0; u < H; ++u) {
+    S a[Cell::kAct];
+    for (int k = 0; k < Cell::kAct; ++k) a[k] = act[k * H + u];
+    const auto g = Cell::backward(a, prev[u], dout[u], Cell::kCellState ? dc[u] : S(0));
+    for (int k = 0; k < NG; ++k) dh[k * H + u] = g.dh[k];
+    if (Cell::kBiasApart) {
+      for (int k = 0; k < NG; ++k) dx[k * H + u] = g.dx[k];
     }
-    return;
-  }
-  for (int64_t u = 0; u < H; ++u) {
-    const auto r = gru_forward<S>(gx[u], gx[H + u], gx[2 * H + u], gh[u], gh[H + u], gh[2 * H + u], h[u]);
-    act[u] = r.r, act[H + u] = r.z, act[2 * H + u] = r.n, act[3 * H + u] = gh[2 * H + u];
-    h[u] = r.h;
-  }
-}
-
-// LSTM backward: gate gradients dg[g*H + u] and dc (in from t+1, out to t-1), from dm = dL/dm.
-template <typename S>
-PRNN_CPU_CLONES void lstm_cells_backward(int64_t H, const S* __restrict__ act, const S* __restrict__ c_prev,
-                                         const S* __restrict__ dm, S* __restrict__ dc, S* __restrict__ dg) {
-  for (int64_t u = 0; u < H; ++u) {
-    const auto g = lstm_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u], c_prev[u], dm[u], dc[u]);
-    dg[u] = g.di, dg[H + u] = g.df, dg[2 * H + u] = g.dg, dg[3 * H + u] = g.do_;
-    dc[u] = g.dc_prev;
-  }
-}
-
-// GRU backward: dx = dL/d(x projection) (r, z, n), dg = dL/d(h projection) (r, z, hn), and the
-// direct part of dL/dh_{t-1}, dh * z, into dh_prev.
-template <typename S>
-PRNN_CPU_CLONES void gru_cells_backward(int64_t H, const S* __restrict__ act, const S* __restrict__ h_prev,
-                                        const S* __restrict__ dh, S* __restrict__ dx, S* __restrict__ dg,
-                                        S* __restrict__ dh_prev) {
-  for (int64_t u = 0; u < H; ++u) {
-    const auto g = gru_backward<S>(act[u], act[H + u], act[2 * H + u], act[3 * H + u], h_prev[u], dh[u]);
-    dx[u] = g.dr, dx[H + u] = g.dz, dx[2 * H + u] = g.dn;
-    dg[u] = g.dr, dg[H + u] = g.dz, dg[2 * H + u] = g.dhn;
-    dh_prev[u] = g.dh_prev;
+    if (Cell::kCellState) dc[u] = g.dc_prev;
+    if (Cell::kDirect) direct[u] = g.direct;
   }
 }
 
@@ -173,18 +154,18 @@ struct Dir {
   const S* w_hr;  // [P, H] or null
 };
 
-template <typename S>
+template <typename Cell, typename S>
 void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
                        const std::vector<int64_t>& order, const int64_t* row, const S* gx /*[N, G]*/,
                        const S* h0 /*[B, P]*/, const S* c0 /*[B, H] or null*/, S* out /*[T, B, D*P]*/,
                        S* h_n /*[B, P]*/, S* c_n /*[B, H] or null*/, S* saved /*[N, K] or null*/) {
   const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
-  const SavedLayout L = a.layout();
-  const bool lstm = a.cell == kLSTM;
-  std::vector<S> h(B * P), c(lstm ? B * H : 0), gh(B * G), m(a.proj ? B * H : 0), hp(a.proj ? B * P : 0);
+  const SavedLayout& L = a.layout;
+  constexpr bool with_c = Cell::kCellState;
+  std::vector<S> h(B * P), c(with_c ? B * H : 0), gh(B * G), m(a.proj ? B * H : 0), hp(a.proj ? B * P : 0);
   for (int64_t j = 0; j < B; ++j) {
     std::copy_n(h0 + order[j] * P, P, &h[j * P]);
-    if (lstm) std::copy_n(c0 + order[j] * H, H, &c[j * H]);
+    if (with_c) std::copy_n(c0 + order[j] * H, H, &c[j * H]);
   }
   auto time = [&](int64_t b, int64_t s) { return dir.reverse ? len[b] - 1 - s : s; };
   int64_t n = B;
@@ -195,22 +176,19 @@ void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len
     at::parallel_for(0, n, grain(H), [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
         const int64_t b = order[j], t = time(b, s), r = row[t * B + b];
-        const S* gxr = gx + r * G;
-        const S* ghr = &gh[j * G];
         S* hj = &h[j * P];
-        S* o = out + (t * B + b) * DP + dir.d * P;
         S* sv = saved ? saved + r * L.K : nullptr;
         if (sv) std::copy_n(hj, P, sv + L.h_prev);
-        if (lstm) {
-          S* mj = a.proj ? &m[j * H] : hj;  // with a projection, h = m W_hr^T after the loop
-          lstm_cells<S>(H, gxr, ghr, &c[j * H], mj, sv ? sv + L.act : nullptr, sv ? sv + L.c_prev : nullptr);
-          if (!a.proj) std::copy_n(hj, H, o);
-          if (a.proj && sv) std::copy_n(mj, H, sv + L.m);
+        S* ghr = &gh[j * G];  // add b_hh in place where the cell keeps it apart (GRU saves W_hn h + b_hn)
+        if (Cell::kBiasApart && dir.b_hh) for (int64_t k = 0; k < G; ++k) ghr[k] += dir.b_hh[k];
+        S* mj = a.proj ? &m[j * H] : hj;  // with a projection, h = m W_hr^T after the loop (a
+                                          // projecting cell, LSTM, takes no h_{t-1} in its math)
+        cells_forward<Cell, S>(H, gx + r * G, ghr, mj, with_c ? &c[j * H] : nullptr, sv ? sv + L.act : nullptr,
+                               sv && with_c ? sv + L.c_prev : nullptr);
+        if (a.proj) {
+          if (sv) std::copy_n(mj, H, sv + L.m);
         } else {
-          S* gb = &gh[j * G];  // add b_hh in place: the cell needs W_h h + b_hh (and saves hn)
-          if (dir.b_hh) for (int64_t k = 0; k < G; ++k) gb[k] += dir.b_hh[k];
-          gru_cells<S>(H, gxr, gb, hj, sv ? sv + L.act : nullptr);
-          std::copy_n(hj, H, o);
+          std::copy_n(hj, H, out + (t * B + b) * DP + dir.d * P);
         }
       }
     });
@@ -225,26 +203,26 @@ void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len
   }
   for (int64_t j = 0; j < B; ++j) {
     std::copy_n(&h[j * P], P, h_n + order[j] * P);
-    if (lstm) std::copy_n(&c[j * H], H, c_n + order[j] * H);
+    if (with_c) std::copy_n(&c[j * H], H, c_n + order[j] * H);
   }
 }
 
-template <typename S>
+template <typename Cell, typename S>
 void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
                         const std::vector<int64_t>& order, const int64_t* row, const S* saved /*[N, K]*/,
                         const S* grad_out /*[T, B, D*P]*/, const S* grad_hn /*[B, P]*/,
                         const S* grad_cn /*[B, H] or null*/, S* dgx /*[N, G]*/,
-                        S* dgh /*[N, G]; == dgx for LSTM*/, S* dH /*[N, P] or null*/,
+                        S* dgh /*[N, G]; == dgx unless the cell keeps b_hh apart*/, S* dH /*[N, P] or null*/,
                         S* dh0 /*[B, P]*/, S* dc0 /*[B, H] or null*/) {
   const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
-  const SavedLayout L = a.layout();
-  const bool lstm = a.cell == kLSTM;
+  const SavedLayout& L = a.layout;
+  constexpr bool with_c = Cell::kCellState;
   // dh, dc: gradient flowing into the state from later steps; dht: total dL/dh_t at this step;
   // dm: dL/dm with a projection; dgc: this step's dgh rows packed for the GEMM.
-  std::vector<S> dh(B * P), dc(lstm ? B * H : 0), dht(B * P), dm(a.proj ? B * H : 0), dgc(B * G);
+  std::vector<S> dh(B * P), dc(with_c ? B * H : 0), dht(B * P), dm(a.proj ? B * H : 0), dgc(B * G);
   for (int64_t j = 0; j < B; ++j) {
     std::copy_n(grad_hn + order[j] * P, P, &dh[j * P]);
-    if (lstm) std::copy_n(grad_cn + order[j] * H, H, &dc[j * H]);
+    if (with_c) std::copy_n(grad_cn + order[j] * H, H, &dc[j * H]);
   }
   auto time = [&](int64_t b, int64_t s) { return dir.reverse ? len[b] - 1 - s : s; };
   const int64_t steps = B ? len[order[0]] : 0;
@@ -264,22 +242,18 @@ void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* le
       for (int64_t j = begin; j < end; ++j) {
         const int64_t b = order[j], t = time(b, s), r = row[t * B + b];
         const S* sv = saved + r * L.K;
-        const S* act = sv + L.act;
         S* dgr = &dgc[j * G];
-        if (lstm) {
-          lstm_cells_backward<S>(H, act, sv + L.c_prev, a.proj ? &dm[j * H] : &dht[j * P], &dc[j * H], dgr);
-        } else {
-          gru_cells_backward<S>(H, act, sv + L.h_prev, &dht[j * P], dgx + r * G, dgr, &dh[j * P]);
-        }
-        std::copy_n(dgr, G, dgh + r * G);  // for LSTM dgh is dgx
+        cells_backward<Cell, S>(H, sv + L.act, sv + L.prev, a.proj ? &dm[j * H] : &dht[j * P],
+                                with_c ? &dc[j * H] : nullptr, dgx + r * G, dgr, &dh[j * P]);
+        std::copy_n(dgr, G, dgh + r * G);  // dgh is dgx unless the cell keeps b_hh apart
       }
     });
-    // dL/dh_{t-1} = dgh W_hh (+ the direct term dh*z that the GRU loop left in dh)
-    gemm<S>(n, P, G, dgc.data(), G, dir.w_hh, P, false, lstm ? S(0) : S(1), dh.data(), P);
+    // dL/dh_{t-1} = dgh W_hh (+ the direct term that the cell left in dh)
+    gemm<S>(n, P, G, dgc.data(), G, dir.w_hh, P, false, Cell::kDirect ? S(1) : S(0), dh.data(), P);
   }
   for (int64_t j = 0; j < B; ++j) {
     std::copy_n(&dh[j * P], P, dh0 + order[j] * P);
-    if (lstm) std::copy_n(&dc[j * H], H, dc0 + order[j] * H);
+    if (with_c) std::copy_n(&dc[j * H], H, dc0 + order[j] * H);
   }
 }
 
@@ -287,7 +261,7 @@ template <typename S>
 Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
                  const std::optional<at::Tensor>& w_hr) {
   return {d, d == 1, w_hh[d].data_ptr<S>(),
-          (a.cell == kGRU && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
+          (a.bias_apart && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
           a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr};
 }
 
@@ -308,18 +282,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   const auto opt = x.options();
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
-  at::Tensor c_n = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
+  at::Tensor c_n = a.cell_state ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
   // The token rows only, each written by the recurrence (csrc/ops.cpp: [D, N, K]).
-  at::Tensor saved = train ? at::empty({a.D, tk.N, a.layout().K}, opt) : at::empty({0}, opt);
+  at::Tensor saved = train ? at::empty({a.D, tk.N, a.layout.K}, opt) : at::empty({0}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
-    for (int64_t d = 0; d < a.D; ++d) {
-      forward_direction<scalar_t>(a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(),
-                                  gx[d].data_ptr<scalar_t>(), h0[d].data_ptr<scalar_t>(),
-                                  c0 ? (*c0)[d].data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
-                                  h_n[d].data_ptr<scalar_t>(),
-                                  a.cell == kLSTM ? c_n[d].data_ptr<scalar_t>() : nullptr,
-                                  train ? saved[d].data_ptr<scalar_t>() : nullptr);
-    }
+    with_cell(a.cell, [&](auto cell) {
+      for (int64_t d = 0; d < a.D; ++d) {
+        forward_direction<decltype(cell), scalar_t>(
+            a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(), gx[d].data_ptr<scalar_t>(),
+            h0[d].data_ptr<scalar_t>(), c0 ? (*c0)[d].data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+            h_n[d].data_ptr<scalar_t>(), a.cell_state ? c_n[d].data_ptr<scalar_t>() : nullptr,
+            train ? saved[d].data_ptr<scalar_t>() : nullptr);
+      }
+    });
   });
   return {out, h_n, c_n, saved};
 }
@@ -333,7 +308,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
                        int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_, path);
-  const SavedLayout L = a.layout();
+  const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const at::Tensor grad_hn = grad_hn_.contiguous(), grad_cn = grad_cn_.contiguous();
@@ -346,19 +321,21 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
               a.D * tk.N * L.K, " (the forward ran with train=False, or on other lengths)");
   const auto opt = x.options();
   at::Tensor dgx = at::empty({a.D, tk.N, a.G}, opt);  // every row is written by the recurrence
-  at::Tensor dgh = a.cell == kLSTM ? dgx : at::empty_like(dgx);
+  at::Tensor dgh = a.bias_apart ? at::empty_like(dgx) : dgx;
   at::Tensor dH = a.proj ? at::empty({a.D, tk.N, a.P}, opt) : at::Tensor();
   at::Tensor dh0 = at::empty({a.D, a.B, a.P}, opt);
-  at::Tensor dc0 = a.cell == kLSTM ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
+  at::Tensor dc0 = a.cell_state ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_backward_cpu", [&] {
-    for (int64_t d = 0; d < a.D; ++d) {
-      backward_direction<scalar_t>(
-          a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(),
-          saved[d].data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), grad_hn[d].data_ptr<scalar_t>(),
-          a.cell == kLSTM ? grad_cn[d].data_ptr<scalar_t>() : nullptr, dgx[d].data_ptr<scalar_t>(),
-          dgh[d].data_ptr<scalar_t>(), a.proj ? dH[d].data_ptr<scalar_t>() : nullptr,
-          dh0[d].data_ptr<scalar_t>(), a.cell == kLSTM ? dc0[d].data_ptr<scalar_t>() : nullptr);
-    }
+    with_cell(a.cell, [&](auto cell) {
+      for (int64_t d = 0; d < a.D; ++d) {
+        backward_direction<decltype(cell), scalar_t>(
+            a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(), saved[d].data_ptr<scalar_t>(),
+            grad_out.data_ptr<scalar_t>(), grad_hn[d].data_ptr<scalar_t>(),
+            a.cell_state ? grad_cn[d].data_ptr<scalar_t>() : nullptr, dgx[d].data_ptr<scalar_t>(),
+            dgh[d].data_ptr<scalar_t>(), a.proj ? dH[d].data_ptr<scalar_t>() : nullptr, dh0[d].data_ptr<scalar_t>(),
+            a.cell_state ? dc0[d].data_ptr<scalar_t>() : nullptr);
+      }
+    });
   });
   const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
   const at::Tensor saved_rows = saved.view({a.D, tk.N, L.K});

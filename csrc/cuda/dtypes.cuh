@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "cells.h"
 #include "rnn_cuda.h"
 
 namespace packedrnn {
@@ -39,13 +40,27 @@ __device__ __forceinline__ int64_t token_row(const Params& p, int64_t d, int64_t
 
 }  // namespace packedrnn
 
-// return FN<S, NG>(P, ARGS...) for the storage type named by DTYPE and NG = 4 (LSTM) or 3 (GRU).
-#define PACKEDRNN_DISPATCH(FN, P, DTYPE, ...)                                                                   \
-  switch (DTYPE) {                                                                                              \
-    case DType::f32: return P.cell == kLSTM ? FN<float, 4>(P, __VA_ARGS__) : FN<float, 3>(P, __VA_ARGS__);      \
-    case DType::f64: return P.cell == kLSTM ? FN<double, 4>(P, __VA_ARGS__) : FN<double, 3>(P, __VA_ARGS__);    \
-    case DType::f16: return P.cell == kLSTM ? FN<__half, 4>(P, __VA_ARGS__) : FN<__half, 3>(P, __VA_ARGS__);    \
-    case DType::bf16:                                                                                           \
-      return P.cell == kLSTM ? FN<__nv_bfloat16, 4>(P, __VA_ARGS__) : FN<__nv_bfloat16, 3>(P, __VA_ARGS__);     \
-  }                                                                                                             \
-  return cudaErrorInvalidValue;
+namespace packedrnn {
+
+// fn(S(), Cell()) for the storage type S named by `dtype` and the cell of code `cell` (cells.h);
+// `none` when there is no such cell.
+template <typename R, typename F>
+R dispatch(int64_t cell, DType dtype, R none, F&& fn) {
+  R r = none;
+  with_cell(cell, [&](auto c) {
+    switch (dtype) {
+      case DType::f32: r = fn(float(), c); break;
+      case DType::f64: r = fn(double(), c); break;
+      case DType::f16: r = fn(__half(), c); break;
+      case DType::bf16: r = fn(__nv_bfloat16(), c); break;
+    }
+  });
+  return r;
+}
+
+}  // namespace packedrnn
+
+// return FN<S, Cell>(P, ARGS...) for P's storage type (DTYPE) and cell.
+#define PACKEDRNN_DISPATCH(FN, P, DTYPE, ...) \
+  return dispatch(P.cell, DTYPE, cudaErrorInvalidValue, \
+                  [&](auto s_, auto c_) { return FN<decltype(s_), decltype(c_)>(P, __VA_ARGS__); });

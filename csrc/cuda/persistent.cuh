@@ -208,39 +208,41 @@ struct Chunk {
   }
 };
 
-// The backward's cell, shared by its two forms. v holds, for pair m: LSTM i f g o c_prev, -, dc;
-// GRU r z n hn h_prev, -, direct (v[5] is the caller's). load_cell reads the saved values and
-// LSTM's dc; cell_backward takes dL/d(the cell's output) (dL/dh_t, or dL/dm with a projection),
-// writes dgx (LSTM: dc; GRU: dgh and direct) and returns in gh the gradients of the products with
-// W_hh (LSTM di df dg do; GRU dr dz dhn).
-template <typename S, int NG>
+// The backward's cell (cells/*.h), shared by its two forms. v holds, for pair m: the kAct saved
+// activations, the cell's `prev` (SavedLayout::prev: c_prev or h_prev), -, and dc (cells with a
+// cell state) or the direct term of dL/dh (cells with one); v[5] is the caller's. load_cell reads
+// the saved values and dc; cell_backward takes dL/d(the cell's output) (dL/dh_t, or dL/dm with a
+// projection), writes dgx (and dgh where it differs), dc or the direct term, and returns in gh
+// the gradients of the products with W_hh.
+template <typename S, typename Cell>
 __device__ void load_cell(const BackwardParams& p, int64_t d, const Pair& m, float (&v)[7]) {
+  static_assert(Cell::kAct <= 4, "v holds at most 4 activations");
   const int64_t H = p.H;
-  const SavedLayout L(p.cell, H, p.P, p.proj);
+  const SavedLayout L = SavedLayout::of<Cell>(H, p.P, p.proj);
   const S* sv = static_cast<const S*>(p.saved) + token_row(p, d, m.row) * p.K;
 #pragma unroll
-  for (int g = 0; g < 4; ++g) v[g] = to_acc(sv[g * H + m.u]);
-  v[4] = to_acc(sv[(NG == 4 ? L.c_prev : L.h_prev) + m.u]);
-  if (NG == 4) v[6] = static_cast<const float*>(p.dc)[(d * p.B + m.b) * H + m.u];
+  for (int g = 0; g < Cell::kAct; ++g) v[g] = to_acc(sv[g * H + m.u]);
+  v[4] = to_acc(sv[L.prev + m.u]);
+  if (Cell::kCellState) v[6] = static_cast<const float*>(p.dc)[(d * p.B + m.b) * H + m.u];
 }
-template <typename S, int NG>
+template <typename S, typename Cell>
 __device__ void cell_backward(const BackwardParams& p, int64_t d, const Pair& m, const float (&v)[7], float dout,
-                              float (&gh)[NG]) {
-  const int64_t H = p.H, u = m.u, row = token_row(p, d, m.row) * NG * H;
+                              float (&gh)[Cell::kGates]) {
+  constexpr int NG = Cell::kGates;
+  const int64_t H = p.H, u = m.u, row = token_row(p, d, m.row) * NG * H, at = (d * p.B + m.b) * H + u;
+  float act[Cell::kAct];
+#pragma unroll
+  for (int k = 0; k < Cell::kAct; ++k) act[k] = v[k];
+  const auto g = Cell::backward(act, v[4], dout, Cell::kCellState ? v[6] : 0.f);
+  if (Cell::kCellState) static_cast<float*>(p.dc)[at] = g.dc_prev;
+  if (Cell::kDirect) static_cast<float*>(p.direct)[at] = g.direct;
   S* dgx = static_cast<S*>(p.dgx) + row;
-  float* state = static_cast<float*>(NG == 4 ? p.dc : p.direct) + (d * p.B + m.b) * H + u;
-  if constexpr (NG == 4) {
-    const auto g = lstm_backward<float>(v[0], v[1], v[2], v[3], v[4], dout, v[6]);
-    *state = g.dc_prev;
-    gh[0] = g.di, gh[1] = g.df, gh[2] = g.dg, gh[3] = g.do_;
-    put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
-  } else {
-    const auto g = gru_backward<float>(v[0], v[1], v[2], v[3], v[4], dout);
-    *state = g.dh_prev;
-    gh[0] = g.dr, gh[1] = g.dz, gh[2] = g.dhn;
-    S* dgh = static_cast<S*>(p.dgh) + row;
-    put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
-    put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
+  S* dgh = static_cast<S*>(p.dgh) + row;
+#pragma unroll
+  for (int k = 0; k < NG; ++k) {
+    gh[k] = g.dh[k];
+    put(dgx + k * H + u, g.dx[k]);
+    if (Cell::kBiasApart) put(dgh + k * H + u, g.dh[k]);
   }
 }
 

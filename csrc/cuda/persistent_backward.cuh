@@ -1,4 +1,4 @@
-// Persistent backward recurrence, staged form: the kernel and its launch, backward_dispatch<S, NG>,
+// Persistent backward recurrence, staged form: the kernel and its launch, backward_dispatch<S, Cell>,
 // instantiated one dtype per file (rnn_persistent_backward*.cu), so that each compiles in seconds.
 // Design and shared pieces: persistent.cuh.
 //
@@ -17,13 +17,13 @@ namespace persistent {
 // What one (row, unit) pair needs besides the product, loaded before the chunk is staged.
 template <typename A>
 struct Item : Pair {
-  A v[7];  // LSTM: i f g o c_prev grad_out dc; GRU: r z n hn h_prev grad_out direct
+  A v[7];  // the cell's activations, prev, grad_out, dc or direct (load_cell)
 };
 
-template <typename S, int NG, int JT>
+template <typename S, typename Cell, int JT>
 __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParams p, Plan q) {
   using A = float;
-  constexpr bool lstm = NG == 4;
+  constexpr int NG = Cell::kGates;
   PACKEDRNN_SHARED_BYTES(smem_raw);
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P;
@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
-  const bool proj = lstm && p.proj;
+  const bool proj = Cell::kProjection && p.proj;
   const S* w = static_cast<const S*>(p.w_hh) + d * G * P;
   fill_weights(q.rec, sm.Ws, [&](int kk, int j) {
     return kk < Hb && u0 + kk < P && j < G ? w + j * P + u0 + kk : nullptr;
@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   Stage st(q.bulk, sm.bar);
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
-  const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
+  const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // the cell's direct term, per row
   // cp.async needs 16-byte rows; other sizes stage through registers.
   const bool vec = (G * sizeof(S)) % 16 == 0, vec_p = (P * sizeof(S)) % 16 == 0;
   S* dH = static_cast<S*>(p.dH);  // projection only
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         static_cast<Pair&>(it[k]) = ch.pair(k, H);
-        if (it[k].on) load_cell<S, NG>(p, d, it[k], it[k].v);
+        if (it[k].on) load_cell<S, Cell>(p, d, it[k], it[k].v);
       }
       zero_padding(q.proj, nc, sm.Xs);
       const int groups = stage_rows(st, q.proj, sm.Xs, nc, vec_p, [&](int r) {
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
 #pragma unroll
       for (int k = 0; k < kItems; ++k) {
         float gh[NG];
-        if (it[k].on) cell_backward<S, NG>(p, d, it[k], it[k].v, sm.Y[it[k].uu * q.NC + it[k].r], gh);
+        if (it[k].on) cell_backward<S, Cell>(p, d, it[k], it[k].v, sm.Y[it[k].uu * q.NC + it[k].r], gh);
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
     }
@@ -95,10 +95,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         Item<A>& m = it[k];
         static_cast<Pair&>(m) = ch.pair(k, P);
         if (!m.on) continue;
-        if (!lstm) m.v[6] = direct[m.b * H + m.u];
+        if (Cell::kDirect) m.v[6] = direct[m.b * H + m.u];
         if (s < 0) continue;
         m.v[5] = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + m.u]);
-        if (!proj) load_cell<S, NG>(p, d, m, m.v);
+        if (!proj) load_cell<S, Cell>(p, d, m, m.v);
       }
       // Stage the gate gradients of the rows' next step (written by every block before the last
       // grid barrier).
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
         if (!m.on) continue;
         const int64_t u = m.u;
         // dL/dh_t from the step after (rows that have one), else grad h_n.
-        const A carry = m.r < np ? sm.Y[m.uu * q.NC + m.r] + (lstm ? A(0) : m.v[6]) : dh[m.b * P + u];
+        const A carry = m.r < np ? sm.Y[m.uu * q.NC + m.r] + (Cell::kDirect ? m.v[6] : A(0)) : dh[m.b * P + u];
         if (s < 0) {  // the extra pass: the carry is grad h0
           dh[m.b * P + u] = carry;
           continue;
@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
           continue;
         }
         float gh[NG];
-        cell_backward<S, NG>(p, d, m, m.v, dht, gh);
+        cell_backward<S, Cell>(p, d, m, m.v, dht, gh);
       }
       __syncthreads();  // Xs and Y are reused by the next chunk
       clock.mark(2);
@@ -140,27 +140,28 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward(BackwardParam
   clock.report("backward (staged)", steps + 1);
 }
 
-template <typename S, int NG>
+template <typename S, typename Cell>
 cudaError_t backward_dispatch(const BackwardParams& p, cudaStream_t stream) {
-  if constexpr (sizeof(S) == 8) {
+  if constexpr (sizeof(S) == 8 || !persistent_takes<Cell>()) {
     return cudaErrorNotSupported;  // fp64: the per-step kernels
   } else {
-    if (NG == 3 && p.direct == nullptr) return cudaErrorNotSupported;
-    const Plan q = plan_for<S>(p, 1, NG * p.H, NG == 4 && p.proj ? p.P : 0);
+    constexpr int NG = Cell::kGates;
+    if (Cell::kDirect && p.direct == nullptr) return cudaErrorNotSupported;
+    const Plan q = plan_for<S>(p, 1, NG * p.H, Cell::kProjection && p.proj ? p.P : 0);
     return with_width<1, 2, 4, 8, 16>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
-      return cooperative(persistent_backward<S, NG, J>, p, q, stream);
+      return cooperative(persistent_backward<S, Cell, J>, p, q, stream);
     });
   }
 }
 
 // Instantiated in rnn_persistent_backward_fp32_gru.cu, _bf16.cu and _fp16.cu (so that no file
 // takes nvcc much over 10 s).
-extern template cudaError_t backward_dispatch<float, 3>(const BackwardParams&, cudaStream_t);
-extern template cudaError_t backward_dispatch<__nv_bfloat16, 3>(const BackwardParams&, cudaStream_t);
-extern template cudaError_t backward_dispatch<__nv_bfloat16, 4>(const BackwardParams&, cudaStream_t);
-extern template cudaError_t backward_dispatch<__half, 3>(const BackwardParams&, cudaStream_t);
-extern template cudaError_t backward_dispatch<__half, 4>(const BackwardParams&, cudaStream_t);
+extern template cudaError_t backward_dispatch<float, GruCell>(const BackwardParams&, cudaStream_t);
+extern template cudaError_t backward_dispatch<__nv_bfloat16, GruCell>(const BackwardParams&, cudaStream_t);
+extern template cudaError_t backward_dispatch<__nv_bfloat16, LstmCell>(const BackwardParams&, cudaStream_t);
+extern template cudaError_t backward_dispatch<__half, GruCell>(const BackwardParams&, cudaStream_t);
+extern template cudaError_t backward_dispatch<__half, LstmCell>(const BackwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

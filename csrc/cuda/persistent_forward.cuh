@@ -1,4 +1,4 @@
-// Persistent forward recurrence: the kernel and its launch, forward_dispatch<S, NG>, instantiated
+// Persistent forward recurrence: the kernel and its launch, forward_dispatch<S, Cell>, instantiated
 // one dtype per file (rnn_persistent_forward*.cu), so that each compiles in seconds. Design and
 // shared pieces: persistent.cuh.
 //
@@ -49,18 +49,19 @@ __device__ void project(const ForwardParams& p, const Plan& q, const Smem<S>& sm
   }
 }
 
-template <typename S, int NG, int JT>
+template <typename S, typename Cell, int JT>
 __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams p, Plan q) {
   using A = float;
-  constexpr bool lstm = NG == 4;
+  constexpr int NG = Cell::kGates;
+  constexpr bool with_c = Cell::kCellState;
   PACKEDRNN_SHARED_BYTES(smem_raw);
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P;
   const Smem<S> sm(smem_raw, q, B);
   const Slice sl(p.D, q.Hb);
   const int64_t d = sl.d, u0 = sl.u0;
   const int Hb = q.Hb;
-  const bool proj = lstm && p.proj;
-  const SavedLayout L(p.cell, H, P, proj);
+  const bool proj = Cell::kProjection && p.proj;
+  const SavedLayout L = SavedLayout::of<Cell>(H, P, proj);
   fill_gate_rows<S, NG>(q.rec, sm.Ws, p, d, Hb, u0);
   if (proj) {
     const S* wr = static_cast<const S*>(p.w_hr) + d * P * H;
@@ -84,10 +85,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   const S* out_c = static_cast<const S*>(p.out);
   const bool vec = (P * sizeof(S)) % 16 == 0;  // rows of h0 and out are 16-byte aligned
   const bool vec_m = (H * sizeof(S)) % 16 == 0;  // and rows of m
-  // LSTM's c stays in registers while every step is one chunk (pair k of a thread is then the
-  // same (rank, unit) at every step, and the ranks active at a step were active at the one before);
-  // else it goes through `c` [D][B][H], which holds c0 on entry and each row's c_n on exit.
-  const bool c_in_regs = lstm && B <= q.NC;
+  // A cell state (LSTM's c) stays in registers while every step is one chunk (pair k of a thread
+  // is then the same (rank, unit) at every step, and the ranks active at a step were active at the
+  // one before); else it goes through `c` [D][B][H], which holds c0 on entry and each row's c_n on exit.
+  const bool c_in_regs = with_c && B <= q.NC;
   A c_reg[kItems];
   cg::grid_group grid = cg::this_grid();
   PhaseClock clock;
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const S* gx = static_cast<const S*>(p.gx) + token_row(p, d, m.row) * G + u;
 #pragma unroll
         for (int g = 0; g < NG; ++g) m.gx[g] = to_acc(gx[g * H]);
-        if (lstm) m.c = c_in_regs && s > 0 ? c_reg[k] : static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
+        if (with_c) m.c = c_in_regs && s > 0 ? c_reg[k] : static_cast<const A*>(p.c)[(d * B + m.b) * H + u];
       }
       // Stage h_{t-1} of the chunk's rows: h0 at the first step; then the previous step's output
       // (barrier) or the tagged words of step s-1.
@@ -159,35 +160,34 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
         const Item<A>& m = it[k];
         if (!m.on) continue;
         const int64_t u = m.u;
-        const float* y = sm.Y + m.uu * q.NC + m.r;  // gate g at y[g * Hb * NC]
+        const float* yb = sm.Y + m.uu * q.NC + m.r;  // gate g at yb[g * Hb * NC]
         const int64_t gs = (int64_t)Hb * q.NC;
         const A hp = u < P ? to_acc(sm.Xs[(int64_t)m.r * q.rec.ld + u]) : A(0);
         S* sv = p.saved ? static_cast<S*>(p.saved) + token_row(p, d, m.row) * p.K : nullptr;
         if (sv && u < P) put(sv + L.h_prev + u, hp);
-        A h;
-        if constexpr (lstm) {
-          const auto o = lstm_forward<A>(m.gx[0] + y[0], m.gx[1] + y[gs], m.gx[2] + y[2 * gs],
-                                         m.gx[3] + y[3 * gs], m.c);
+        A x[NG], y[NG];  // the cell's input and recurrent projections (y with b_hh where kept apart)
+        const S* bh = Cell::kBiasApart && p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
+#pragma unroll
+        for (int g = 0; g < NG; ++g) {
+          x[g] = m.gx[g];
+          y[g] = bh ? yb[g * gs] + to_acc(bh[g * H + u]) : yb[g * gs];
+        }
+        const auto o = Cell::forward(x, y, hp, m.c);
+        if (with_c) {
           c_reg[k] = o.c;
           if (!c_in_regs || s + 1 == m.len) static_cast<A*>(p.c)[(d * B + m.b) * H + u] = o.c;
-          if (sv) {
-            put(sv + u, o.i), put(sv + H + u, o.f), put(sv + 2 * H + u, o.g), put(sv + 3 * H + u, o.o);
-            put(sv + L.c_prev + u, m.c);
-            if (proj) put(sv + L.m + u, o.m);
-          }
-          if (proj) {  // h_t comes from the projection below
-            put(m_all + m.b * H + u, o.m);
-            continue;
-          }
-          h = o.m;
-        } else {
-          const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
-          const A hn = y[2 * gs] + (bh ? to_acc(bh[2 * H + u]) : A(0));
-          const auto o = gru_forward<A>(m.gx[0], m.gx[1], m.gx[2], y[0] + (bh ? to_acc(bh[u]) : A(0)),
-                                        y[gs] + (bh ? to_acc(bh[H + u]) : A(0)), hn, hp);
-          if (sv) put(sv + u, o.r), put(sv + H + u, o.z), put(sv + 2 * H + u, o.n), put(sv + 3 * H + u, hn);
-          h = o.h;
         }
+        if (sv) {
+#pragma unroll
+          for (int a = 0; a < Cell::kAct; ++a) put(sv + a * H + u, o.act[a]);
+          if (with_c) put(sv + L.c_prev + u, m.c);
+          if (proj) put(sv + L.m + u, o.out);
+        }
+        if (proj) {  // h_t comes from the projection below
+          put(m_all + m.b * H + u, o.out);
+          continue;
+        }
+        const A h = o.out;
         S hs;
         put(&hs, h);
         static_cast<S*>(p.out)[m.row * DP + d * P + u] = hs;
@@ -200,8 +200,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
       __syncthreads();  // Xs and Y are reused by the next chunk
       clock.mark(2);
     }
-    if constexpr (lstm) {
-      if (proj) project<S, JT / 4>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
+    if constexpr (Cell::kProjection) {
+      if (proj) project<S, JT / NG>(p, q, sm, st, d, u0, s, n, m_all, vec_m, grid);
     }
     if (q.barrier) grid.sync();
     clock.mark(3);
@@ -209,12 +209,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_forward(ForwardParams 
   clock.report(q.barrier ? "forward (barrier)" : "forward (tagged)", steps);
 }
 
-template <typename S, int NG>
+template <typename S, typename Cell>
 cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
-  if constexpr (sizeof(S) == 8) {
+  if constexpr (sizeof(S) == 8 || !persistent_takes<Cell>()) {
     return cudaErrorNotSupported;  // fp64 is for checking, not speed: the per-step kernels serve it
   } else {
-    const bool proj = NG == 4 && p.proj;
+    constexpr int NG = Cell::kGates;
+    const bool proj = Cell::kProjection && p.proj;
     Plan q = plan_for<S>(p, NG, p.P, proj ? p.H : 0);
     q.barrier = choose_barrier(p.tuning, proj, p.B, p.P);
     if (!q.barrier && p.xch == nullptr) return cudaErrorNotSupported;
@@ -222,7 +223,7 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
     // an fp32 forward that needs 16 units per block runs the per-step kernels.
     auto launch = [&](auto jt) {
       constexpr int J = decltype(jt)::value;
-      return cooperative(persistent_forward<S, NG, J>, p, q, stream);
+      return cooperative(persistent_forward<S, Cell, J>, p, q, stream);
     };
     if constexpr (std::is_same<S, float>::value) {
       return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, launch);
@@ -233,10 +234,10 @@ cudaError_t forward_dispatch(const ForwardParams& p, cudaStream_t stream) {
 }
 
 // Instantiated in rnn_persistent_forward_bf16.cu and _fp16.cu.
-extern template cudaError_t forward_dispatch<__nv_bfloat16, 3>(const ForwardParams&, cudaStream_t);
-extern template cudaError_t forward_dispatch<__nv_bfloat16, 4>(const ForwardParams&, cudaStream_t);
-extern template cudaError_t forward_dispatch<__half, 3>(const ForwardParams&, cudaStream_t);
-extern template cudaError_t forward_dispatch<__half, 4>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__nv_bfloat16, GruCell>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__nv_bfloat16, LstmCell>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__half, GruCell>(const ForwardParams&, cudaStream_t);
+extern template cudaError_t forward_dispatch<__half, LstmCell>(const ForwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

@@ -174,7 +174,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard guard(x_.device());
   const LayerArgs a(cell, x_, lengths_, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
-  const SavedLayout L = a.layout();
+  const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous();
   const auto b_hh = contig(b_hh_), w_hr = contig(w_hr_);
@@ -187,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   const at::Tensor gx = input_projection(a, dl.tokens ? x_rows.index_select(0, *dl.tokens) : x_rows, w_ih, b_ih, b_hh_);
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
-  at::Tensor c = a.cell == kLSTM ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
+  at::Tensor c = a.cell_state ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
                                  : at::Tensor();
   at::Tensor m = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
   // By token where the positions are known (every row written), else by position, zeroed: the
@@ -205,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
 
   ForwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
                   gx.data_ptr(), h0.data_ptr(), w_hh.data_ptr(),
-                  a.cell == kGRU ? ptr(b_hh) : nullptr, ptr(w_hr),
+                  a.bias_apart ? ptr(b_hh) : nullptr, ptr(w_hr),
                   c.defined() ? c.data_ptr() : nullptr, m.defined() ? m.data_ptr() : nullptr,
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
@@ -220,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
     p.slot = places ? places->slot.data_ptr<int64_t>() : nullptr;
   }
   run(how, p, dtype_of(x.scalar_type()), rnn_forward_persistent, rnn_forward_cuda, gemm.products());
-  at::Tensor c_n = a.cell == kLSTM ? c.to(x.scalar_type()) : at::empty({0}, opt);
+  at::Tensor c_n = a.cell_state ? c.to(x.scalar_type()) : at::empty({0}, opt);
   return {out, h_n, c_n, saved};
 }
 
@@ -234,7 +234,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard guard(x_.device());
   const LayerArgs a(cell, x_, lengths_, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_, path);
-  const SavedLayout L = a.layout();
+  const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous(), saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const auto w_hr = contig(w_hr_);
@@ -253,12 +253,12 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
     return dl.tokens ? at::empty({a.D, R, width}, opt) : at::zeros({a.D, R, width}, opt);
   };
   at::Tensor dgx = grads(a.G);
-  at::Tensor dgh = a.cell == kLSTM ? dgx : grads(a.G);
+  at::Tensor dgh = a.bias_apart ? grads(a.G) : dgx;
   at::Tensor dH = a.proj ? grads(a.P) : at::Tensor();
   at::Tensor dm = a.proj ? at::empty({a.D, a.B, a.H}, opt) : at::Tensor();
   at::Tensor dh = grad_hn.to(acc, false, true).contiguous();
-  at::Tensor dc = a.cell == kLSTM ? grad_cn.to(acc, false, true).contiguous() : at::Tensor();
-  at::Tensor direct = a.cell == kGRU ? at::empty({a.D, a.B, a.H}, opt.dtype(acc)) : at::Tensor();
+  at::Tensor dc = a.cell_state ? grad_cn.to(acc, false, true).contiguous() : at::Tensor();
+  at::Tensor direct = a.direct ? at::empty({a.D, a.B, a.H}, opt.dtype(acc)) : at::Tensor();
 
   BackwardParams p{a.cell, a.T, a.B, a.D, a.H, a.P, L.K, a.proj, lengths.data_ptr<int64_t>(),
                    w_hh.data_ptr(), ptr(w_hr), saved.data_ptr(), grad_out.data_ptr(), dh.data_ptr(),
@@ -290,7 +290,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
       a, dl.tokens ? x_rows.index_select(0, *dl.tokens) : x_rows, w_ih, saved_rows.narrow(2, L.h_prev, a.P),
       a.proj ? saved_rows.narrow(2, L.m, a.H) : at::Tensor(), dgx, dgh, dH);
   const at::Tensor dx = dl.tokens ? at::zeros({rows, a.I}, opt).index_copy_(0, *dl.tokens, dx_rows) : dx_rows;
-  at::Tensor dc0 = a.cell == kLSTM ? dc.to(x.scalar_type()) : at::empty({0}, opt);
+  at::Tensor dc0 = a.cell_state ? dc.to(x.scalar_type()) : at::empty({0}, opt);
   return {dx.view({a.T, a.B, a.I}), dh.to(x.scalar_type()), dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 

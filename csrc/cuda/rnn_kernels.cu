@@ -81,10 +81,10 @@ __device__ void tile_dot(const S* const* rows, int64_t K, const S* __restrict__ 
   }
 }
 
-template <typename S, int NG>
+template <typename S, typename Cell>
 __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_t s) {
   using A = typename AccOf<S>::type;
-  constexpr bool lstm = NG == 4;
+  constexpr int NG = Cell::kGates;
   const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
   const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, u = blockIdx.x * kCols + tx;
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H, DP = p.D * P;
@@ -110,40 +110,37 @@ __global__ void __launch_bounds__(kThreads) forward_step(ForwardParams p, int64_
   }
   S* hbuf = p.hbuf ? static_cast<S*>(p.hbuf) + (d * B + place(p.slot, b)) * P + u : nullptr;
 
-  const SavedLayout L(p.cell, H, P, p.proj);
+  const bool proj = Cell::kProjection && p.proj;
+  const SavedLayout L = SavedLayout::of<Cell>(H, P, proj);
   const int64_t row = rs.t * B + b;
   const S* gx = static_cast<const S*>(p.gx) + token_row(p, d, row) * G;
   const S* h_prev = rows[ty];
   S* sv = p.saved ? static_cast<S*>(p.saved) + token_row(p, d, row) * p.K : nullptr;
   S* o = static_cast<S*>(p.out) + row * DP + d * P;
   if (sv && u < P) put(sv + L.h_prev + u, to_acc(h_prev[u]));
-  if constexpr (lstm) {
-    A* c = static_cast<A*>(p.c) + (d * B + b) * H + u;
-    const A cp = *c;
-    const auto r = lstm_forward<A>(to_acc(gx[u]) + acc[0], to_acc(gx[H + u]) + acc[1],
-                                   to_acc(gx[2 * H + u]) + acc[2], to_acc(gx[3 * H + u]) + acc[3], cp);
-    *c = r.c;
-    if (sv) {
-      put(sv + u, r.i), put(sv + H + u, r.f), put(sv + 2 * H + u, r.g), put(sv + 3 * H + u, r.o);
-      put(sv + L.c_prev + u, cp);
-      if (p.proj) put(sv + L.m + u, r.m);
-    }
-    if (p.proj) {
-      put(static_cast<S*>(p.m) + (d * B + b) * H + u, r.m);
-    } else {
-      put(o + u, r.m);
-      if (hbuf) put(hbuf, r.m);
-    }
+  A x[NG], y[NG];  // the cell's input and recurrent projections (y with b_hh where kept apart)
+  const S* bh = Cell::kBiasApart && p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
+#pragma unroll
+  for (int g = 0; g < NG; ++g) {
+    x[g] = to_acc(gx[g * H + u]);
+    y[g] = bh ? acc[g] + to_acc(bh[g * H + u]) : acc[g];
+  }
+  A* c = Cell::kCellState ? static_cast<A*>(p.c) + (d * B + b) * H + u : nullptr;
+  const A cp = Cell::kCellState ? *c : A(0);
+  // (h_{t-1} of unit u is an input of cells without a projection only, so u < P = H there)
+  const auto r = Cell::forward(x, y, proj ? A(0) : to_acc(h_prev[u]), cp);
+  if (Cell::kCellState) *c = r.c;
+  if (sv) {
+#pragma unroll
+    for (int a = 0; a < Cell::kAct; ++a) put(sv + a * H + u, r.act[a]);
+    if (Cell::kCellState) put(sv + L.c_prev + u, cp);
+    if (proj) put(sv + L.m + u, r.out);
+  }
+  if (proj) {
+    put(static_cast<S*>(p.m) + (d * B + b) * H + u, r.out);
   } else {
-    const S* bh = p.b_hh ? static_cast<const S*>(p.b_hh) + d * G : nullptr;
-    const A hr = acc[0] + (bh ? to_acc(bh[u]) : A(0));
-    const A hz = acc[1] + (bh ? to_acc(bh[H + u]) : A(0));
-    const A hn = acc[2] + (bh ? to_acc(bh[2 * H + u]) : A(0));
-    const auto r = gru_forward<A>(to_acc(gx[u]), to_acc(gx[H + u]), to_acc(gx[2 * H + u]), hr, hz, hn,
-                                  to_acc(h_prev[u]));
-    if (sv) put(sv + u, r.r), put(sv + H + u, r.z), put(sv + 2 * H + u, r.n), put(sv + 3 * H + u, hn);
-    put(o + u, r.h);
-    if (hbuf) put(hbuf, r.h);
+    put(o + u, r.out);
+    if (hbuf) put(hbuf, r.out);
   }
 }
 
@@ -179,13 +176,14 @@ __global__ void forward_final(ForwardParams p) {
 
 // dL/dh_t of row b at unit k but for grad_out. With the caller's products, backward_recurrent ran
 // only for the last step (see backward): where the row ran step s + 1, that step's product
-// dgh W_hh is added here (GRU: to the direct term dh z that *dh holds; LSTM: *dh is stale).
-template <int NG, typename A>
+// dgh W_hh is added here (to the direct term that *dh holds for a cell with one; else *dh is
+// stale).
+template <typename Cell, typename A>
 __device__ __forceinline__ A dh_at(const BackwardParams& p, const RowStep& rs, int64_t d, int64_t b, int64_t k) {
   const A dh = static_cast<const A*>(p.dh)[(d * p.B + b) * p.P + k];
   if (p.ghb == nullptr || !rs.later) return dh;
   const A gh = static_cast<const A*>(p.ghb)[(d * p.B + place(p.slot, b)) * p.P + k];
-  return NG == 4 ? gh : dh + gh;
+  return Cell::kDirect ? dh + gh : gh;
 }
 
 // dH[row] = grad_out[t, b] + dh (the gradient reaching h_t), kept per row for dW_hr.
@@ -198,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) backward_dh(BackwardParams p, int64_
   if (!rs.active || k >= p.P) return;
   const int64_t row = rs.t * p.B + b;
   const A g = to_acc(static_cast<const S*>(p.grad_out)[row * p.D * p.P + d * p.P + k]);
-  put(static_cast<S*>(p.dH) + token_row(p, d, row) * p.P + k, g + dh_at<4, A>(p, rs, d, b, k));  // LSTM only
+  put(static_cast<S*>(p.dH) + token_row(p, d, row) * p.P + k, g + dh_at<LstmCell, A>(p, rs, d, b, k));  // LSTM only
 }
 
 // dm = dH[row] W_hr (projection only).
@@ -218,48 +216,47 @@ __global__ void __launch_bounds__(kThreads) backward_projection(BackwardParams p
 }
 
 // The gate gradients of one step, per (row, unit).
-template <typename S, int NG>
+template <typename S, typename Cell>
 __global__ void __launch_bounds__(kThreads) backward_cell(BackwardParams p, int64_t s) {
   using A = typename AccOf<S>::type;
-  constexpr bool lstm = NG == 4;
+  constexpr int NG = Cell::kGates;
   const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
   const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, u = blockIdx.x * kCols + tx;
   const int64_t B = p.B, H = p.H, P = p.P, G = NG * H;
   const RowStep rs = row_step(p.lengths, B, p.T, b, s, d == 1);
   if (!rs.active || u >= H) return;
-  const SavedLayout L(p.cell, H, P, p.proj);
+  const bool proj = Cell::kProjection && p.proj;
+  const SavedLayout L = SavedLayout::of<Cell>(H, P, proj);
   const int64_t row = rs.t * B + b;
   const S* sv = static_cast<const S*>(p.saved) + token_row(p, d, row) * p.K;
   S* dgx = static_cast<S*>(p.dgx) + token_row(p, d, row) * G;
+  S* dgh = static_cast<S*>(p.dgh) + token_row(p, d, row) * G;
   S* dgb = p.dgbuf ? static_cast<S*>(p.dgbuf) + (d * B + place(p.slot, b)) * G + u : nullptr;  // dgh's, dense
-  if constexpr (lstm) {
-    const A dm = p.proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
-                        : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) +
-                              dh_at<NG, A>(p, rs, d, b, u);
-    A* dc = static_cast<A*>(p.dc) + (d * B + b) * H + u;
-    const auto g = lstm_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
-                                    to_acc(sv[3 * H + u]), to_acc(sv[L.c_prev + u]), dm, *dc);
-    *dc = g.dc_prev;
-    put(dgx + u, g.di), put(dgx + H + u, g.df), put(dgx + 2 * H + u, g.dg), put(dgx + 3 * H + u, g.do_);
-    if (dgb) put(dgb, g.di), put(dgb + H, g.df), put(dgb + 2 * H, g.dg), put(dgb + 3 * H, g.do_);
-  } else {
-    const A dhv =
-        to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) + dh_at<NG, A>(p, rs, d, b, u);
-    const auto g = gru_backward<A>(to_acc(sv[u]), to_acc(sv[H + u]), to_acc(sv[2 * H + u]),
-                                   to_acc(sv[3 * H + u]), to_acc(sv[L.h_prev + u]), dhv);
-    S* dgh = static_cast<S*>(p.dgh) + token_row(p, d, row) * G;
-    put(dgx + u, g.dr), put(dgx + H + u, g.dz), put(dgx + 2 * H + u, g.dn);
-    put(dgh + u, g.dr), put(dgh + H + u, g.dz), put(dgh + 2 * H + u, g.dhn);
-    if (dgb) put(dgb, g.dr), put(dgb + H, g.dz), put(dgb + 2 * H, g.dhn);
-    // The direct term; dgh W_hh joins it in backward_recurrent, or in the next step's dh_at.
-    static_cast<A*>(p.dh)[(d * B + b) * P + u] = g.dh_prev;
+  // dL/d(the cell's output): dL/dm with a projection, else dL/dh_t.
+  const A dout = proj ? to_acc(static_cast<const S*>(p.dm)[(d * B + b) * H + u])
+                      : to_acc(static_cast<const S*>(p.grad_out)[row * p.D * P + d * P + u]) +
+                            dh_at<Cell, A>(p, rs, d, b, u);
+  A act[Cell::kAct];
+#pragma unroll
+  for (int a = 0; a < Cell::kAct; ++a) act[a] = to_acc(sv[a * H + u]);
+  A* dc = Cell::kCellState ? static_cast<A*>(p.dc) + (d * B + b) * H + u : nullptr;
+  const auto g = Cell::backward(act, to_acc(sv[L.prev + u]), dout, Cell::kCellState ? *dc : A(0));
+  if (Cell::kCellState) *dc = g.dc_prev;
+#pragma unroll
+  for (int k = 0; k < NG; ++k) {
+    put(dgx + k * H + u, g.dx[k]);
+    if (Cell::kBiasApart) put(dgh + k * H + u, g.dh[k]);
+    if (dgb) put(dgb + k * H, g.dh[k]);
   }
+  // The direct term; dgh W_hh joins it in backward_recurrent, or in the next step's dh_at.
+  if (Cell::kDirect) static_cast<A*>(p.dh)[(d * B + b) * P + u] = g.direct;
 }
 
-// dh_{t-1} = dgh[row] W_hh, plus the direct term dh*z that backward_cell left for GRU.
-template <typename S, int NG>
+// dh_{t-1} = dgh[row] W_hh, plus the direct term that backward_cell left for a cell with one.
+template <typename S, typename Cell>
 __global__ void __launch_bounds__(kThreads) backward_recurrent(BackwardParams p, int64_t s) {
   using A = typename AccOf<S>::type;
+  constexpr int NG = Cell::kGates;
   const int tx = threadIdx.x % kCols, ty = threadIdx.x / kCols;
   const int64_t d = blockIdx.z, b = blockIdx.y * kRows + ty, n = blockIdx.x * kCols + tx;
   const int64_t B = p.B, P = p.P, G = NG * p.H;
@@ -275,7 +272,7 @@ __global__ void __launch_bounds__(kThreads) backward_recurrent(BackwardParams p,
   }
   if (rs.active && n < P) {
     A* dh = static_cast<A*>(p.dh) + (d * B + b) * P + n;
-    *dh = (NG == 3 ? *dh : A(0)) + acc[0];
+    *dh = (Cell::kDirect ? *dh : A(0)) + acc[0];
   }
 }
 
@@ -284,13 +281,13 @@ dim3 tiles(int64_t columns, int64_t B, int64_t D) {
 }
 
 // Each returns the first launch's error, if any, having launched nothing after it.
-template <typename S, int NG>
+template <typename S, typename Cell>
 cudaError_t forward(const ForwardParams& p0, cudaStream_t stream, StepProducts products) {
   if (p0.B == 0) return cudaSuccess;
   ForwardParams p = p0;
   for (int64_t s = 0; s < p.T; ++s) {
     if (products.fn != nullptr && (p.gh = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
-    cudaError_t e = launch_grid(forward_step<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
+    cudaError_t e = launch_grid(forward_step<S, Cell>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
     if (e == cudaSuccess && p.proj) {
       e = launch_grid(forward_projection<S>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
     }
@@ -300,7 +297,7 @@ cudaError_t forward(const ForwardParams& p0, cudaStream_t stream, StepProducts p
   return launch_grid(forward_final<S>, dim3((unsigned)((n + 255) / 256)), 256, stream, p);
 }
 
-template <typename S, int NG>
+template <typename S, typename Cell>
 cudaError_t backward(const BackwardParams& p0, cudaStream_t stream, StepProducts products) {
   if (p0.B == 0) return cudaSuccess;
   BackwardParams p = p0;
@@ -310,13 +307,13 @@ cudaError_t backward(const BackwardParams& p0, cudaStream_t stream, StepProducts
       e = launch_grid(backward_dh<S>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
       if (e == cudaSuccess) e = launch_grid(backward_projection<S>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
     }
-    if (e == cudaSuccess) e = launch_grid(backward_cell<S, NG>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
+    if (e == cudaSuccess) e = launch_grid(backward_cell<S, Cell>, tiles(p.H, p.B, p.D), kThreads, stream, p, s);
     if (e != cudaSuccess) return e;
     if (products.fn != nullptr && (p.ghb = products.fn(products.ctx, s)) == nullptr) return cudaErrorUnknown;
     // With the caller's products, step s - 1's first kernel adds this step's product (dh_at); the
     // last step's goes to dL/dh0 here.
     if (products.fn != nullptr && s > 0) continue;
-    e = launch_grid(backward_recurrent<S, NG>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
+    e = launch_grid(backward_recurrent<S, Cell>, tiles(p.P, p.B, p.D), kThreads, stream, p, s);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;

@@ -4,8 +4,8 @@
 namespace packedrnn {
 namespace persistent {
 
-template cudaError_t backward_dispatch<__nv_bfloat16, 3>(const BackwardParams&, cudaStream_t);
-template cudaError_t backward_dispatch<__nv_bfloat16, 4>(const BackwardParams&, cudaStream_t);
+template cudaError_t backward_dispatch<__nv_bfloat16, GruCell>(const BackwardParams&, cudaStream_t);
+template cudaError_t backward_dispatch<__nv_bfloat16, LstmCell>(const BackwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

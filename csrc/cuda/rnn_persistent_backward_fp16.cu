@@ -4,8 +4,8 @@
 namespace packedrnn {
 namespace persistent {
 
-template cudaError_t backward_dispatch<__half, 3>(const BackwardParams&, cudaStream_t);
-template cudaError_t backward_dispatch<__half, 4>(const BackwardParams&, cudaStream_t);
+template cudaError_t backward_dispatch<__half, GruCell>(const BackwardParams&, cudaStream_t);
+template cudaError_t backward_dispatch<__half, LstmCell>(const BackwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

@@ -5,7 +5,7 @@
 namespace packedrnn {
 namespace persistent {
 
-template cudaError_t backward_dispatch<float, 3>(const BackwardParams&, cudaStream_t);
+template cudaError_t backward_dispatch<float, GruCell>(const BackwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

@@ -57,10 +57,10 @@ __device__ void sum_partials(const float* in, int per_dir, int64_t B, int64_t P,
   }
 }
 
-template <typename S, int NG, int JT>
+template <typename S, typename Cell, int JT>
 __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(BackwardParams p, Plan q) {
   using A = float;
-  constexpr bool lstm = NG == 4;
+  constexpr int NG = Cell::kGates;
   PACKEDRNN_SHARED_BYTES(smem_raw);
   cg::grid_group grid = cg::this_grid();
   const int64_t B = p.B, H = p.H, P = p.P, DP = p.D * P;
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
   for (int i = threadIdx.x; i < JT * q.NC; i += kThreads) sm.Y[i] = 0.f;
   sort_rows(p.lengths, B, p.T, sm.order, sm.lens, sm.tmp);  // ends with __syncthreads
   A* dh = static_cast<A*>(p.dh) + d * B * P;          // in: grad h_n; out: grad h0 (the block's units)
-  const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // GRU: dL/dh_t * z_t, per row
+  const A* direct = static_cast<const A*>(p.direct) + d * B * H;  // the cell's direct term, per row
   const int64_t parity = p.D * per_dir * B * P;       // distance between the two partial buffers
   float* part = static_cast<float*>(p.part) + d * per_dir * B * P;
   const int64_t steps = sm.lens[0];
@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
         const int64_t u = m.u;
         A carry;  // dL/dh_t from the step after (rows that have one), else grad h_n
         if (m.r < np) {
-          carry = (lstm ? A(0) : direct[m.b * H + u]) + sums[m.r * Hb + m.uu];
+          carry = (Cell::kDirect ? direct[m.b * H + u] : A(0)) + sums[m.r * Hb + m.uu];
         } else {
           carry = dh[m.b * P + u];
         }
@@ -111,9 +111,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
           continue;
         }
         float v[7], gh[NG];
-        load_cell<S, NG>(p, d, m, v);
+        load_cell<S, Cell>(p, d, m, v);
         const A dht = to_acc(static_cast<const S*>(p.grad_out)[m.row * DP + d * P + u]) + carry;
-        cell_backward<S, NG>(p, d, m, v, dht, gh);
+        cell_backward<S, Cell>(p, d, m, v, dht, gh);
 #pragma unroll
         for (int g = 0; g < NG; ++g) sm.Y[m.r * JT + g * Hb + m.uu] = gh[g];  // row r, gate row g*Hb + uu
       }
@@ -145,34 +145,35 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_backward_reduce(Backwa
 
 // The plan of the reduce form where it takes the call (rules.h), else an empty one: at most 8
 // units per block.
-template <typename S, int NG>
+template <typename S, typename Cell>
 Plan reduce_plan(const BackwardParams& p) {
-  if (!reduce_wanted(p.tuning, std::is_same<S, float>::value, p.cell == kLSTM && p.proj)) return {};
+  constexpr int NG = Cell::kGates;
+  if (!reduce_wanted(p.tuning, std::is_same<S, float>::value, Cell::kProjection && p.proj)) return {};
   const Plan q = plan_for<S>(p, NG, p.P, 0, /*staged=*/false);
   if (q.Hb == 0 || q.rec.JT > 32 || !reduce_fits(p.tuning, q.blocks, p.P, p.D, p.T, NG * p.H)) return {};
   return q;
 }
 
-template <typename S, int NG>
+template <typename S, typename Cell>
 cudaError_t reduce_dispatch(const BackwardParams& p, cudaStream_t stream) {
-  if constexpr (sizeof(S) == 8) {
+  if constexpr (sizeof(S) == 8 || !persistent_takes<Cell>()) {
     return cudaErrorNotSupported;
   } else {
-    if ((NG == 3 && p.direct == nullptr) || p.part == nullptr) return cudaErrorNotSupported;
-    const Plan q = reduce_plan<S, NG>(p);
+    if ((Cell::kDirect && p.direct == nullptr) || p.part == nullptr) return cudaErrorNotSupported;
+    const Plan q = reduce_plan<S, Cell>(p);
     return with_width<4, 8, 16, 32>(q.Hb ? q.rec.JT : 0, [&](auto jt) {
       constexpr int J = decltype(jt)::value;
-      return cooperative(persistent_backward_reduce<S, NG, J>, p, q, stream);
+      return cooperative(persistent_backward_reduce<S, Cell, J>, p, q, stream);
     });
   }
 }
 
-template <typename S, int NG>
+template <typename S, typename Cell>
 int64_t partials_for(const BackwardParams& p, cudaStream_t) {
-  if constexpr (sizeof(S) == 8) {
+  if constexpr (sizeof(S) == 8 || !persistent_takes<Cell>()) {
     return 0;
   } else {
-    const Plan q = reduce_plan<S, NG>(p);
+    const Plan q = reduce_plan<S, Cell>(p);
     return q.Hb ? 2 * (int64_t)q.blocks * p.B * p.P : 0;
   }
 }
@@ -187,7 +188,9 @@ cudaError_t backward_reduce(const BackwardParams& p, DType dtype, cudaStream_t s
 
 int64_t rnn_backward_persistent_partials(const BackwardParams& p, DType dtype) {
   cudaStream_t none = nullptr;
-  PACKEDRNN_DISPATCH(persistent::partials_for, p, dtype, none)
+  return dispatch(p.cell, dtype, int64_t(0), [&](auto s, auto c) {
+    return persistent::partials_for<decltype(s), decltype(c)>(p, none);
+  });
 }
 
 }  // namespace packedrnn

@@ -4,8 +4,8 @@
 namespace packedrnn {
 namespace persistent {
 
-template cudaError_t forward_dispatch<__nv_bfloat16, 3>(const ForwardParams&, cudaStream_t);
-template cudaError_t forward_dispatch<__nv_bfloat16, 4>(const ForwardParams&, cudaStream_t);
+template cudaError_t forward_dispatch<__nv_bfloat16, GruCell>(const ForwardParams&, cudaStream_t);
+template cudaError_t forward_dispatch<__nv_bfloat16, LstmCell>(const ForwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

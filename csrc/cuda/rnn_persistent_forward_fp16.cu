@@ -4,8 +4,8 @@
 namespace packedrnn {
 namespace persistent {
 
-template cudaError_t forward_dispatch<__half, 3>(const ForwardParams&, cudaStream_t);
-template cudaError_t forward_dispatch<__half, 4>(const ForwardParams&, cudaStream_t);
+template cudaError_t forward_dispatch<__half, GruCell>(const ForwardParams&, cudaStream_t);
+template cudaError_t forward_dispatch<__half, LstmCell>(const ForwardParams&, cudaStream_t);
 
 }  // namespace persistent
 }  // namespace packedrnn

@@ -85,6 +85,16 @@ inline bool reduce_fits(const Tuning& t, int64_t blocks, int64_t P, int64_t D, i
   return t.backward == BackwardForm::reduce || 2 * blocks * P <= D * T * G;
 }
 
+// Which cells the persistent kernels take: those with several gates (LSTM, GRU). Their blocks hold
+// kGates * Hb gate rows of W_hh, at least 4 (the narrowest product, block_gemm's), so a one-gate
+// cell (Elman's) would need 4 units per block, i.e. H >= 4 x SMs / D (528 on an H100 with one
+// direction), and each cell instantiated costs every persistent kernel again in compile time:
+// Elman cells run the per-step kernels.
+template <typename Cell>
+constexpr bool persistent_takes() {
+  return Cell::kGates > 1;
+}
+
 // Staging of rows into shared memory: one TMA bulk copy per row on sm_90 and later, faster than
 // cp.async (H100, RESULTS.md 2026-11-26: fp32 B=64 H=512 step fwd+bwd 57.7 vs 64.2 us); cp.async
 // before. (The emulator runs both by the compute capability it reports.)
