@@ -11,16 +11,19 @@ import torch
 import packedrnn
 from packedrnn import ops
 from packedrnn.bench import DTYPES, Case
+from packedrnn.cells import CELLS
 from helpers import OP_DEVICES, make_pair, random_inputs
 
 pytestmark = pytest.mark.skipif(not ops.available("cpu"), reason="compiled CPU ops not built")
+LSTM, GRU, RNN_RELU = (CELLS[n].code for n in ("LSTM", "GRU", "RNN_RELU"))
+GATES = {c.code: c.gates for c in CELLS.values()}
 
 
 def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requires_grad=True,
             dtype=torch.float64, device="cpu"):
     g = torch.Generator().manual_seed(len(lengths) * 31 + T)
     D, B = 2 if bidirectional else 1, len(lengths)
-    G = (4 if cell == ops.LSTM else 3) * H
+    G = GATES[cell] * H
     P = proj or H
 
     def r(*shape):
@@ -30,18 +33,18 @@ def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requir
         x[n:, b] = 0
     x.requires_grad_(requires_grad)
     lens = torch.tensor(lengths, dtype=torch.int64, device=device)
-    c0 = r(D, B, H) if cell == ops.LSTM else None
+    c0 = r(D, B, H) if cell == LSTM else None
     b_ih, b_hh = (r(D, G), r(D, G)) if bias else (None, None)
     w_hr = r(D, P, H) if proj else None
     return (cell, x, lens, r(D, B, P), c0, r(D, G, I), r(D, G, P), b_ih, b_hh, w_hr, requires_grad, 0)
 
 
 PATTERNS = [[5, 3, 0, 5], [1, 1, 1], [2], [4, 5, 4, 1, 3]]
-CELLS = [(ops.LSTM, 0), (ops.LSTM, 2), (ops.GRU, 0)]
+OP_CELLS = [(LSTM, 0), (LSTM, 2), (GRU, 0), (RNN_RELU, 0)]
 
 
 @pytest.mark.parametrize("device", OP_DEVICES + (["cuda-host-lengths"] if "cuda" in OP_DEVICES else []))
-@pytest.mark.parametrize("cell,proj", CELLS)
+@pytest.mark.parametrize("cell,proj", OP_CELLS)
 @pytest.mark.parametrize("lengths", PATTERNS)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(cell, proj, lengths, requires_grad, device):
@@ -54,7 +57,7 @@ def test_opcheck(cell, proj, lengths, requires_grad, device):
 
 
 def test_no_grad_saves_nothing():
-    args = op_args(ops.LSTM, 0, True, [5, 3, 0, 5])
+    args = op_args(LSTM, 0, True, [5, 3, 0, 5])
     assert torch.ops.packedrnn.rnn_layer(*args[:-2], False, 0)[3].numel() == 0
     m = packedrnn.PackedLSTM(3, 4, bidirectional=True)
     x = torch.randn(5, 2, 3)
@@ -131,7 +134,7 @@ def test_which_cuda_layers_gather(tokens, tune):
     ]
     for case, want in rows:
         D = 2 if case.bidir else 1
-        G = (4 if case.cell == "LSTM" else 3) * case.H
+        G = CELLS[case.cell].gates * case.H
         for layer, expected in enumerate(want):
             I = case.input_size if layer == 0 else D * case.H
             x = torch.empty(case.T, case.B, I, dtype=DTYPES[case.dtype], device="meta")

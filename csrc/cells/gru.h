@@ -15,15 +15,10 @@ struct GruCell {
   static constexpr bool kBiasApart = true;   // h[g] below includes b_hh
   static constexpr bool kDirect = true;      // h_t = ... + z * h_{t-1}: a term besides W_hh
 
-  template <typename T>
-  struct Step {
-    T act[kAct];
-    T c, out;
-  };
   // x[g] = x W_ih^T + b_ih, h[g] = h_{t-1} W_hh^T + b_hh.
   template <typename T>
-  static PRNN_HD Step<T> forward(const T (&x)[kGates], const T (&h)[kGates], T h_prev, T /*c_prev*/) {
-    Step<T> s;
+  static PRNN_HD CellStep<T, kAct> forward(const T (&x)[kGates], const T (&h)[kGates], T h_prev, T /*c_prev*/) {
+    CellStep<T, kAct> s;
     const T r = sigmoid_(x[0] + h[0]), z = sigmoid_(x[1] + h[1]), n = tanh_(x[2] + r * h[2]);
     s.act[0] = r, s.act[1] = z, s.act[2] = n, s.act[3] = h[2];
     s.c = T(0);
@@ -34,14 +29,9 @@ struct GruCell {
   // prev = h_{t-1}, dout = dL/dh_t. dx = dL/d(x projection) (r, z, n); dh = dL/d(h projection)
   // (r, z, hn); direct = dh * z, the part of dL/dh_{t-1} that does not pass through W_hh.
   template <typename T>
-  struct Grad {
-    T dx[kGates], dh[kGates];
-    T dc_prev, direct;
-  };
-  template <typename T>
-  static PRNN_HD Grad<T> backward(const T (&act)[kAct], T prev, T dout, T /*dc_next*/) {
+  static PRNN_HD CellGrad<T, kGates> backward(const T (&act)[kAct], T prev, T dout, T /*dc_next*/) {
     const T r = act[0], z = act[1], n = act[2], hn = act[3];
-    Grad<T> g;
+    CellGrad<T, kGates> g;
     g.dx[2] = dout * (T(1) - z) * (T(1) - n * n);
     g.dx[1] = dout * (prev - n) * z * (T(1) - z);
     g.dx[0] = g.dx[2] * hn * r * (T(1) - r);

@@ -18,13 +18,8 @@ struct LstmCell {
   // x[g]: the input projection with both biases; h[g]: h_{t-1} W_hh^T. c_prev in, c out; `out` is
   // m = o * tanh(c): the new h, or the projection's input.
   template <typename T>
-  struct Step {
-    T act[kAct];
-    T c, out;
-  };
-  template <typename T>
-  static PRNN_HD Step<T> forward(const T (&x)[kGates], const T (&h)[kGates], T /*h_prev*/, T c_prev) {
-    Step<T> r;
+  static PRNN_HD CellStep<T, kAct> forward(const T (&x)[kGates], const T (&h)[kGates], T /*h_prev*/, T c_prev) {
+    CellStep<T, kAct> r;
     const T i = sigmoid_(x[0] + h[0]), f = sigmoid_(x[1] + h[1]), g = tanh_(x[2] + h[2]), o = sigmoid_(x[3] + h[3]);
     r.act[0] = i, r.act[1] = f, r.act[2] = g, r.act[3] = o;
     r.c = f * c_prev + i * g;
@@ -35,17 +30,12 @@ struct LstmCell {
   // From the saved activations and c_prev (`prev`), dout = dL/dm and dc = dL/dc from the next step:
   // dL/d(pre-activation) of each gate (the same for both projections: dx only) and dL/dc_prev.
   template <typename T>
-  struct Grad {
-    T dx[kGates], dh[kGates];
-    T dc_prev, direct;
-  };
-  template <typename T>
-  static PRNN_HD Grad<T> backward(const T (&act)[kAct], T prev, T dout, T dc_next) {
+  static PRNN_HD CellGrad<T, kGates> backward(const T (&act)[kAct], T prev, T dout, T dc_next) {
     const T i = act[0], f = act[1], g = act[2], o = act[3];
     const T c = f * prev + i * g;
     const T tc = tanh_(c);
     const T dc = dc_next + dout * o * (T(1) - tc * tc);
-    Grad<T> r;
+    CellGrad<T, kGates> r;
     r.dx[0] = dc * g * i * (T(1) - i);
     r.dx[1] = dc * prev * f * (T(1) - f);
     r.dx[2] = dc * i * (T(1) - g * g);

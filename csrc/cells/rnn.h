@@ -29,13 +29,8 @@ struct ElmanCell {
   static constexpr bool kDirect = false;
 
   template <typename T>
-  struct Step {
-    T act[kAct];
-    T c, out;
-  };
-  template <typename T>
-  static PRNN_HD Step<T> forward(const T (&x)[kGates], const T (&h)[kGates], T /*h_prev*/, T /*c_prev*/) {
-    Step<T> s;
+  static PRNN_HD CellStep<T, kAct> forward(const T (&x)[kGates], const T (&h)[kGates], T /*h_prev*/, T /*c_prev*/) {
+    CellStep<T, kAct> s;
     s.out = Act::f(x[0] + h[0]);
     s.act[0] = s.out;
     s.c = T(0);
@@ -43,13 +38,8 @@ struct ElmanCell {
   }
 
   template <typename T>
-  struct Grad {
-    T dx[kGates], dh[kGates];
-    T dc_prev, direct;
-  };
-  template <typename T>
-  static PRNN_HD Grad<T> backward(const T (&act)[kAct], T /*prev*/, T dout, T /*dc_next*/) {
-    Grad<T> g;
+  static PRNN_HD CellGrad<T, kGates> backward(const T (&act)[kAct], T /*prev*/, T dout, T /*dc_next*/) {
+    CellGrad<T, kGates> g;
     g.dx[0] = g.dh[0] = dout * Act::df(act[0]);
     g.dc_prev = g.direct = T(0);
     return g;

@@ -1,4 +1,4 @@
-// The scalar functions the cells share, for the CPU and CUDA kernels alike. Framework-free: plain
+// The scalar functions and result types the cells share, for the CPU and CUDA kernels alike. Framework-free: plain
 // scalars in and out; `T` is float or double (half types accumulate in float).
 #pragma once
 
@@ -56,5 +56,21 @@ PRNN_HD double exp_(double x) { return exp(x); }
 PRNN_HD float tanh_(float x) { return 1.0f - 2.0f / (1.0f + exp_(2.0f * x)); }
 PRNN_HD double tanh_(double x) { return tanh(x); }
 template <typename T> PRNN_HD T sigmoid_(T x) { return T(1) / (T(1) + exp_(-x)); }
+
+// What a cell's forward returns for one unit: the NA values the backward will read (kAct), the new
+// cell state (cells with one; else 0) and the output (the new h, or the projection's input).
+template <typename T, int NA>
+struct CellStep {
+  T act[NA];
+  T c, out;
+};
+// What its backward returns: dL/d(pre-activation) of each of the NG gates through the input
+// projection (dx) and through the recurrent one (dh: the same unless b_hh stays apart), dL/dc_{t-1}
+// (cells with a cell state) and the part of dL/dh_{t-1} that does not pass through W_hh (direct).
+template <typename T, int NG>
+struct CellGrad {
+  T dx[NG], dh[NG];
+  T dc_prev, direct;
+};
 
 }  // namespace packedrnn
