@@ -84,23 +84,35 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
 // The cell's forward over the units of one row (cells/*.h): gx, gh the row's projections (gh with
 // b_hh where the cell keeps it apart), h in h_{t-1} and out the cell's output (the new h, or m
 // before a projection), c in c_{t-1} and out c_t (cells with a cell state). With `act` (the saved
-// row), also the cell's activations at act[k*H + u] and c_{t-1} at c_prev[u].
-template <typename Cell, typename S>
-PRNN_CPU_CLONES void cells_forward(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
-                                   S* __restrict__ h, S* __restrict__ c, S* __restrict__ act,
-                                   S* __restrict__ c_prev) {
+// row), also the cell's activations at act[k*H + u] and c_{t-1} at c_prev[u]. Two loops, each
+// without a branch inside: a conditional store keeps GCC from vectorizing it.
+template <typename Cell, bool Save, typename S>
+inline __attribute__((always_inline)) void cells_forward_loop(int64_t H, const S* __restrict__ gx,
+                                                              const S* __restrict__ gh, S* __restrict__ h,
+                                                              S* __restrict__ c, S* __restrict__ act,
+                                                              S* __restrict__ c_prev) {
   constexpr int NG = Cell::kGates;
   for (int64_t u = 0; u < H; ++u) {
     S x[NG], y[NG];
     for (int g = 0; g < NG; ++g) x[g] = gx[g * H + u], y[g] = gh[g * H + u];
     const S cp = Cell::kCellState ? c[u] : S(0);
     const auto r = Cell::forward(x, y, h[u], cp);
-    if (act != nullptr) {
+    if (Save) {
       for (int k = 0; k < Cell::kAct; ++k) act[k * H + u] = r.act[k];
       if (Cell::kCellState) c_prev[u] = cp;
     }
     if (Cell::kCellState) c[u] = r.c;
     h[u] = r.out;
+  }
+}
+template <typename Cell, typename S>
+PRNN_CPU_CLONES void cells_forward(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
+                                   S* __restrict__ h, S* __restrict__ c, S* __restrict__ act,
+                                   S* __restrict__ c_prev) {
+  if (act == nullptr) {
+    cells_forward_loop<Cell, false>(H, gx, gh, h, c, act, c_prev);
+  } else {
+    cells_forward_loop<Cell, true>(H, gx, gh, h, c, act, c_prev);
   }
 }
 
