@@ -72,6 +72,14 @@ struct LayerArgs {
                 lengths.scalar_type());
     TORCH_CHECK(lengths.device() == x.device() || (lengths.is_cpu() && x.is_cuda()),
                 "packedrnn: lengths must be on x's device (or, for CUDA x, on the CPU)");
+    if (lengths.is_cpu()) {  // the op reads them on the host anyway: B comparisons keep every index in bounds
+      const at::Tensor len = lengths.contiguous();
+      const int64_t* v = len.const_data_ptr<int64_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        TORCH_CHECK_VALUE(v[b] >= 0, "packedrnn: lengths[", b, "] = ", v[b], " is negative");
+        TORCH_CHECK_VALUE(v[b] <= T, "packedrnn: lengths[", b, "] = ", v[b], " exceeds T = ", T);
+      }
+    }
     TORCH_CHECK(h0.sizes() == at::IntArrayRef({D, B, P}), "packedrnn: h0 must be [D, B, P] = [", D,
                 ", ", B, ", ", P, "], got ", h0.sizes());
     TORCH_CHECK(c0.has_value() == cell_state, "packedrnn: c0 is required for LSTM, absent for other cells");

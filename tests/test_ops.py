@@ -56,6 +56,18 @@ def test_opcheck(cell, proj, lengths, requires_grad, device):
     torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, tuple(args))
 
 
+@pytest.mark.parametrize("bad,message", [(6, "lengths\\[1\\] = 6 exceeds T = 5"), (10**9, "exceeds T = 5"),
+                                         (-1, "lengths\\[1\\] = -1 is negative")])
+def test_the_op_checks_lengths_it_reads(bad, message):
+    """A direct call of the CPU op (as torch.jit.trace or any caller that skips packedrnn.functional
+    makes) with a length outside [0, T]: a clear error before any work, never a bad memory access."""
+    args = list(op_args(LSTM, 0, True, [5, 3, 0, 5]))
+    args[2] = torch.tensor([5, bad, 0, 5])
+    for train in (False, True):
+        with pytest.raises(ValueError, match=message):
+            torch.ops.packedrnn.rnn_layer(*args[:-2], train, 0)
+
+
 def test_no_grad_saves_nothing():
     args = op_args(LSTM, 0, True, [5, 3, 0, 5])
     assert torch.ops.packedrnn.rnn_layer(*args[:-2], False, 0)[3].numel() == 0
