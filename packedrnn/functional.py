@@ -89,11 +89,11 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
         x = torch.where(valid[:, :, None], x, x.new_zeros(()))
 
-    is_lstm = spec.cell_state
+    has_c = spec.cell_state
     if hx is None:
         h0 = x.new_zeros(num_layers * D, B, P)
-        c0 = x.new_zeros(num_layers * D, B, hidden_size) if is_lstm else None
-    elif is_lstm:
+        c0 = x.new_zeros(num_layers * D, B, hidden_size) if has_c else None
+    elif has_c:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             fail(f"hx for {spec.name} must be a tuple (h0, c0), got {type(hx).__name__}")
         h0, c0 = hx
@@ -113,7 +113,7 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
             outs = []
             for d, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(groups):
                 out, h, c = reference.layer(spec, x, lens, h0[layer * D + d],
-                                            c0[layer * D + d] if is_lstm else None,
+                                            c0[layer * D + d] if has_c else None,
                                             w_ih, w_hh, b_ih, b_hh, w_hr, reverse=d == 1)
                 outs.append(out)
                 h_n.append(h)
@@ -123,15 +123,15 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
             from . import ops
             G = groups[0][1].shape[0]
             op_lens = host if host is not None and plan.gathers(x, host, G, D) else lens
-            out, h, c = ops.layer(spec, x, op_lens, h0[rows], c0[rows] if is_lstm else None, groups, path)
+            out, h, c = ops.layer(spec, x, op_lens, h0[rows], c0[rows] if has_c else None, groups, path)
             h_n.extend(h.unbind(0))
-            c_n.extend(c.unbind(0) if is_lstm else [])
+            c_n.extend(c.unbind(0) if has_c else [])
         x = out
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
 
     output = x.transpose(0, 1) if batch_first else x
-    return output, torch.stack(h_n), torch.stack(c_n) if is_lstm else None
+    return output, torch.stack(h_n), torch.stack(c_n) if has_c else None
 
 
 def lstm(input: Tensor, hx=None, weights: Sequence[Tensor] = (), **kwargs):
