@@ -60,8 +60,9 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *_):
-        fail("double backward through packedrnn's compiled ops is not supported; run with "
-             "PACKEDRNN_BACKEND=reference, where it works")
+        fail("double backward through packedrnn's compiled ops is not supported; run on the "
+             "reference backend, where it works: packedrnn.tuning(backend=\"reference\") or "
+             "PACKEDRNN_BACKEND=reference")
 
 
 def _register() -> None:

@@ -162,7 +162,7 @@ struct Dir {
   int64_t d;
   bool reverse;
   const S* w_hh;  // [G, P]
-  const S* b_hh;  // [G], GRU only (LSTM folds it into gx); may be null
+  const S* b_hh;  // [G], cells that keep it apart (GRU; the others fold it into gx); may be null
   const S* w_hr;  // [P, H] or null
 };
 

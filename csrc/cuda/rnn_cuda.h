@@ -25,12 +25,12 @@ struct ForwardParams {
   int64_t cell, T, B, D, H, P, K;
   bool proj;
   const int64_t* lengths;  // [B], device
-  const void* gx;          // [D, R, G]    S  x W_ih^T + b_ih (+ b_hh for LSTM) (R: `token` below)
+  const void* gx;          // [D, R, G]    S  x W_ih^T + b_ih (+ b_hh unless kept apart) (R: `token` below)
   const void* h0;          // [D, B, P]    S
   const void* w_hh;        // [D, G, P]    S
-  const void* b_hh;        // [D, G]       S  GRU only (LSTM folds it into gx); may be null
+  const void* b_hh;        // [D, G]       S  cells that keep it apart (GRU); may be null
   const void* w_hr;        // [D, P, H]    S  or null
-  void* c;                 // [D, B, H]    A  in: c0, out: c_n (LSTM; null for GRU)
+  void* c;                 // [D, B, H]    A  in: c0, out: c_n (cells with a cell state; else null)
   void* m;                 // [D, B, H]    S  scratch for m = o*tanh(c) (projection only)
   void* out;               // [T, B, D*P]  S  zeroed by the caller; written at valid steps
   void* h_n;               // [D, B, P]    S
@@ -56,12 +56,12 @@ struct BackwardParams {
   const void* saved;       // [D, R, K]    S  (R: `token` below)
   const void* grad_out;    // [T, B, D*P]  S
   void* dh;                // [D, B, P]    A  in: grad h_n, out: grad h0
-  void* dc;                // [D, B, H]    A  in: grad c_n, out: grad c0 (LSTM; null for GRU)
+  void* dc;                // [D, B, H]    A  in: grad c_n, out: grad c0 (cells with a cell state; else null)
   void* dm;                // [D, B, H]    S  scratch, dL/dm (projection only)
   void* dgx;               // [D, R, G]    S  dL/d(x projection) at valid rows (R: `token` below)
-  void* dgh;               // [D, R, G]    S  dL/d(h projection); == dgx for LSTM
+  void* dgh;               // [D, R, G]    S  dL/d(h projection); == dgx unless the cell keeps b_hh apart
   void* dH;                // [D, R, P]    S  dL/dh per row (projection only, else null)
-  void* direct;            // [D, B, H]    A  scratch for the persistent GRU backward, or null
+  void* direct;            // [D, B, H]    A  scratch for the direct term of a cell with one (GRU), or null
   void* part = nullptr;    // float scratch of rnn_backward_persistent_partials() values, or null
   // Per-step kernels with the caller's products (StepProducts below), else null:
   void* dgbuf = nullptr;   // [D, B, G]    S  zeroed; every row's latest gate gradients (dgh's)
@@ -98,7 +98,7 @@ cudaError_t rnn_backward_cuda(const BackwardParams& p, DType dtype, cudaStream_t
 // launched nothing, when the call does not fit: fp64, more than 16 units per block
 // (H > 16 * SMs / D; 8 for an fp32 forward), shared memory, or co-residency. Forward writes out,
 // h_n, c (c_n) and saved like rnn_forward_cuda, and needs `xch` unless it has a projection (which
-// uses `m`); backward needs `direct` for GRU and `dH` for a projection (not `dm`).
+// uses `m`); backward needs `direct` for a cell with a direct term and `dH` for a projection (not `dm`).
 cudaError_t rnn_forward_persistent(const ForwardParams& p, DType dtype, cudaStream_t stream);
 cudaError_t rnn_backward_persistent(const BackwardParams& p, DType dtype, cudaStream_t stream);
 // The floats of `part` that the backward needs: nonzero only where it runs its reduce form

@@ -7,7 +7,7 @@
 //             forward_projection  h = m W_hr^T (LSTM with proj_size only)
 //   backward  backward_dh, backward_projection   dL/dh and dL/dm (projection only)
 //             backward_cell       gate gradients of the step, into dgx/dgh rows
-//             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ dh z for GRU)
+//             backward_recurrent  dL/dh_{t-1} = dgh W_hh (+ the direct term of a cell with one: GRU dh z)
 // With StepProducts (rnn_cuda.h; recurrence "gemm", rules.h) the caller forms the recurrent
 // products of a step with cuBLAS over dense buffers of every row (hbuf, dgbuf, which the kernels
 // keep), and forward_step / backward_recurrent read them instead of running tile_dot. The next
