@@ -24,8 +24,22 @@ struct LayerArgs {
   SavedLayout layout{};     // the saved row
   Tuning tuning;            // the caller's forced CUDA choices (rules.h); the CPU op has one path
 
-  LayerArgs(int64_t cell_, const at::Tensor& x, const at::Tensor& lengths, const at::Tensor& h0,
-            const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+  // int64 [B]; where on the host, every value in [0, T] (B comparisons keep every index the op
+  // derives from them in bounds, whoever calls it).
+  void check_lengths(const char* name, const at::Tensor& len) const {
+    TORCH_CHECK(len.dim() == 1 && len.size(0) == B && len.scalar_type() == at::kLong, "packedrnn: ", name,
+                " must be int64 [B] with B = ", B, ", got ", len.sizes(), " ", len.scalar_type());
+    if (!len.is_cpu()) return;
+    const at::Tensor c = len.contiguous();
+    const int64_t* v = c.const_data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK_VALUE(v[b] >= 0, "packedrnn: ", name, "[", b, "] = ", v[b], " is negative");
+      TORCH_CHECK_VALUE(v[b] <= T, "packedrnn: ", name, "[", b, "] = ", v[b], " exceeds T = ", T);
+    }
+  }
+
+  LayerArgs(int64_t cell_, const at::Tensor& x, const at::Tensor& lengths, const std::optional<at::Tensor>& tokens,
+            const std::optional<at::Tensor>& host_lengths, const at::Tensor& h0, const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
             const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
             const std::optional<at::Tensor>& w_hr, int64_t path)
       : cell(cell_) {
@@ -67,18 +81,18 @@ struct LayerArgs {
       TORCH_CHECK(b_ih->sizes() == at::IntArrayRef({D, G}) && b_hh->sizes() == at::IntArrayRef({D, G}),
                   "packedrnn: b_ih and b_hh must be [D, G]");
     }
-    TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B && lengths.scalar_type() == at::kLong,
-                "packedrnn: lengths must be int64 [B] with B = ", B, ", got ", lengths.sizes(), " ",
-                lengths.scalar_type());
-    TORCH_CHECK(lengths.device() == x.device() || (lengths.is_cpu() && x.is_cuda()),
-                "packedrnn: lengths must be on x's device (or, for CUDA x, on the CPU)");
-    if (lengths.is_cpu()) {  // the op reads them on the host anyway: B comparisons keep every index in bounds
-      const at::Tensor len = lengths.contiguous();
-      const int64_t* v = len.const_data_ptr<int64_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        TORCH_CHECK_VALUE(v[b] >= 0, "packedrnn: lengths[", b, "] = ", v[b], " is negative");
-        TORCH_CHECK_VALUE(v[b] <= T, "packedrnn: lengths[", b, "] = ", v[b], " exceeds T = ", T);
-      }
+    check_lengths("lengths", lengths);
+    TORCH_CHECK(lengths.device() == x.device(), "packedrnn: lengths must be on x's device, ", x.device(), ", not ",
+                lengths.device());
+    if (host_lengths) {
+      check_lengths("host_lengths", *host_lengths);
+      TORCH_CHECK(host_lengths->is_cpu(), "packedrnn: host_lengths must be on the CPU");
+    }
+    if (tokens) {
+      TORCH_CHECK(tokens->dim() == 1 && tokens->scalar_type() == at::kLong && tokens->device() == x.device() &&
+                      tokens->numel() <= T * B,
+                  "packedrnn: tokens must be int64 [N] on x's device with N <= T*B = ", T * B, ", got ",
+                  tokens->sizes(), " ", tokens->scalar_type(), " on ", tokens->device());
     }
     TORCH_CHECK(h0.sizes() == at::IntArrayRef({D, B, P}), "packedrnn: h0 must be [D, B, P] = [", D,
                 ", ", B, ", ", P, "], got ", h0.sizes());

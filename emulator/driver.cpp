@@ -119,7 +119,6 @@ extern "C" {
 
 void emu_configure(int sms, int optin, unsigned seed) { emu::configure(sms, optin, seed); }
 void emu_set_compute_capability(int major) { emu::set_compute_major(major); }
-void emu_set_device_lengths(int on) { emu::set_device_lengths(on != 0); }
 void emu_dry_run(int on) { emu::dry_run(on != 0); }
 void emu_last_launch(int* blocks, size_t* smem) { emu::last_launch(blocks, smem); }
 

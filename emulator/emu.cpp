@@ -84,7 +84,6 @@ struct Grid {
 Grid* G = nullptr;
 int g_sms = 132, g_optin = 232448, g_major = 9;  // an H100/H200
 unsigned g_seed = 0;
-bool g_device_lengths = false;
 bool g_dry_run = false;  // launches record their size and return without running
 int g_last_blocks = 0;
 size_t g_last_smem = 0;
@@ -125,8 +124,6 @@ int shared_memory_optin() { return g_optin; }
 int compute_major() { return g_major; }
 void configure(int sms, int optin, unsigned seed) { g_sms = sms, g_optin = optin, g_seed = seed; }
 void set_compute_major(int major) { g_major = major; }
-bool device_lengths() { return g_device_lengths; }
-void set_device_lengths(bool on) { g_device_lengths = on; }
 void dry_run(bool on) { g_dry_run = on; }
 void last_launch(int* blocks, size_t* smem) { *blocks = g_last_blocks, *smem = g_last_smem; }
 

@@ -15,11 +15,9 @@
 
 namespace emu {
 // The emulated device (SMs, shared memory per block) and the scheduling seed (emu.cpp); its
-// compute capability (9 by default: the bulk copies' staging; 8: cp.async's); whether the op's
-// glue must treat lengths on the CPU as device memory (launch_emu.h).
+// compute capability (9 by default: the bulk copies' staging; 8: cp.async's).
 void configure(int sms, int optin, unsigned seed);
 void set_compute_major(int major);
-void set_device_lengths(bool on);
 void dry_run(bool on);                         // launches only record their size:
 void last_launch(int* blocks, size_t* smem);   // the last one's
 // Runs body() on blocks x threads fibers; nonzero (and a message on stderr) when the threads

@@ -23,13 +23,3 @@ struct CUDAGuard {
   explicit CUDAGuard(const c10::Device&) {}
 };
 }  // namespace c10::cuda
-
-namespace emu {
-
-bool device_lengths();  // emu_set_device_lengths (driver.cpp)
-
-// Lengths passed on the CPU are "on the host" unless the test says to treat them as device memory
-// (emu_set_device_lengths), which the glue must not read: the two paths of a real device.
-inline bool on_host(const at::Tensor& t) { return t.is_cpu() && !device_lengths(); }
-
-}  // namespace emu

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import cells, plan, reference
-from .validation import (check_hidden, check_input, check_weights, fail, lengths_on,
-                         lengths_to_tensor)
+from .validation import check_hidden, check_input, check_weights, fail, lengths_to_tensor
 
 
 def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, bias: bool,
@@ -77,15 +76,10 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
 
     x = input.transpose(0, 1) if batch_first else input  # [T, B, I]
     T, B = x.shape[0], x.shape[1]
-    host = None  # the lengths as given on the host, for a CUDA op that gathers (plan.gathers)
-    if lengths is None:
-        lens = torch.full((B,), T, dtype=torch.int64, device=x.device)
-    else:
-        given = lengths_to_tensor(lengths, B, T)
-        lens = lengths_on(given, x.device)
-        if x.is_cuda and given.device.type == "cpu":
-            host = given
-        valid = torch.arange(T, device=x.device)[:, None] < lens[None, :]
+    given = None if lengths is None else lengths_to_tensor(lengths, B, T)
+    lens = plan.CallLengths(given, x.device, B, T)
+    if given is not None:
+        valid = torch.arange(T, device=x.device)[:, None] < lens.device[None, :]
         # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
         x = torch.where(valid[:, :, None], x, x.new_zeros(()))
 
@@ -112,7 +106,7 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         if which == "reference":
             outs = []
             for d, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(groups):
-                out, h, c = reference.layer(spec, x, lens, h0[layer * D + d],
+                out, h, c = reference.layer(spec, x, lens.device, h0[layer * D + d],
                                             c0[layer * D + d] if has_c else None,
                                             w_ih, w_hh, b_ih, b_hh, w_hr, reverse=d == 1)
                 outs.append(out)
@@ -121,9 +115,9 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
             out = torch.cat(outs, dim=-1) if D == 2 else outs[0]
         else:
             from . import ops
-            G = groups[0][1].shape[0]
-            op_lens = host if host is not None and plan.gathers(x, host, G, D) else lens
-            out, h, c = ops.layer(spec, x, op_lens, h0[rows], c0[rows] if has_c else None, groups, path)
+            tokens, host = lens.for_op(which, x, G, D)
+            out, h, c = ops.layer(spec, x, lens.device, tokens, host, h0[rows], c0[rows] if has_c else None,
+                                  groups, path)
             h_n.extend(h.unbind(0))
             c_n.extend(c.unbind(0) if has_c else [])
         x = out

@@ -1,11 +1,12 @@
 """The compiled custom ops (schemas in csrc/ops.cpp): fake kernels, autograd, and the layer call.
 
+torch.ops.packedrnn.token_index        the valid positions of host lengths (the token layout)
 torch.ops.packedrnn.rnn_layer          one layer, both directions, forward
 torch.ops.packedrnn.rnn_layer_backward its gradients
 Shapes are in csrc/ops.cpp. The fake kernels derive every shape from input shapes alone, never
-from the values in `lengths`, so torch.compile traces one graph for any lengths, with one
-exception: where the lengths are on the CPU (always for the CPU op), `saved` holds the valid
-positions only, N = sum(lengths) rows, an unbacked size under torch.compile.
+from the values in `lengths`, so torch.compile traces one graph for any lengths. The one size
+that only values give, the number of valid positions N = sum(lengths), is token_index's output
+size (an unbacked size under torch.compile); rnn_layer takes it from its `tokens` input.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -21,9 +22,13 @@ _BY_CODE = {c.code: c for c in CELLS.values()}
 _registered = False
 
 
-def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
-    """rnn_layer's output shapes; `saved` [D, N, K] when by_token, N = sum(lengths) (a size only the
-    values give: an unbacked size under torch.compile), else [D, T, B, K]."""
+def fake_token_index(lengths, T):
+    """token_index's output: N = sum(lengths) positions, a size only the values give."""
+    return lengths.new_empty(torch.library.get_ctx().new_dynamic_size())
+
+
+def fake_layer(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
+    """rnn_layer's output shapes: `saved` [D, N, K] with tokens [N], else [D, T, B, K]."""
     spec = _BY_CODE.get(cell)
     if spec is None:
         fail(f"cell = {cell} is no cell's code ({', '.join(f'{c.name} {c.code}' for c in CELLS.values())})")
@@ -36,15 +41,15 @@ def fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     K = spec.saved_width(H, P, w_hr is not None)
     if not train:
         saved = x.new_empty(0)
-    elif by_token:
-        saved = x.new_empty(D, torch.library.get_ctx().new_dynamic_size(), K)
+    elif tokens is not None:
+        saved = x.new_empty(D, tokens.shape[0], K)
     else:
         saved = x.new_empty(D, T, B, K)
     return out, h_n, c_n, saved
 
 
-def fake_layer_backward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, grad_out, grad_hn, grad_cn,
-                        path):
+def fake_layer_backward(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
+                        grad_out, grad_hn, grad_cn, path):
     def like(t):
         return torch.empty_like(t) if t is not None else x.new_empty(0)
     return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
@@ -71,22 +76,21 @@ def _register() -> None:
         return
     _registered = True
 
-    @torch.library.register_fake("packedrnn::rnn_layer")
-    def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
-        by_token = lengths.device.type == "cpu"  # csrc/ops.cpp
-        return fake_layer(by_token, cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
+    torch.library.register_fake("packedrnn::token_index", fake_token_index)
+    torch.library.register_fake("packedrnn::rnn_layer", fake_layer)
 
     torch.library.register_fake("packedrnn::rnn_layer_backward", fake_layer_backward)
 
     def setup_context(ctx, inputs, output):
-        cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path = inputs
+        cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path = inputs
         ctx.cell, ctx.path = cell, path
-        ctx.save_for_backward(x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
+        # The call's index travels to the backward as it is: nothing is rebuilt or copied again.
+        ctx.save_for_backward(x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
 
     def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
-        x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
+        x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
         grads = torch.ops.packedrnn.rnn_layer_backward(
-            ctx.cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
+            ctx.cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
             grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), ctx.path)
         if torch.is_grad_enabled():  # create_graph=True: first order works, a second raises
             anchor = next((t for t in ctx.saved_tensors if t is not None and t.requires_grad), None)
@@ -95,7 +99,7 @@ def _register() -> None:
 
         def present(g, t):
             return g if t is not None else None
-        return (None, dx, None, dh0, present(dc0, c0), dw_ih, dw_hh, present(db_ih, b_ih),
+        return (None, dx, None, None, None, dh0, present(dc0, c0), dw_ih, dw_hh, present(db_ih, b_ih),
                 present(db_hh, b_hh), present(dw_hr, w_hr), None, None)
 
     torch.library.register_autograd("packedrnn::rnn_layer", backward, setup_context=setup_context)
@@ -122,18 +126,18 @@ def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
     return None if ts[0] is None else (ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(list(ts)))
 
 
-def layer(cell: Cell, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor],
-          groups, path: int = 0) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on
-    x's device (for CUDA x also on the CPU: csrc/ops.cpp); h0 [D, B, P]; c0 [D, B, H] (None without
-    a cell state); groups = [(w_ih, w_hh, b_ih, b_hh, w_hr)] per direction; path: the forced CUDA
-    choices (packedrnn.plan.path()).
+def layer(cell: Cell, x: Tensor, lengths: Tensor, tokens: Optional[Tensor], host_lengths: Optional[Tensor],
+          h0: Tensor, c0: Optional[Tensor], groups, path: int = 0) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on x's
+    device; tokens, host_lengths: the call's index (csrc/ops.cpp; packedrnn.plan.lengths_plan);
+    h0 [D, B, P]; c0 [D, B, H] (None without a cell state); groups = [(w_ih, w_hh, b_ih, b_hh,
+    w_hr)] per direction; path: the forced CUDA choices (packedrnn.plan.path()).
     Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None without a cell state)."""
     w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
     tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
     train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     out, h_n, c_n, _ = torch.ops.packedrnn.rnn_layer(
-        cell.code, x, lengths, h0.contiguous(),
+        cell.code, x, lengths, tokens, host_lengths, h0.contiguous(),
         None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
     return out, h_n, (c_n if cell.cell_state else None)
 

@@ -17,8 +17,9 @@ or for a process, through the environment (read at every call; `tuning` override
 
 - backend: which implementation runs a layer; a forced backend that cannot serve the call is an
   error (PackedRNNError), never a fallback.
-- tokens (CUDA): whether lengths given on the CPU reach the op, so that it runs the products around
-  the recurrence over the valid tokens only (gathers()).
+- tokens (CUDA): whether a layer whose lengths were given on the CPU gets the token index and the
+  host lengths, so that it runs the products around the recurrence over the valid tokens only
+  (gathers()).
 - recurrence (CUDA): the per-step kernels with their own products (step) or with cuBLAS products
   (gemm), or the persistent kernels (persistent; a call they refuse is then an error), optionally
   with the forward's exchange of h and the backward's form forced. The op receives it as its `path`
@@ -35,7 +36,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .validation import fail
+from .validation import fail, lengths_on
 
 BACKENDS = ("reference", "cpu", "cuda")
 _RECURRENCES = {"persistent": 1, "step": 2, "gemm": 3}
@@ -138,8 +139,9 @@ def backend(device="cpu", dtype: torch.dtype = torch.float32) -> str:
     return forced
 
 
-# Lengths given on the host may reach the CUDA op as they are (reading them there is no sync): the
-# op then runs the products around the recurrence over the valid (t, b) rows only, gathered
+# Where the lengths were given on the host, a CUDA layer may get the token index and the host
+# lengths (CallLengths.for_op; reading them there is no sync): the op then runs the products
+# around the recurrence over the valid (t, b) rows only, gathered
 # (csrc/layer_gemms.h), and a large one-direction fp32 layer's step products stop at the rows
 # still active. The gather costs memory traffic and a few launches, so a layer gathers where the
 # forward products it skips are large: fp32 or fp64 and at least GATHER_FLOPS. H200, RESULTS.md
@@ -162,3 +164,34 @@ def gathers(x: Tensor, host_lengths: Tensor, G: int, D: int) -> bool:
     T, B, I = x.shape
     skipped = (T * B - int(host_lengths.sum())) * 2 * G * I * D
     return skipped >= GATHER_FLOPS
+
+
+class CallLengths:
+    """A call's lengths, resolved once per call (packedrnn.functional.rnn) and handed to every layer:
+    `device` [B] int64 on x's device (one copy at most); `host` [B] on the CPU where the caller gave
+    them there; and the token index (the valid positions, torch.ops.packedrnn.token_index), made at
+    the first layer whose op takes it and reused by the later layers and their backward."""
+
+    def __init__(self, given: Optional[Tensor], device: torch.device, B: int, T: int):
+        self.T = T
+        if given is None:  # every row T long
+            self.device = torch.full((B,), T, dtype=torch.int64, device=device)
+            self.host = self.device if device.type == "cpu" else None
+        else:
+            self.device = lengths_on(given, device)
+            self.host = given if given.device.type == "cpu" else None
+        self._tokens: Optional[Tensor] = None
+
+    def tokens(self) -> Tensor:
+        if self._tokens is None:
+            self._tokens = lengths_on(torch.ops.packedrnn.token_index(self.host, self.T), self.device.device)
+        return self._tokens
+
+    def for_op(self, backend: str, x: Tensor, G: int, D: int):
+        """(tokens, host_lengths) for a layer's op (csrc/ops.cpp): the CPU op always runs by token;
+        CUDA where the lengths are on the host and gathers() says the skipped work pays."""
+        if backend == "cpu":
+            return self.tokens(), None
+        if self.host is not None and x.is_cuda and gathers(x, self.host, G, D):
+            return self.tokens(), self.host
+        return None, None

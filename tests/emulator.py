@@ -61,7 +61,6 @@ def _objects(out, extra=()):
 def _configure_signatures(lib):
     lib.emu_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint]
     lib.emu_set_compute_capability.argtypes = [ctypes.c_int]
-    lib.emu_set_device_lengths.argtypes = [ctypes.c_int]
     lib.emu_dry_run.argtypes = [ctypes.c_int]
     lib.emu_last_launch.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)]
     return lib
@@ -76,13 +75,6 @@ def build_kernels(out):
 
 _OP_LIBRARY = None  # the packedrnn_emu schemas: defined once per process, kept alive
 _BUILT_OP = []  # build_op's result: its kernels register once per process
-_DEVICE_LENGTHS = [False]  # what set_device_lengths last said, for the fake kernel
-
-
-def set_device_lengths(emu, on):
-    """Whether the emulated op treats lengths passed on the CPU as device memory (its other path)."""
-    _DEVICE_LENGTHS[0] = bool(on)
-    emu.emu_set_device_lengths(int(on))
 
 
 def build_op(out):
@@ -95,13 +87,11 @@ def build_op(out):
         return _BUILT_OP[0]
     if _OP_LIBRARY is None:
         _OP_LIBRARY = torch.library.Library("packedrnn_emu", "DEF")
-        for name in ("rnn_layer", "rnn_layer_backward"):  # the same schemas as packedrnn's
+        for name in ("rnn_layer", "rnn_layer_backward"):  # the same schemas as packedrnn's (token_index: packedrnn's)
             _OP_LIBRARY.define(str(getattr(torch.ops.packedrnn, name).default._schema).split("::", 1)[1])
 
-        # packedrnn's fake kernels; "by token" where the emulated op takes its lengths as on the host.
-        @torch.library.register_fake("packedrnn_emu::rnn_layer", lib=_OP_LIBRARY)
-        def _(*args):
-            return ops.fake_layer(not _DEVICE_LENGTHS[0], *args)
+        # packedrnn's fake kernels.
+        torch.library.register_fake("packedrnn_emu::rnn_layer", ops.fake_layer, lib=_OP_LIBRARY)
         torch.library.register_fake("packedrnn_emu::rnn_layer_backward", ops.fake_layer_backward, lib=_OP_LIBRARY)
     torch_flags = [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"] + \
         [f for p in torch.utils.cpp_extension.include_paths() + [sysconfig.get_paths()["include"]]

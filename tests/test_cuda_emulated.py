@@ -69,7 +69,9 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     x[~valid] = 0  # as packedrnn.functional leaves the padding
     x[0, list(nan_rows), 0] = float("nan")
     ops = torch.ops.packedrnn
-    out_r, hn_r, cn_r, saved_r = ops.rnn_layer(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, True, 0)
+    index = ops.token_index(lens, T)  # the CPU op's token index
+    out_r, hn_r, cn_r, saved_r = ops.rnn_layer(cell, x, lens, index, None, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                               True, 0)
 
     S = lambda t: None if t is None else t.to(dtype).contiguous()  # noqa: E731
     gx = torch.stack([x.view(T * B, I) @ w_ih[d].T + b_ih[d] + (b_hh[d] if lstm else 0) for d in range(D)])
@@ -118,7 +120,7 @@ def run_case(emu, cell, I, H, P, B, T, D, dtype, lengths, tol, seed=0, nan_rows=
     grad_out = rand(T, B, D * P)
     grad_out[~valid] = 0
     grad_hn, grad_cn = rand(D, B, P), rand(D, B, H) if lstm else torch.empty(0, dtype=torch.double)
-    ref = ops.rnn_layer_backward(cell, x, lens, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved_r, grad_out,
+    ref = ops.rnn_layer_backward(cell, x, lens, index, None, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved_r, grad_out,
                                  grad_hn, grad_cn, 0)
     go = S(grad_out)
     go[~valid] = float("nan")  # padded gradients are never read

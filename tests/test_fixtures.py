@@ -15,8 +15,8 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emulator import build_op, needs_emulator, rel_error, set_device_lengths  # noqa: E402
-from test_cuda_op_emulated import GRU, LSTM, case_lengths, forward_backward, layer_inputs  # noqa: E402
+from emulator import build_op, needs_emulator, rel_error  # noqa: E402
+from test_cuda_op_emulated import GRU, LSTM, case_lengths, cpu_op_args, forward_backward, layer_inputs  # noqa: E402
 
 FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "bitwise.pt")
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
@@ -62,10 +62,11 @@ def emulated_cases():
     return cases
 
 
-def run(ns, layer, seed, recurrence=None):
+def run(ns, layer, seed, recurrence=None, where=None):
+    """One layer's results through the ops of ns; where=None: the CPU op's arguments."""
     cell, I, H, P, B, T, D, dtype = layer
-    args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, case_lengths(B, T), seed=seed)
-    return forward_backward(ns, args, grads, recurrence)
+    args, grads = layer_inputs(cell, I, H, P, B, T, D, dtype, case_lengths(B, T), seed=seed, where=where or "host")
+    return forward_backward(ns, cpu_op_args(args) if where is None else args, grads, recurrence)
 
 
 def machine():
@@ -78,13 +79,9 @@ def results(emulated_ops, emu):
     for name in cpu_cases():
         found[f"{name}/cpu"] = run(torch.ops.packedrnn, LAYERS[name], seed=5)
     emu.emu_configure(8, 232448, 0)
-    try:
-        for case in emulated_cases():
-            name, path, where = case.split("/")
-            set_device_lengths(emu, where == "device")
-            found[case] = run(emulated_ops, LAYERS[name], seed=5, recurrence=PATHS[path])
-    finally:
-        set_device_lengths(emu, False)
+    for case in emulated_cases():
+        name, path, where = case.split("/")
+        found[case] = run(emulated_ops, LAYERS[name], seed=5, recurrence=PATHS[path], where=where)
     return found
 
 

@@ -20,7 +20,8 @@ GATES = {c.code: c.gates for c in CELLS.values()}
 
 
 def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requires_grad=True,
-            dtype=torch.float64, device="cpu"):
+            dtype=torch.float64, device="cpu", index=True):
+    """rnn_layer's arguments; `index`: with the token index (and, for CUDA, the lengths on the host)."""
     g = torch.Generator().manual_seed(len(lengths) * 31 + T)
     D, B = 2 if bidirectional else 1, len(lengths)
     G = GATES[cell] * H
@@ -32,11 +33,14 @@ def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requir
     for b, n in enumerate(lengths):
         x[n:, b] = 0
     x.requires_grad_(requires_grad)
-    lens = torch.tensor(lengths, dtype=torch.int64, device=device)
+    host = torch.tensor(lengths, dtype=torch.int64)
+    tokens = torch.ops.packedrnn.token_index(host, T).to(device) if index else None
+    host = host if index and device != "cpu" else None
     c0 = r(D, B, H) if cell == LSTM else None
     b_ih, b_hh = (r(D, G), r(D, G)) if bias else (None, None)
     w_hr = r(D, P, H) if proj else None
-    return (cell, x, lens, r(D, B, P), c0, r(D, G, I), r(D, G, P), b_ih, b_hh, w_hr, requires_grad, 0)
+    return (cell, x, host.to(device) if host is not None else torch.tensor(lengths, device=device), tokens, host,
+            r(D, B, P), c0, r(D, G, I), r(D, G, P), b_ih, b_hh, w_hr, requires_grad, 0)
 
 
 PATTERNS = [[5, 3, 0, 5], [1, 1, 1], [2], [4, 5, 4, 1, 3]]
@@ -48,12 +52,31 @@ OP_CELLS = [(LSTM, 0), (LSTM, 2), (GRU, 0), (RNN_RELU, 0)]
 @pytest.mark.parametrize("lengths", PATTERNS)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(cell, proj, lengths, requires_grad, device):
-    """cuda-host-lengths: CUDA tensors with the lengths on the CPU (`saved` by token, its row count
-    an unbacked size in the fake kernel)."""
-    args = list(op_args(cell, proj, True, lengths, requires_grad=requires_grad, device=device.split("-")[0]))
-    if device == "cuda-host-lengths":
-        args[2] = args[2].cpu()
-    torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, tuple(args))
+    """With the token index (`saved` by token: its row count the index's), and on CUDA also
+    without it (cuda: every position; cuda-host-lengths: the index and the lengths on the host)."""
+    args = op_args(cell, proj, True, lengths, requires_grad=requires_grad, device=device.split("-")[0],
+                   index=device != "cuda")
+    torch.library.opcheck(torch.ops.packedrnn.rnn_layer.default, args)
+
+
+@pytest.mark.parametrize("lengths", PATTERNS)
+def test_opcheck_token_index(lengths):
+    torch.library.opcheck(torch.ops.packedrnn.token_index.default, (torch.tensor(lengths), 5))
+
+
+def test_the_op_checks_its_token_index():
+    """Tokens that are not exactly the valid positions of the lengths (a position twice, a padded
+    one, one missing, one out of range): a clear error before any work."""
+    args = list(op_args(LSTM, 0, True, [5, 3, 0, 5]))
+    good = args[3]
+    for bad in (torch.cat([good[:-1], good[:1]]), torch.cat([good[:-1], torch.tensor([2])]), good[:-1],
+                torch.cat([good[:-1], torch.tensor([99])])):
+        args[3] = bad
+        with pytest.raises(ValueError, match="tokens"):
+            torch.ops.packedrnn.rnn_layer(*args)
+    args[3] = None
+    with pytest.raises(RuntimeError, match="the CPU op takes tokens"):
+        torch.ops.packedrnn.rnn_layer(*args)
 
 
 @pytest.mark.parametrize("bad,message", [(6, "lengths\\[1\\] = 6 exceeds T = 5"), (10**9, "exceeds T = 5"),
@@ -66,6 +89,8 @@ def test_the_op_checks_lengths_it_reads(bad, message):
     for train in (False, True):
         with pytest.raises(ValueError, match=message):
             torch.ops.packedrnn.rnn_layer(*args[:-2], train, 0)
+    with pytest.raises(ValueError, match=f"lengths\\[1\\] = {bad} is not in \\[0, T = 5\\]"):
+        torch.ops.packedrnn.token_index(torch.tensor([5, bad, 0, 5]), 5)
 
 
 def test_no_grad_saves_nothing():

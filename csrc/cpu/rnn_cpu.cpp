@@ -139,16 +139,28 @@ PRNN_CPU_CLONES void cells_backward(int64_t H, const S* __restrict__ act, const 
   }
 }
 
-// The valid positions: row[t*B + b] is the token row of (t, b), -1 for padding; index lists the
-// flat positions t*B + b of rows 0..N-1 (time-major, so gathers read x in order).
+// The token rows (ops.cpp, `tokens`): row[t*B + b] is the row of (t, b), -1 for padding; index the
+// flat positions of rows 0..N-1. The caller's tokens must be exactly the valid positions of the
+// lengths (in any order), else a clear error: a position out of range, twice, missing or padded
+// would send the loops below outside their buffers.
 struct Tokens {
   std::vector<int64_t> row;
   at::Tensor index;
   int64_t N;
-  Tokens(const at::Tensor& lengths, int64_t T, int64_t B)
-      : row(T * B, -1), index(valid_positions(lengths, T, B)), N(index.numel()) {
-    const int64_t* flat = index.data_ptr<int64_t>();
-    for (int64_t i = 0; i < N; ++i) row[flat[i]] = i;
+  Tokens(const std::optional<at::Tensor>& tokens, const int64_t* len, int64_t T, int64_t B) : row(T * B, -1) {
+    TORCH_CHECK(tokens.has_value(), "packedrnn: the CPU op takes tokens = torch.ops.packedrnn.token_index(lengths, T)");
+    index = tokens->contiguous();
+    N = index.numel();
+    const int64_t* flat = index.const_data_ptr<int64_t>();
+    int64_t valid = 0;
+    for (int64_t b = 0; b < B; ++b) valid += len[b];
+    TORCH_CHECK_VALUE(N == valid, "packedrnn: tokens holds ", N, " positions, but the lengths have ", valid);
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t pos = flat[i];
+      TORCH_CHECK_VALUE(pos >= 0 && pos < T * B && row[pos] < 0 && pos / B < len[pos % B], "packedrnn: tokens[", i,
+                        "] = ", pos, " is not a valid position of the lengths, or repeats one");
+      row[pos] = i;
+    }
   }
 };
 
@@ -277,19 +289,30 @@ Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const st
           a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr};
 }
 
+at::Tensor token_index_cpu(const at::Tensor& lengths, int64_t T) {
+  TORCH_CHECK(lengths.dim() == 1 && lengths.scalar_type() == at::kLong, "packedrnn: token_index takes int64 [B] lengths");
+  TORCH_CHECK(T >= 0, "packedrnn: token_index: T = ", T, " is negative");
+  const at::Tensor len = lengths.contiguous();
+  const int64_t* v = len.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < len.numel(); ++b) {
+    TORCH_CHECK_VALUE(v[b] >= 0 && v[b] <= T, "packedrnn: lengths[", b, "] = ", v[b], " is not in [0, T = ", T, "]");
+  }
+  return valid_positions(len, T, len.numel());
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
-    int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0_,
-    const std::optional<at::Tensor>& c0_, const at::Tensor& w_ih, const at::Tensor& w_hh_,
-    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
-    const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
+    int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const std::optional<at::Tensor>& tokens,
+    const std::optional<at::Tensor>& host_lengths, const at::Tensor& h0_, const std::optional<at::Tensor>& c0_,
+    const at::Tensor& w_ih, const at::Tensor& w_hh_, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh_, const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls record no graph
-  const LayerArgs a(cell, x_, lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
+  const LayerArgs a(cell, x_, lengths, tokens, host_lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const at::Tensor len = lengths.contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
-  const Tokens tk(len, a.T, a.B);
+  const Tokens tk(tokens, lp, a.T, a.B);
   const at::Tensor gx = input_projection(a, x.view({a.T * a.B, a.I}).index_select(0, tk.index), w_ih, b_ih, b_hh_);
   const auto opt = x.options();
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
@@ -312,14 +335,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const at::Tensor& h0,
-                       const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& lengths,
+                       const std::optional<at::Tensor>& tokens, const std::optional<at::Tensor>& host_lengths,
+                       const at::Tensor& h0, const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_,
+                       const at::Tensor& w_hh_,
                        const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
                        const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
                        const at::Tensor& grad_out_, const at::Tensor& grad_hn_, const at::Tensor& grad_cn_,
                        int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerArgs a(cell, x_, lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_, path);
+  const LayerArgs a(cell, x_, lengths, tokens, host_lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_, path);
   const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
@@ -328,7 +353,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   const at::Tensor len = lengths.contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
-  const Tokens tk(len, a.T, a.B);
+  const Tokens tk(tokens, lp, a.T, a.B);
   TORCH_CHECK(saved.numel() == a.D * tk.N * L.K, "packedrnn: saved holds ", saved.numel(), " values, not D*N*K = ",
               a.D * tk.N * L.K, " (the forward ran with train=False, or on other lengths)");
   const auto opt = x.options();
@@ -361,6 +386,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
 }  // namespace
 
 TORCH_LIBRARY_IMPL(packedrnn, CPU, m) {
+  m.impl("token_index", &token_index_cpu);
   m.impl("rnn_layer", &rnn_layer_cpu);
   m.impl("rnn_layer_backward", &rnn_layer_backward_cpu);
 }

@@ -39,10 +39,8 @@ const void* ptr(const std::optional<at::Tensor>& t) { return t ? t->data_ptr() :
 void check(cudaError_t e) { TORCH_CHECK(e == cudaSuccess, "packedrnn: CUDA kernel failed: ", cudaGetErrorString(e)); }
 
 #ifdef PACKEDRNN_EMULATE
-using emu::on_host;
 at::Tensor upload(const at::Tensor& host, const at::Device&) { return host.clone(); }
 #else
-bool on_host(const at::Tensor& t) { return t.is_cpu(); }
 // A host tensor's copy on `device`, through pinned memory: asynchronous.
 at::Tensor upload(const at::Tensor& host, const at::Device& device) {
   return host.pin_memory().to(device, /*non_blocking=*/true);
@@ -115,27 +113,27 @@ struct RowPlaces {
   }
 };
 
-// The lengths for the kernels, on x's device. Lengths the caller passed on the CPU (it knew them,
-// so reading them here is no sync) also give the valid positions (`tokens`): the products around
-// the recurrence then run over those rows only, as on the CPU backend, and the kernels read gx and
-// write the gate gradients in that layout (`token`); copies through pinned memory, asynchronous.
-struct DeviceLengths {
+// A layer's rows as the caller describes them (ops.cpp): the lengths on x's device; with `tokens`,
+// the token layout: gx, saved and the gate gradients hold the valid positions only, row token[pos]
+// for position pos = t*B + b (-1: padded), a map built here on the device by one scatter. It is
+// checked there against the lengths, without a sync (a device-side assert): tokens that are not
+// exactly the valid positions would send the kernels outside those buffers. `host`, the lengths
+// on the host where the caller has them, gives the gemm recurrence its row places.
+struct Rows {
   at::Tensor lengths;
-  std::optional<at::Tensor> host;    // the lengths as given, when on the CPU
-  std::optional<at::Tensor> tokens;  // flat positions t*B + b of the valid tokens, on x's device
-  at::Tensor token;                  // [T*B] each position's row among them (-1: padded), or none
-  DeviceLengths(const at::Tensor& given, const LayerArgs& a, const at::Tensor& x) {
-    if (!on_host(given)) {
-      lengths = given.contiguous();
-      return;
-    }
-    host = given.contiguous();
-    lengths = upload(*host, x.device());
-    const at::Tensor positions = valid_positions(*host, a.T, a.B);
-    tokens = upload(positions, x.device());
-    token = upload(at::full({a.T * a.B}, -1, positions.options())
-                       .scatter_(0, positions, at::arange(positions.numel(), positions.options())),
-                   x.device());
+  std::optional<at::Tensor> tokens, host;
+  at::Tensor token;  // [T*B], or undefined without tokens
+  Rows(const LayerArgs& a, const at::Tensor& lengths_, const std::optional<at::Tensor>& tokens_,
+       const std::optional<at::Tensor>& host_)
+      : lengths(lengths_.contiguous()), host(host_) {
+    if (!tokens_) return;
+    tokens = tokens_->contiguous();
+    const auto opt = tokens->options();
+    const int64_t N = tokens->numel();
+    token = at::full({a.T * a.B}, -1, opt).scatter_(0, *tokens, at::arange(N, opt));
+    const at::Tensor valid = (at::arange(a.T, opt).unsqueeze(1) < lengths.unsqueeze(0)).view({a.T * a.B});
+    at::_assert_async(token.ge(0).eq(valid).all().logical_and(lengths.sum().eq(N)),
+                      "packedrnn: tokens are not exactly the valid positions of lengths (token_index)");
   }
   // BackwardParams/ForwardParams::token and tokens: the token layout of rows, or by position.
   template <typename Params>
@@ -167,24 +165,24 @@ void run(const Recurrence& how, const Params& p, DType dtype,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
-    int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const at::Tensor& h0_,
-    const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh_,
-    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh_,
-    const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
+    int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const std::optional<at::Tensor>& tokens,
+    const std::optional<at::Tensor>& host_lengths, const at::Tensor& h0_, const std::optional<at::Tensor>& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh_, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh_, const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard guard(x_.device());
-  const LayerArgs a(cell, x_, lengths_, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
+  const LayerArgs a(cell, x_, lengths_, tokens, host_lengths, h0_, c0, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
   const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous();
   const auto b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const auto opt = x.options();
-  const DeviceLengths dl(lengths_, a, x);
-  const at::Tensor& lengths = dl.lengths;
+  const Rows index(a, lengths_, tokens, host_lengths);
+  const at::Tensor& lengths = index.lengths;
   // gx over the valid positions where they are known (the token layout), else all T*B; padded
   // rows are never read.
   const at::Tensor x_rows = x.view({a.T * a.B, a.I});
-  const at::Tensor gx = input_projection(a, dl.tokens ? x_rows.index_select(0, *dl.tokens) : x_rows, w_ih, b_ih, b_hh_);
+  const at::Tensor gx = input_projection(a, index.tokens ? x_rows.index_select(0, *index.tokens) : x_rows, w_ih, b_ih, b_hh_);
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
   at::Tensor c = a.cell_state ? c0->to(acc_of(x.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous()
@@ -193,7 +191,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
   // By token where the positions are known (every row written), else by position, zeroed: the
   // weight-gradient GEMMs then read every row, padded ones included.
   at::Tensor saved = !train     ? at::empty({0}, opt)
-                     : dl.tokens ? at::empty({a.D, dl.tokens->numel(), L.K}, opt)
+                     : index.tokens ? at::empty({a.D, index.tokens->numel(), L.K}, opt)
                                  : at::zeros({a.D, a.T, a.B, L.K}, opt);
 
   // The persistent kernel's exchange of h between blocks (not for fp64, which it does not take,
@@ -210,9 +208,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
                   out.data_ptr(), h_n.data_ptr(), train ? saved.data_ptr() : nullptr,
                   xch.defined() ? xch.data_ptr() : nullptr};
   p.tuning = a.tuning;
-  dl.set_layout(p);
+  index.set_layout(p);
   GemmProducts gemm;
-  const auto places = how.gemm ? dl.places(a, x) : std::nullopt;
+  const auto places = how.gemm ? index.places(a, x) : std::nullopt;
   if (how.gemm) {
     gemm = GemmProducts(places ? h0.index_select(1, places->order) : h0.clone(), w_hh.transpose(1, 2),
                         acc_of(x.scalar_type()), places ? places->active : std::vector<int64_t>{});
@@ -225,32 +223,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cuda(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_, const at::Tensor& h0,
-                        const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& lengths_,
+                        const std::optional<at::Tensor>& tokens, const std::optional<at::Tensor>& host_lengths,
+                        const at::Tensor& h0, const std::optional<at::Tensor>& c0, const at::Tensor& w_ih_,
+                        const at::Tensor& w_hh_,
                         const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
                         const std::optional<at::Tensor>& w_hr_, const at::Tensor& saved_,
                         const at::Tensor& grad_out_, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
                         int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard guard(x_.device());
-  const LayerArgs a(cell, x_, lengths_, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_, path);
+  const LayerArgs a(cell, x_, lengths_, tokens, host_lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh, w_hr_, path);
   const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous();
   const at::Tensor w_hh = w_hh_.contiguous(), saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
   const auto w_hr = contig(w_hr_);
   const auto opt = x.options();
-  const DeviceLengths dl(lengths_, a, x);
-  const at::Tensor& lengths = dl.lengths;
+  const Rows index(a, lengths_, tokens, host_lengths);
+  const at::Tensor& lengths = index.lengths;
   const auto acc = acc_of(x.scalar_type());
   const int64_t rows = a.T * a.B;
   // The rows of saved and of the gate gradients (BackwardParams::token): with the lengths on the
   // host, the valid positions only, as the products below take them, each written by the
   // recurrence; else every position, the padded ones zero (the products read them).
-  const int64_t R = dl.tokens ? dl.tokens->numel() : rows;
+  const int64_t R = index.tokens ? index.tokens->numel() : rows;
   TORCH_CHECK(saved_.numel() == a.D * R * L.K, "packedrnn: saved holds ", saved_.numel(), " values, not D*R*K = ",
               a.D * R * L.K, " (the forward ran with train=False, or with the lengths elsewhere)");
   auto grads = [&](int64_t width) {
-    return dl.tokens ? at::empty({a.D, R, width}, opt) : at::zeros({a.D, R, width}, opt);
+    return index.tokens ? at::empty({a.D, R, width}, opt) : at::zeros({a.D, R, width}, opt);
   };
   at::Tensor dgx = grads(a.G);
   at::Tensor dgh = a.bias_apart ? grads(a.G) : dgx;
@@ -266,14 +266,14 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
                    dgx.data_ptr(), dgh.data_ptr(), dH.defined() ? dH.data_ptr() : nullptr,
                    direct.defined() ? direct.data_ptr() : nullptr};
   p.tuning = a.tuning;
-  dl.set_layout(p);
+  index.set_layout(p);
   // The partial sums that the persistent backward's reduce form exchanges (fp32; none elsewhere).
   const Recurrence how(a, x.scalar_type());
   const int64_t partials = how.persistent ? rnn_backward_persistent_partials(p, dtype_of(x.scalar_type())) : 0;
   at::Tensor part = partials > 0 ? at::empty({partials}, opt.dtype(at::kFloat)) : at::Tensor();
   p.part = part.defined() ? part.data_ptr() : nullptr;
   GemmProducts gemm;
-  const auto places = how.gemm ? dl.places(a, x) : std::nullopt;
+  const auto places = how.gemm ? index.places(a, x) : std::nullopt;
   if (how.gemm) {
     gemm = GemmProducts(at::zeros({a.D, a.B, a.G}, opt), w_hh, acc,
                         places ? places->active : std::vector<int64_t>{});
@@ -287,9 +287,9 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   const at::Tensor x_rows = x.view({rows, a.I});
   const at::Tensor saved_rows = saved.view({a.D, R, L.K});
   auto [dx_rows, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = weight_and_input_grads(
-      a, dl.tokens ? x_rows.index_select(0, *dl.tokens) : x_rows, w_ih, saved_rows.narrow(2, L.h_prev, a.P),
+      a, index.tokens ? x_rows.index_select(0, *index.tokens) : x_rows, w_ih, saved_rows.narrow(2, L.h_prev, a.P),
       a.proj ? saved_rows.narrow(2, L.m, a.H) : at::Tensor(), dgx, dgh, dH);
-  const at::Tensor dx = dl.tokens ? at::zeros({rows, a.I}, opt).index_copy_(0, *dl.tokens, dx_rows) : dx_rows;
+  const at::Tensor dx = index.tokens ? at::zeros({rows, a.I}, opt).index_copy_(0, *index.tokens, dx_rows) : dx_rows;
   at::Tensor dc0 = a.cell_state ? dc.to(x.scalar_type()) : at::empty({0}, opt);
   return {dx.view({a.T, a.B, a.I}), dh.to(x.scalar_type()), dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
