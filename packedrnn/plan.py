@@ -176,10 +176,10 @@ class CallLengths:
         self.T = T
         if given is None:  # every row T long
             self.device = torch.full((B,), T, dtype=torch.int64, device=device)
-            self.host = self.device if device.type == "cpu" else None
         else:
             self.device = lengths_on(given, device)
-            self.host = given if given.device.type == "cpu" else None
+        on_host = given is not None and given.device.type == "cpu"
+        self.host = self.device if device.type == "cpu" else (given if on_host else None)
         self._tokens: Optional[Tensor] = None
 
     def tokens(self) -> Tensor:
