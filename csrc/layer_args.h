@@ -14,6 +14,20 @@ inline std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
   return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }
 
+// `len` is int64 [B]; where on the host, every value in [0, T] (B comparisons keep every index an
+// op derives from them in bounds, whoever calls it).
+inline void check_host_lengths(const char* name, const at::Tensor& len, int64_t B, int64_t T) {
+  TORCH_CHECK(len.dim() == 1 && len.size(0) == B && len.scalar_type() == at::kLong, "packedrnn: ", name,
+              " must be int64 [B] with B = ", B, ", got ", len.sizes(), " ", len.scalar_type());
+  if (!len.is_cpu()) return;
+  const at::Tensor c = len.contiguous();
+  const int64_t* v = c.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK_VALUE(v[b] >= 0, "packedrnn: ", name, "[", b, "] = ", v[b], " is negative");
+    TORCH_CHECK_VALUE(v[b] <= T, "packedrnn: ", name, "[", b, "] = ", v[b], " exceeds T = ", T);
+  }
+}
+
 struct LayerArgs {
   int64_t cell, T, B, I, D, G, H, P;
   bool proj, bias;
@@ -24,19 +38,7 @@ struct LayerArgs {
   SavedLayout layout{};     // the saved row
   Tuning tuning;            // the caller's forced CUDA choices (rules.h); the CPU op has one path
 
-  // int64 [B]; where on the host, every value in [0, T] (B comparisons keep every index the op
-  // derives from them in bounds, whoever calls it).
-  void check_lengths(const char* name, const at::Tensor& len) const {
-    TORCH_CHECK(len.dim() == 1 && len.size(0) == B && len.scalar_type() == at::kLong, "packedrnn: ", name,
-                " must be int64 [B] with B = ", B, ", got ", len.sizes(), " ", len.scalar_type());
-    if (!len.is_cpu()) return;
-    const at::Tensor c = len.contiguous();
-    const int64_t* v = c.const_data_ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      TORCH_CHECK_VALUE(v[b] >= 0, "packedrnn: ", name, "[", b, "] = ", v[b], " is negative");
-      TORCH_CHECK_VALUE(v[b] <= T, "packedrnn: ", name, "[", b, "] = ", v[b], " exceeds T = ", T);
-    }
-  }
+  void check_lengths(const char* name, const at::Tensor& len) const { check_host_lengths(name, len, B, T); }
 
   LayerArgs(int64_t cell_, const at::Tensor& x, const at::Tensor& lengths, const std::optional<at::Tensor>& tokens,
             const std::optional<at::Tensor>& host_lengths, const at::Tensor& h0, const std::optional<at::Tensor>& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,

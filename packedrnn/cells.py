@@ -63,6 +63,9 @@ CELLS: Dict[str, Cell] = {c.name: c for c in (
 )}
 
 
+BY_CODE: Dict[int, Cell] = {c.code: c for c in CELLS.values()}
+
+
 def get(name: str) -> Cell:
     """The cell called `name` (LSTM, GRU, RNN_TANH, RNN_RELU); a PackedRNNError for any other."""
     cell = CELLS.get(name) if isinstance(name, str) else None

@@ -65,7 +65,7 @@ class _PackedRNNBase(nn.Module):
         self.proj_size = proj_size
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = cells.get(self._cell).gates * hidden_size
+        gate_size = self._spec.gates * hidden_size
         real_hidden = proj_size if proj_size > 0 else hidden_size
         D = 2 if bidirectional else 1
         self._flat_weights_names = []
@@ -88,6 +88,10 @@ class _PackedRNNBase(nn.Module):
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
         self.reset_parameters()
+
+    @property
+    def _spec(self) -> cells.Cell:
+        return cells.get(self._cell)
 
     def reset_parameters(self) -> None:
         """uniform(-1/sqrt(H), 1/sqrt(H)) over the parameters in order, as nn.LSTM / nn.GRU."""
@@ -144,12 +148,12 @@ class _PackedRNNBase(nn.Module):
         return out, self._state(h, c)
 
     def _state(self, h, c):
-        return (h, c) if cells.get(self._cell).cell_state else h
+        return (h, c) if self._spec.cell_state else h
 
     def _split_hx(self, hx):
         if hx is None:
             return []
-        if cells.get(self._cell).cell_state:
+        if self._spec.cell_state:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 fail(f"hx for {self._cell} must be a tuple (h0, c0), got {type(hx).__name__}")
             return list(hx)
@@ -164,7 +168,7 @@ class _PackedRNNBase(nn.Module):
                 fail(f"for unbatched 2-D input, hx[{i}] must be 2-D, got "
                      f"{s.dim() if isinstance(s, Tensor) else type(s).__name__}-D")
         states = [s.unsqueeze(1) for s in states]
-        hx = (tuple(states) if cells.get(self._cell).cell_state else states[0]) if states else None
+        hx = (tuple(states) if self._spec.cell_state else states[0]) if states else None
         out, h, c = self._run(input.unsqueeze(1), hx, lengths, False)
         return out.squeeze(1), self._state(h.squeeze(1), c.squeeze(1) if c is not None else None)
 

@@ -15,10 +15,9 @@ import torch
 from torch import Tensor
 
 from . import _build
-from .cells import CELLS, Cell
+from .cells import BY_CODE, CELLS, Cell
 from .validation import fail
 
-_BY_CODE = {c.code: c for c in CELLS.values()}
 _registered = False
 
 
@@ -29,7 +28,7 @@ def fake_token_index(lengths, T):
 
 def fake_layer(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
     """rnn_layer's output shapes: `saved` [D, N, K] with tokens [N], else [D, T, B, K]."""
-    spec = _BY_CODE.get(cell)
+    spec = BY_CODE.get(cell)
     if spec is None:
         fail(f"cell = {cell} is no cell's code ({', '.join(f'{c.name} {c.code}' for c in CELLS.values())})")
     T, B = x.shape[0], x.shape[1]
@@ -129,7 +128,7 @@ def _stack(ts: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
 def layer(cell: Cell, x: Tensor, lengths: Tensor, tokens: Optional[Tensor], host_lengths: Optional[Tensor],
           h0: Tensor, c0: Optional[Tensor], groups, path: int = 0) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """One layer through the op. x [T, B, I] contiguous with zero padding; lengths int64 [B] on x's
-    device; tokens, host_lengths: the call's index (csrc/ops.cpp; packedrnn.plan.lengths_plan);
+    device; tokens, host_lengths: the call's index (csrc/ops.cpp; packedrnn.plan.CallLengths);
     h0 [D, B, P]; c0 [D, B, H] (None without a cell state); groups = [(w_ih, w_hh, b_ih, b_hh,
     w_hr)] per direction; path: the forced CUDA choices (packedrnn.plan.path()).
     Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None without a cell state)."""

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from emulator import build_op, needs_emulator, rel_error
-from packedrnn.cells import CELLS
+from packedrnn.cells import BY_CODE, CELLS
 from packedrnn.plan import encode_recurrence
 
 LSTM, GRU, RNN_TANH, RNN_RELU = (CELLS[n].code for n in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"))
-NAME = {c.code: c.name for c in CELLS.values()}
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 pytestmark = needs_emulator
 
@@ -48,7 +47,7 @@ def layer_inputs(cell, I, H, P, B, T, D, dtype, lengths, seed=0, where="host"):
     packedrnn.functional passes a CUDA layer lengths given on the CPU); "device": neither (lengths
     on the GPU, which the host must not read)."""
     g = torch.Generator().manual_seed(seed)
-    spec = CELLS[NAME[cell]]
+    spec = BY_CODE[cell]
     lstm, G = spec.cell_state, spec.gates * H
 
     def rand(*shape, scale=1.0):
@@ -125,7 +124,7 @@ MODES = ["persistent", "step", "gemm"]
 @pytest.mark.parametrize("where", ["host", "device"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "{}-H{}-P{}-B{}-D{}-{}".format(
-    NAME[c[0]], c[2], c[3], c[4], c[6], str(c[7])[6:]))
+    BY_CODE[c[0]].name, c[2], c[3], c[4], c[6], str(c[7])[6:]))
 def test_cuda_op_emulated(op, nan_empty, case, mode, where):
     """Every recurrence of the op (the persistent kernels; the per-step kernels with their own
     products, with ATen's), the lengths on the host (the token layout: gx, saved, dgx, dgh, dH over
@@ -139,7 +138,7 @@ def test_cuda_op_emulated(op, nan_empty, case, mode, where):
         pytest.skip("half types into fp32: ATen's mm with out_dtype is CUDA-only (the gemm mode runs "
                     "them only when forced)")
     emu.emu_configure(8, 232448, 1)  # a random thread order
-    if mode == "persistent" and CELLS[NAME[cell]].gates == 1:  # one-gate cells: the per-step kernels only
+    if mode == "persistent" and BY_CODE[cell].gates == 1:  # one-gate cells: the per-step kernels only
         with pytest.raises(RuntimeError, match="persistent kernel refused this call"):
             run_layer(ops, cell, I, H, P, B, T, D, dtype, case_lengths(B, T), recurrence=mode, where=where)
         return
@@ -198,7 +197,7 @@ def test_path_is_checked(op):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[5]], ids=lambda c: "{}-P{}-D{}-{}".format(
-    NAME[c[0]], c[3], c[6], str(c[7])[6:]))
+    BY_CODE[c[0]].name, c[3], c[6], str(c[7])[6:]))
 def test_bitwise_repeatable_across_thread_orders(op, case, mode):
     """Two runs under different random thread orders give the same bits: no result depends on which
     thread or block gets there first (no atomics, fixed reduction orders), as on the GPU."""

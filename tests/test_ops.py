@@ -11,12 +11,11 @@ import torch
 import packedrnn
 from packedrnn import ops
 from packedrnn.bench import DTYPES, Case
-from packedrnn.cells import CELLS
+from packedrnn.cells import BY_CODE, CELLS
 from helpers import OP_DEVICES, make_pair, random_inputs
 
 pytestmark = pytest.mark.skipif(not ops.available("cpu"), reason="compiled CPU ops not built")
 LSTM, GRU, RNN_RELU = (CELLS[n].code for n in ("LSTM", "GRU", "RNN_RELU"))
-GATES = {c.code: c.gates for c in CELLS.values()}
 
 
 def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requires_grad=True,
@@ -24,7 +23,7 @@ def op_args(cell, proj, bidirectional, lengths, T=5, I=3, H=4, bias=True, requir
     """rnn_layer's arguments; `index`: with the token index (and, for CUDA, the lengths on the host)."""
     g = torch.Generator().manual_seed(len(lengths) * 31 + T)
     D, B = 2 if bidirectional else 1, len(lengths)
-    G = GATES[cell] * H
+    G = BY_CODE[cell].gates * H
     P = proj or H
 
     def r(*shape):
@@ -89,7 +88,7 @@ def test_the_op_checks_lengths_it_reads(bad, message):
     for train in (False, True):
         with pytest.raises(ValueError, match=message):
             torch.ops.packedrnn.rnn_layer(*args[:-2], train, 0)
-    with pytest.raises(ValueError, match=f"lengths\\[1\\] = {bad} is not in \\[0, T = 5\\]"):
+    with pytest.raises(ValueError, match=message):  # the same check, the same words
         torch.ops.packedrnn.token_index(torch.tensor([5, bad, 0, 5]), 5)
 
 

@@ -290,14 +290,9 @@ Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const st
 }
 
 at::Tensor token_index_cpu(const at::Tensor& lengths, int64_t T) {
-  TORCH_CHECK(lengths.dim() == 1 && lengths.scalar_type() == at::kLong, "packedrnn: token_index takes int64 [B] lengths");
-  TORCH_CHECK(T >= 0, "packedrnn: token_index: T = ", T, " is negative");
-  const at::Tensor len = lengths.contiguous();
-  const int64_t* v = len.const_data_ptr<int64_t>();
-  for (int64_t b = 0; b < len.numel(); ++b) {
-    TORCH_CHECK_VALUE(v[b] >= 0 && v[b] <= T, "packedrnn: lengths[", b, "] = ", v[b], " is not in [0, T = ", T, "]");
-  }
-  return valid_positions(len, T, len.numel());
+  TORCH_CHECK(lengths.dim() == 1 && lengths.is_cpu(), "packedrnn: token_index takes lengths [B] on the CPU");
+  check_host_lengths("lengths", lengths, lengths.numel(), T);
+  return valid_positions(lengths.contiguous(), T, lengths.numel());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
