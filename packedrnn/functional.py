@@ -91,11 +91,11 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             fail(f"hx for {spec.name} must be a tuple (h0, c0), got {type(hx).__name__}")
         h0, c0 = hx
-        check_hidden("hx[0] (h0)", h0, (num_layers * D, B, P), x)
-        check_hidden("hx[1] (c0)", c0, (num_layers * D, B, hidden_size), x)
+        check_hidden("hx[0] (h0)", "hidden[0]", h0, (num_layers * D, B, P), x)
+        check_hidden("hx[1] (c0)", "hidden[1]", c0, (num_layers * D, B, hidden_size), x)
     else:
         h0, c0 = hx, None
-        check_hidden("hx (h0)", h0, (num_layers * D, B, hidden_size), x)
+        check_hidden("hx (h0)", "hidden", h0, (num_layers * D, B, hidden_size), x)
 
     which = plan.backend(x.device, x.dtype)
     path = plan.path()

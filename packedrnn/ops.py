@@ -55,18 +55,95 @@ def fake_layer_backward(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_
             torch.empty_like(w_hh), like(b_ih), like(b_hh), like(w_hr))
 
 
-class _FirstOrderOnly(torch.autograd.Function):
-    """Identity on the gradients; differentiating them again is a clear error."""
+def _recompute_grads(cell: int, inputs, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor):
+    """The gradients of one rnn_layer call, [dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr]
+    for inputs (x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), as differentiable functions of
+    the inputs and the incoming gradients: the layer rerun through packedrnn.reference under
+    torch.func.vjp, which serves both create_graph=True (autograd records it) and torch.func's
+    transforms (its own level). The backward's path wherever the backward is itself
+    differentiated, so that second derivatives exist on every backend; first-order training never
+    comes here."""
+    from . import reference
+    spec = BY_CODE[cell]
+    lengths = inputs[1]
+    present = [i for i, t in enumerate(inputs) if t is not None and i != 1]
+
+    def layer(*tensors):
+        rebuilt = list(inputs)
+        for i, t in zip(present, tensors):
+            rebuilt[i] = t
+        x, _, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = rebuilt
+        outs, hs, cs = [], [], []
+        for d in range(w_ih.shape[0]):
+            def pick(t):
+                return None if t is None else t[d]
+            out, h, c = reference.layer(spec, x, lengths, h0[d], pick(c0), w_ih[d], w_hh[d], pick(b_ih),
+                                        pick(b_hh), pick(w_hr), reverse=d == 1)
+            outs.append(out)
+            hs.append(h)
+            cs.append(c)
+        results = (torch.cat(outs, dim=-1), torch.stack(hs))
+        return results + (torch.stack(cs),) if spec.cell_state else results
+
+    _, pullback = torch.func.vjp(layer, *(inputs[i] for i in present))
+    upstream = (grad_out, grad_hn) + ((grad_cn,) if spec.cell_state else ())
+    grads = [None] * len(inputs)
+    for i, g in zip(present, pullback(upstream)):
+        grads[i] = g
+    return grads
+
+
+def setup_context(ctx, inputs, output):
+    """rnn_layer's autograd: what its backward keeps (the op's own outputs, the call's index)."""
+    cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path = inputs
+    ctx.cell, ctx.path = cell, path
+    # The call's index travels to the backward as it is: nothing is rebuilt or copied again.
+    ctx.mark_non_differentiable(output[3])
+    ctx.save_for_backward(x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
+
+def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
+    """The compiled backward op; the reference recomputed where autograd records the backward."""
+    x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True or torch.func: gradients that differentiate
+        dx, _, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _recompute_grads(
+            ctx.cell, (x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), grad_out, grad_hn, grad_cn)
+        return None, dx, None, None, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, None, None
+    grads = torch.ops.packedrnn.rnn_layer_backward(
+        ctx.cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
+        grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), ctx.path)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
+
+    def present(g, t):
+        return g if t is not None else None
+    return (None, dx, None, None, None, dh0, present(dc0, c0), dw_ih, dw_hh, present(db_ih, b_ih),
+            present(db_hh, b_hh), present(dw_hr, w_hr), None, None)
+
+
+class _Layer(torch.autograd.Function):
+    """rnn_layer for torch.func's transforms, which take an autograd.Function with setup_context
+    and a vmap rule but not the autograd that torch.library registers for an op defined in C++.
+    The same setup_context and backward as the op's registered autograd (_register)."""
 
     @staticmethod
-    def forward(ctx, anchor, *grads):
-        return grads
+    def forward(*args):
+        return torch.ops.packedrnn.rnn_layer(*args)
+
+    setup_context = staticmethod(setup_context)
+    backward = staticmethod(backward)
 
     @staticmethod
-    def backward(ctx, *_):
-        fail("double backward through packedrnn's compiled ops is not supported; run on the "
-             "reference backend, where it works: packedrnn.tuning(backend=\"reference\") or "
-             "PACKEDRNN_BACKEND=reference")
+    def vmap(info, in_dims, cell, *args):
+        """A loop over the mapped dimension, one op call per slice (the op has no batching rule)."""
+        names = ("x", "lengths", "tokens", "host_lengths")
+        for name, dim in zip(names, in_dims[1:5]):
+            if dim is not None and name != "x":
+                fail(f"vmap over {name} is not supported: map over the input and parameters, with one "
+                     "lengths for every slice")
+        slices = []
+        for i in range(info.batch_size):
+            one = [a if dim is None else a.select(dim, i) for a, dim in zip(args, in_dims[1:])]
+            slices.append(torch.ops.packedrnn.rnn_layer(cell, *one))
+        return tuple(torch.stack(parts) for parts in zip(*slices)), (0, 0, 0, 0)
 
 
 def _register() -> None:
@@ -79,27 +156,6 @@ def _register() -> None:
     torch.library.register_fake("packedrnn::rnn_layer", fake_layer)
 
     torch.library.register_fake("packedrnn::rnn_layer_backward", fake_layer_backward)
-
-    def setup_context(ctx, inputs, output):
-        cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path = inputs
-        ctx.cell, ctx.path = cell, path
-        # The call's index travels to the backward as it is: nothing is rebuilt or copied again.
-        ctx.save_for_backward(x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
-
-    def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
-        x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
-        grads = torch.ops.packedrnn.rnn_layer_backward(
-            ctx.cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
-            grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), ctx.path)
-        if torch.is_grad_enabled():  # create_graph=True: first order works, a second raises
-            anchor = next((t for t in ctx.saved_tensors if t is not None and t.requires_grad), None)
-            grads = _FirstOrderOnly.apply(anchor, *grads)
-        dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
-
-        def present(g, t):
-            return g if t is not None else None
-        return (None, dx, None, None, None, dh0, present(dc0, c0), dw_ih, dw_hh, present(db_ih, b_ih),
-                present(db_hh, b_hh), present(dw_hr, w_hr), None, None)
 
     torch.library.register_autograd("packedrnn::rnn_layer", backward, setup_context=setup_context)
 
@@ -135,7 +191,8 @@ def layer(cell: Cell, x: Tensor, lengths: Tensor, tokens: Optional[Tensor], host
     w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
     tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
     train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    out, h_n, c_n, _ = torch.ops.packedrnn.rnn_layer(
+    call = _Layer.apply if torch._C._are_functorch_transforms_active() else torch.ops.packedrnn.rnn_layer
+    out, h_n, c_n, _ = call(
         cell.code, x, lengths, tokens, host_lengths, h0.contiguous(),
         None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
     return out, h_n, (c_n if cell.cell_state else None)

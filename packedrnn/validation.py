@@ -35,17 +35,20 @@ def check_input(input: Tensor, input_size: int) -> None:
 
 def check_weights(input: Tensor, weights: Sequence[Tensor], names: Sequence[str]) -> None:
     for name, w in zip(names, weights):
-        if w.dtype != input.dtype:
-            fail(f"input dtype {input.dtype} does not match {name} dtype {w.dtype}")
+        if w.dtype != input.dtype:  # nn.LSTM's words, then the weight's name
+            fail(f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}) of {name}. "
+                 f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
         if w.device != input.device:
             fail(f"input is on {input.device} but {name} is on {w.device}")
 
 
-def check_hidden(name: str, h: Tensor, expected: tuple, input: Tensor) -> None:
+def check_hidden(name: str, nn_name: str, h: Tensor, expected: tuple, input: Tensor) -> None:
+    """`name`: the argument as packedrnn calls it; `nn_name`: as nn.LSTM's message does (whose words
+    code written against nn may match)."""
     if not isinstance(h, Tensor):
         fail(f"{name} must be a Tensor, got {type(h).__name__}")
     if tuple(h.shape) != expected:
-        fail(f"{name} has shape {_shape(h)}, expected ({', '.join(map(str, expected))})")
+        fail(f"Expected {nn_name} size {tuple(expected)}, got {list(h.shape)}: {name} has shape {_shape(h)}")
     if h.dtype != input.dtype:
         fail(f"{name} dtype {h.dtype} does not match input dtype {input.dtype}")
     if h.device != input.device:
@@ -62,16 +65,19 @@ def lengths_to_tensor(lengths, batch: int, T: int) -> Tensor:
     if isinstance(lengths, Tensor):
         if lengths.dim() != 1:
             fail(f"lengths must be 1-D, got a {lengths.dim()}-D tensor of shape {_shape(lengths)}")
-        if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        if lengths.dtype == torch.bool or lengths.is_complex():
             fail(f"lengths must have an integer dtype, got {lengths.dtype}")
+        if lengths.is_floating_point():
+            if lengths.device.type != "cpu" or torch.compiler.is_compiling():
+                fail(f"lengths must have an integer dtype, got {lengths.dtype} on {lengths.device} (a "
+                     "floating-point tensor is taken on the CPU only, where its values can be checked)")
+            return lengths_to_tensor(lengths.tolist(), batch, T)
         values = lengths
-    elif isinstance(lengths, (list, tuple)):
-        for i, v in enumerate(lengths):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                fail(f"lengths[{i}] = {v!r} is not an integer")
-        values = torch.tensor(lengths, dtype=torch.int64).reshape(-1)
+    elif isinstance(lengths, (list, tuple)) or hasattr(lengths, "__array__"):
+        values = torch.tensor(_integers(lengths), dtype=torch.int64).reshape(-1)
     else:
-        fail(f"lengths must be a list of ints or a 1-D integer tensor, got {type(lengths).__name__}")
+        fail(f"lengths must be a sequence of ints (list, tuple, numpy array) or a 1-D integer tensor, "
+             f"got {type(lengths).__name__}")
     if values.numel() != batch:
         fail(f"len(lengths)={values.numel()} but batch size is {batch}")
     values = values.to(torch.int64)
@@ -88,6 +94,32 @@ def lengths_to_tensor(lengths, batch: int, T: int) -> Tensor:
         # A fixed message: formatting T into it would specialise T under torch.compile.
         torch._assert_async(((values >= 0) & (values <= T)).all(),
                             "packedrnn: every lengths[b] must be in [0, T]")
+    return values
+
+
+def _integers(lengths) -> list:
+    """A list, tuple or array of per-row lengths as Python ints: ints, numpy integers, 0-d integer
+    tensors or arrays, and integral floats (a data loader's float array) are taken; anything else,
+    4.5 and True included, is an error naming the entry."""
+    if not isinstance(lengths, (list, tuple)):  # an array (numpy, or anything with __array__)
+        import numpy
+        array = numpy.asarray(lengths)
+        if array.ndim != 1:
+            fail(f"lengths must be 1-D, got a {array.ndim}-D array of shape {tuple(array.shape)}")
+        lengths = array.tolist()
+    values = []
+    for i, v in enumerate(lengths):
+        item = v.item() if isinstance(v, Tensor) and v.dim() == 0 else v
+        if hasattr(item, "ndim") and getattr(item, "ndim") == 0 and hasattr(item, "item"):
+            item = item.item()  # a numpy scalar or 0-d array
+        if isinstance(item, bool) or (isinstance(v, Tensor) and v.dtype == torch.bool):
+            fail(f"lengths[{i}] = {v!r} is not an integer")
+        if isinstance(item, numbers.Integral):
+            values.append(int(item))
+        elif isinstance(item, numbers.Real) and float(item).is_integer():
+            values.append(int(item))
+        else:
+            fail(f"lengths[{i}] = {v!r} is not an integer")
     return values
 
 

@@ -148,16 +148,16 @@ struct Tokens {
   at::Tensor index;
   int64_t N;
   Tokens(const std::optional<at::Tensor>& tokens, const int64_t* len, int64_t T, int64_t B) : row(T * B, -1) {
-    TORCH_CHECK(tokens.has_value(), "packedrnn: the CPU op takes tokens = torch.ops.packedrnn.token_index(lengths, T)");
+    PACKEDRNN_CHECK(tokens.has_value(), "the CPU op takes tokens = torch.ops.packedrnn.token_index(lengths, T)");
     index = tokens->contiguous();
     N = index.numel();
     const int64_t* flat = index.const_data_ptr<int64_t>();
     int64_t valid = 0;
     for (int64_t b = 0; b < B; ++b) valid += len[b];
-    TORCH_CHECK_VALUE(N == valid, "packedrnn: tokens holds ", N, " positions, but the lengths have ", valid);
+    PACKEDRNN_CHECK(N == valid, "tokens holds ", N, " positions, but the lengths have ", valid);
     for (int64_t i = 0; i < N; ++i) {
       const int64_t pos = flat[i];
-      TORCH_CHECK_VALUE(pos >= 0 && pos < T * B && row[pos] < 0 && pos / B < len[pos % B], "packedrnn: tokens[", i,
+      PACKEDRNN_CHECK(pos >= 0 && pos < T * B && row[pos] < 0 && pos / B < len[pos % B], "tokens[", i,
                         "] = ", pos, " is not a valid position of the lengths, or repeats one");
       row[pos] = i;
     }
@@ -289,8 +289,13 @@ Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const st
           a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr};
 }
 
+void check_cpu_dtype(const at::Tensor& x) {
+  PACKEDRNN_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                  "the CPU op takes float32 and float64, got x of dtype ", x.scalar_type());
+}
+
 at::Tensor token_index_cpu(const at::Tensor& lengths, int64_t T) {
-  TORCH_CHECK(lengths.dim() == 1 && lengths.is_cpu(), "packedrnn: token_index takes lengths [B] on the CPU");
+  PACKEDRNN_CHECK(lengths.dim() == 1 && lengths.is_cpu(), "token_index takes lengths [B] on the CPU");
   check_host_lengths("lengths", lengths, lengths.numel(), T);
   return valid_positions(lengths.contiguous(), T, lengths.numel());
 }
@@ -302,6 +307,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     const std::optional<at::Tensor>& b_hh_, const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls record no graph
   const LayerArgs a(cell, x_, lengths, tokens, host_lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
+  check_cpu_dtype(x_);
   const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
   const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const at::Tensor len = lengths.contiguous();
@@ -340,6 +346,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
                        int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerArgs a(cell, x_, lengths, tokens, host_lengths, h0, c0, w_ih_, w_hh_, b_ih, b_hh_, w_hr_, path);
+  check_cpu_dtype(x_);
   const SavedLayout& L = a.layout;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor saved = saved_.contiguous(), grad_out = grad_out_.contiguous();
@@ -349,8 +356,7 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
   const Tokens tk(tokens, lp, a.T, a.B);
-  TORCH_CHECK(saved.numel() == a.D * tk.N * L.K, "packedrnn: saved holds ", saved.numel(), " values, not D*N*K = ",
-              a.D * tk.N * L.K, " (the forward ran with train=False, or on other lengths)");
+  a.check_backward(x, saved, tk.N, grad_out, grad_hn, grad_cn);
   const auto opt = x.options();
   at::Tensor dgx = at::empty({a.D, tk.N, a.G}, opt);  // every row is written by the recurrence
   at::Tensor dgh = a.bias_apart ? at::empty_like(dgx) : dgx;

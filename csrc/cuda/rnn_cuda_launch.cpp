@@ -27,7 +27,7 @@ DType dtype_of(at::ScalarType t) {
     case at::kDouble: return DType::f64;
     case at::kHalf: return DType::f16;
     case at::kBFloat16: return DType::bf16;
-    default: TORCH_CHECK(false, "packedrnn: CUDA ops take float32, float64, float16 or bfloat16, got ", t);
+    default: PACKEDRNN_CHECK(false, "the CUDA op takes float32, float64, float16 or bfloat16, got ", t);
   }
 }
 
@@ -157,7 +157,7 @@ void run(const Recurrence& how, const Params& p, DType dtype,
   cudaError_t e = how.persistent ? persistent(p, dtype, stream) : cudaErrorNotSupported;
   if (e == cudaErrorNotSupported || e == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();  // a refused attempt leaves nothing behind
-    TORCH_CHECK(!how.force, "packedrnn: the persistent kernel refused this call "
+    PACKEDRNN_CHECK(!how.force, "the persistent kernel refused this call "
                 "(recurrence forced to persistent): B=", p.B, " H=", p.H, " D=", p.D, " proj=", p.proj);
     e = per_step(p, dtype, stream, products);
   }
@@ -247,8 +247,7 @@ rnn_layer_backward_cuda(int64_t cell, const at::Tensor& x_, const at::Tensor& le
   // host, the valid positions only, as the products below take them, each written by the
   // recurrence; else every position, the padded ones zero (the products read them).
   const int64_t R = index.tokens ? index.tokens->numel() : rows;
-  TORCH_CHECK(saved_.numel() == a.D * R * L.K, "packedrnn: saved holds ", saved_.numel(), " values, not D*R*K = ",
-              a.D * R * L.K, " (the forward ran with train=False, or with the lengths elsewhere)");
+  a.check_backward(x, saved, R, grad_out, grad_hn, grad_cn);
   auto grads = [&](int64_t width) {
     return index.tokens ? at::empty({a.D, R, width}, opt) : at::zeros({a.D, R, width}, opt);
   };
