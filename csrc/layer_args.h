@@ -22,6 +22,7 @@ inline std::optional<at::Tensor> contig(const std::optional<at::Tensor>& t) {
 inline void check_host_lengths(const char* name, const at::Tensor& len, int64_t B, int64_t T) {
   PACKEDRNN_CHECK(len.dim() == 1 && len.size(0) == B && len.scalar_type() == at::kLong, name,
               " must be int64 [B] with B = ", B, ", got ", len.sizes(), " ", len.scalar_type());
+  PACKEDRNN_CHECK(T >= 0, "T = ", T, " is negative");
   if (!len.is_cpu()) return;
   const at::Tensor c = len.contiguous();
   const int64_t* v = c.const_data_ptr<int64_t>();

@@ -26,8 +26,18 @@ def fake_token_index(lengths, T):
     return lengths.new_empty(torch.library.get_ctx().new_dynamic_size())
 
 
+def _same_device(x, **tensors):
+    """The fake kernels' one check: a tensor on another device (a meta tensor beside real ones
+    sends the call here) must not get outputs made on x's."""
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            fail(f"{name} is on {t.device}, x is on {x.device}: they must match")
+
+
 def fake_layer(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
     """rnn_layer's output shapes: `saved` [D, N, K] with tokens [N], else [D, T, B, K]."""
+    _same_device(x, lengths=lengths, tokens=tokens, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                 w_hr=w_hr)
     spec = BY_CODE.get(cell)
     if spec is None:
         fail(f"cell = {cell} is no cell's code ({', '.join(f'{c.name} {c.code}' for c in CELLS.values())})")
@@ -49,44 +59,50 @@ def fake_layer(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih,
 
 def fake_layer_backward(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved,
                         grad_out, grad_hn, grad_cn, path):
+    _same_device(x, lengths=lengths, tokens=tokens, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                 w_hr=w_hr, saved=saved, grad_out=grad_out, grad_hn=grad_hn, grad_cn=grad_cn)
     def like(t):
         return torch.empty_like(t) if t is not None else x.new_empty(0)
     return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
             torch.empty_like(w_hh), like(b_ih), like(b_hh), like(w_hr))
 
 
+def reference_layer(cell: int, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor], w_ih: Tensor,
+                    w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor]):
+    """What one rnn_layer call computes, through packedrnn.reference (differentiable, any device):
+    (out, h_n) and c_n for cells with a cell state, in the op's shapes (csrc/ops.cpp)."""
+    from . import reference
+    spec = BY_CODE[cell]
+    outs, hs, cs = [], [], []
+    for d in range(w_ih.shape[0]):
+        def pick(t):
+            return None if t is None else t[d]
+        out, h, c = reference.layer(spec, x, lengths, h0[d], pick(c0), w_ih[d], w_hh[d], pick(b_ih), pick(b_hh),
+                                    pick(w_hr), reverse=d == 1)
+        outs.append(out)
+        hs.append(h)
+        cs.append(c)
+    results = (torch.cat(outs, dim=-1), torch.stack(hs))
+    return results + (torch.stack(cs),) if spec.cell_state else results
+
+
 def _recompute_grads(cell: int, inputs, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor):
     """The gradients of one rnn_layer call, [dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr]
     for inputs (x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), as differentiable functions of
-    the inputs and the incoming gradients: the layer rerun through packedrnn.reference under
-    torch.func.vjp, which serves both create_graph=True (autograd records it) and torch.func's
-    transforms (its own level). The backward's path wherever the backward is itself
-    differentiated, so that second derivatives exist on every backend; first-order training never
-    comes here."""
-    from . import reference
-    spec = BY_CODE[cell]
-    lengths = inputs[1]
+    the inputs and the incoming gradients: reference_layer under torch.func.vjp, which serves both
+    create_graph=True (autograd records it) and torch.func's transforms (a level of its own). The
+    backward's path wherever the backward is itself differentiated, so that second derivatives
+    exist on every backend; first-order training never comes here."""
     present = [i for i, t in enumerate(inputs) if t is not None and i != 1]
 
     def layer(*tensors):
         rebuilt = list(inputs)
         for i, t in zip(present, tensors):
             rebuilt[i] = t
-        x, _, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = rebuilt
-        outs, hs, cs = [], [], []
-        for d in range(w_ih.shape[0]):
-            def pick(t):
-                return None if t is None else t[d]
-            out, h, c = reference.layer(spec, x, lengths, h0[d], pick(c0), w_ih[d], w_hh[d], pick(b_ih),
-                                        pick(b_hh), pick(w_hr), reverse=d == 1)
-            outs.append(out)
-            hs.append(h)
-            cs.append(c)
-        results = (torch.cat(outs, dim=-1), torch.stack(hs))
-        return results + (torch.stack(cs),) if spec.cell_state else results
+        return reference_layer(cell, *rebuilt)
 
     _, pullback = torch.func.vjp(layer, *(inputs[i] for i in present))
-    upstream = (grad_out, grad_hn) + ((grad_cn,) if spec.cell_state else ())
+    upstream = (grad_out, grad_hn) + ((grad_cn,) if BY_CODE[cell].cell_state else ())
     grads = [None] * len(inputs)
     for i, g in zip(present, pullback(upstream)):
         grads[i] = g
