@@ -1,7 +1,8 @@
 """Pure-PyTorch reference: the executable spec of one variable-length RNN layer.
 
-Runs on any device and is differentiable to any order (double backward works here, not through the
-compiled ops). It is also the fallback when the compiled extension is unavailable.
+Runs on any device and is differentiable to any order; the compiled ops recompute their backward
+through it where that backward is itself differentiated (packedrnn/ops.py). It is also the
+fallback when the compiled extension is unavailable.
 
 Shape legend (time-major, as the ops see it):
   T  padded sequence length          B  batch size            I  input features

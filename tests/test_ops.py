@@ -1,4 +1,5 @@
-"""The compiled custom ops: opcheck, torch.compile, no-grad, double backward, thread counts, JIT."""
+"""The compiled custom ops: opcheck, torch.compile, no-grad, thread counts, JIT (double backward and
+torch.func: test_higher_order.py; bad arguments: test_fuzz_ops.py)."""
 
 import os
 import subprocess
@@ -101,24 +102,6 @@ def test_no_grad_saves_nothing():
         with ctx:
             out, _ = m(x, lengths=[5, 2])
         assert out.grad_fn is None
-
-
-def test_double_backward_is_a_clear_error(tune):
-    tune(backend="cpu")
-    m = packedrnn.PackedGRU(2, 3, dtype=torch.float64)
-    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    out, _ = m(x, lengths=[4, 2])
-    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # first order is fine
-    with pytest.raises(packedrnn.PackedRNNError, match="PACKEDRNN_BACKEND=reference"):
-        g.sum().backward()
-
-
-def test_double_backward_works_on_the_reference(tune):
-    tune(backend="reference")
-    m = packedrnn.PackedLSTM(2, 3, dtype=torch.float64)
-    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([4, 2])
-    assert torch.autograd.gradgradcheck(lambda x: m(x, lengths=lengths)[0], (x,))
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
