@@ -136,13 +136,12 @@ def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
 
 
 class _Layer(torch.autograd.Function):
-    """rnn_layer for torch.func's transforms, which take an autograd.Function with setup_context
-    and a vmap rule but not the autograd that torch.library registers for an op defined in C++.
-    The same setup_context and backward as the op's registered autograd (_register)."""
+    """rnn_layer where autograd records it (_autograd_kernel), and under torch.func's transforms
+    (layer), which take an autograd.Function with setup_context and a vmap rule."""
 
     @staticmethod
     def forward(*args):
-        return torch.ops.packedrnn.rnn_layer(*args)
+        return torch.ops.packedrnn.rnn_layer(*args)  # autograd is off here: _autograd_kernel passes it on
 
     setup_context = staticmethod(setup_context)
     backward = staticmethod(backward)
@@ -162,6 +161,22 @@ class _Layer(torch.autograd.Function):
         return tuple(torch.stack(parts) for parts in zip(*slices)), (0, 0, 0, 0)
 
 
+def _autograd_kernel(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path):
+    """rnn_layer's Autograd kernel. Whether a call keeps `saved` for a backward is decided here, when
+    the call runs (autograd records it, or not), whatever `train` a trace or an exported graph
+    holds: a module traced or exported in grad mode runs inference without the backward's buffers,
+    and one traced under no_grad can still be trained."""
+    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _Layer.apply(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, True, path)
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.packedrnn.rnn_layer(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih,
+                                             b_hh, w_hr, train, path)
+
+
+_library = None
+
+
 def _register() -> None:
     global _registered
     if _registered:
@@ -173,7 +188,9 @@ def _register() -> None:
 
     torch.library.register_fake("packedrnn::rnn_layer_backward", fake_layer_backward)
 
-    torch.library.register_autograd("packedrnn::rnn_layer", backward, setup_context=setup_context)
+    global _library
+    _library = torch.library.Library("packedrnn", "IMPL")
+    _library.impl("rnn_layer", _autograd_kernel, "Autograd")
 
 
 def available(device_type: str) -> bool:
@@ -205,12 +222,12 @@ def layer(cell: Cell, x: Tensor, lengths: Tensor, tokens: Optional[Tensor], host
     w_hr)] per direction; path: the forced CUDA choices (packedrnn.plan.path()).
     Returns out [T, B, D*P], h_n [D, B, P], c_n [D, B, H] (None without a cell state)."""
     w_ih, w_hh, b_ih, b_hh, w_hr = (_stack([g[i] for g in groups]) for i in range(5))
-    tensors = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
-    train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    call = _Layer.apply if torch._C._are_functorch_transforms_active() else torch.ops.packedrnn.rnn_layer
-    out, h_n, c_n, _ = call(
+    # train=False: the op's autograd keeps `saved` where it records the call (_autograd_kernel).
+    # torch.func's transforms take the autograd.Function itself, before the dispatcher.
+    functorch = torch._C._are_functorch_transforms_active()
+    out, h_n, c_n, _ = (_Layer.apply if functorch else torch.ops.packedrnn.rnn_layer)(
         cell.code, x, lengths, tokens, host_lengths, h0.contiguous(),
-        None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, train, path)
+        None if c0 is None else c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, functorch, path)
     return out, h_n, (c_n if cell.cell_state else None)
 
 

@@ -94,8 +94,12 @@ def test_the_op_checks_lengths_it_reads(bad, message):
 
 
 def test_no_grad_saves_nothing():
+    """`saved` is kept where autograd records the call, whatever `train` says, and only there."""
     args = op_args(LSTM, 0, True, [5, 3, 0, 5])
-    assert torch.ops.packedrnn.rnn_layer(*args[:-2], False, 0)[3].numel() == 0
+    with torch.no_grad():
+        assert torch.ops.packedrnn.rnn_layer(*args[:-2], False, 0)[3].numel() == 0
+    assert any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    assert torch.ops.packedrnn.rnn_layer(*args[:-2], False, 0)[3].numel() > 0
     m = packedrnn.PackedLSTM(3, 4, bidirectional=True)
     x = torch.randn(5, 2, 3)
     for ctx in (torch.no_grad(), torch.inference_mode()):
