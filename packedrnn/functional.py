@@ -16,6 +16,14 @@ from . import cells, plan, reference
 from .validation import check_hidden, check_input, check_weights, fail, lengths_to_tensor
 
 
+# torch.jit (deprecated by PyTorch itself) cannot capture a call: the lengths' checks and the token
+# index are Python, whose sizes a trace would fix to the example's.
+TORCHSCRIPT = ("packedrnn modules cannot be traced or scripted with torch.jit (a trace would fix the "
+               "example's batch size and T, and skip the checks of the lengths). Use torch.export.export "
+               "(dynamic batch, T and lengths), torch.compile, or torch.onnx.export(..., dynamo=True) (native "
+               "ONNX LSTM/GRU/RNN nodes) instead.")
+
+
 def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, bias: bool,
                    proj: bool) -> List[Tuple[Tensor, ...]]:
     """[(w_ih, w_hh, b_ih, b_hh, w_hr) for each direction], None where absent."""
@@ -44,6 +52,8 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
     c_n [L*D, B, H] (None without a cell state). h_n/c_n hold each row's state after its own last
     valid step.
     """
+    if torch.jit.is_tracing():
+        fail(TORCHSCRIPT)
     spec = cells.get(cell)
     if (isinstance(input, Tensor) and input.device.type in ("cpu", "cuda")
             and torch.is_autocast_enabled(input.device.type)):

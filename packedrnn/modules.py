@@ -99,6 +99,9 @@ class _PackedRNNBase(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
 
+    def __prepare_scriptable__(self):
+        fail(functional.TORCHSCRIPT)  # torch.jit.script asks every submodule first
+
     def flatten_parameters(self) -> None:
         """Does nothing: there is no cuDNN flat buffer; kept so code written for nn.LSTM runs."""
 
