@@ -9,11 +9,11 @@ __version__ = "0.1.0"
 
 from . import cells, functional, ops, plan, reference  # noqa: E402  (importing ops loads the compiled module)
 from .export import install_onnx_translations, onnx_translations  # noqa: E402
-from .modules import PackedGRU, PackedLSTM, PackedRNN  # noqa: E402
+from .modules import PackedGRU, PackedLSTM, PackedRNN, convert  # noqa: E402
 from .plan import backend, tuning  # noqa: E402
 from .validation import PackedRNNError  # noqa: E402
 
-__all__ = ["PackedLSTM", "PackedGRU", "PackedRNN", "PackedRNNError", "backend", "tuning", "onnx_translations",
+__all__ = ["PackedLSTM", "PackedGRU", "PackedRNN", "PackedRNNError", "convert", "backend", "tuning", "onnx_translations",
            "cells", "functional", "ops", "plan", "reference", "__version__"]
 
 install_onnx_translations()

@@ -138,7 +138,7 @@ class _PackedRNNBase(nn.Module):
             bidirectional=self.bidirectional, proj_size=self.proj_size,
             weight_names=self._flat_weights_names)
 
-    def forward(self, input, hx=None, *, lengths=None):
+    def forward(self, input, hx=None, lengths=None):
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 fail("lengths must be None when input is a PackedSequence (it carries its own)")
@@ -190,7 +190,7 @@ class _PackedRNNBase(nn.Module):
 
 
 class PackedLSTM(_PackedRNNBase):
-    """nn.LSTM for variable-length batches: `forward(input, hx=None, *, lengths=None)`.
+    """nn.LSTM for variable-length batches: `forward(input, hx=None, lengths=None)`.
 
     input    [B, T, I] (batch_first) or [T, B, I]; [T, I] unbatched; or a PackedSequence.
     lengths  B ints in [0, T]: a list, a CPU tensor or a tensor on input's device, any order,
@@ -208,7 +208,7 @@ class PackedLSTM(_PackedRNNBase):
 
 
 class PackedGRU(_PackedRNNBase):
-    """nn.GRU for variable-length batches: `forward(input, hx=None, *, lengths=None)`.
+    """nn.GRU for variable-length batches: `forward(input, hx=None, lengths=None)`.
 
     As PackedLSTM, with a single state: hx = h0 [L*D, B, H], returns (output, h_n).
     """
@@ -225,7 +225,7 @@ class PackedGRU(_PackedRNNBase):
 
 class PackedRNN(_PackedRNNBase):
     """nn.RNN (the Elman cell, h_t = tanh or relu of x W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) for
-    variable-length batches: `forward(input, hx=None, *, lengths=None)`.
+    variable-length batches: `forward(input, hx=None, lengths=None)`.
 
     Constructor as nn.RNN: (input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None). As PackedGRU
@@ -249,3 +249,37 @@ class PackedRNN(_PackedRNNBase):
             raise TypeError("PackedRNN takes at most 8 positional arguments (as nn.RNN)")
         self._cell = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(*args, **kwargs)
+
+
+_CONVERSIONS = {nn.LSTM: PackedLSTM, nn.GRU: PackedGRU, nn.RNN: PackedRNN}
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """`module` with every nn.LSTM, nn.GRU and nn.RNN in it replaced by PackedLSTM, PackedGRU and
+    PackedRNN with the same configuration, weights (the same Parameter objects: an optimizer built
+    before keeps working), device, dtype and training mode; returns the new module where `module`
+    itself is one, else `module`, changed in place (as nn.SyncBatchNorm.convert_sync_batchnorm).
+
+    Code that calls them as before keeps working: a PackedSequence in gives a PackedSequence out,
+    a padded batch without lengths runs every row to T; passing `lengths=` (or a third positional
+    argument) is what skips the padding. The new modules are not nn.LSTM subclasses (see the README,
+    "Export and deployment"): `isinstance(m, nn.LSTM)` is False for them.
+    """
+    kind = _CONVERSIONS.get(type(module))
+    if kind is not None:
+        kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
+                  dropout=module.dropout, bidirectional=module.bidirectional, device="meta")
+        if kind is PackedLSTM:
+            kw["proj_size"] = module.proj_size
+        if kind is PackedRNN:
+            kw["nonlinearity"] = module.nonlinearity
+        new = kind(module.input_size, module.hidden_size, **kw)
+        for name in new._flat_weights_names:
+            setattr(new, name, getattr(module, name))
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        converted = convert(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
