@@ -54,8 +54,9 @@ def _load_aot() -> bool:
         warnings.warn(
             f"\n\n*** packedrnn: the compiled module {os.path.basename(found[0])} was built against "
             f"torch {built_for}, but torch {_torch_tag()} is installed. It is NOT loaded (it could "
-            f"crash). packedrnn will rebuild its extension just in time on first use; to fix this "
-            f"for good, reinstall: pip install --no-build-isolation --force-reinstall packedrnn ***\n",
+            f"crash). packedrnn compiles its extension just in time on first use instead (once, "
+            f"cached); to build it ahead of time again, reinstall from the packedrnn source tree: "
+            f"pip install --no-build-isolation --force-reinstall <path to the packedrnn checkout> ***\n",
             stacklevel=3)
         return False
     torch.ops.load_library(found[0])
@@ -73,8 +74,9 @@ def _jit_build() -> bool:
     listed = source_list(src)
     name = "packedrnn_" + _torch_tag().replace(".", "_").replace("+", "_") + ("_cuda" if cuda else "_cpu")
     where = os.path.join(cpp_extension._get_build_directory(name, verbose=False))
-    print(f"packedrnn: compiling the C++{'/CUDA' if cuda else ''} extension just in time "
-          f"(first use only; a minute or more), cached in {where}", file=sys.stderr, flush=True)
+    if not glob.glob(os.path.join(where, name + ".*so")) + glob.glob(os.path.join(where, name + ".pyd")):
+        print(f"packedrnn: compiling the C++{'/CUDA' if cuda else ''} extension just in time "
+              f"(first use only; a minute or more), cached in {where}", file=sys.stderr, flush=True)
     try:
         cpp_extension.load(name=name, sources=listed.extension(cuda), extra_include_paths=listed.INCLUDE_DIRS,
                            extra_cflags=["-O3"], extra_cuda_cflags=["-O3"], is_python_module=False,
@@ -88,7 +90,9 @@ def _jit_build() -> bool:
 
 
 def load_aot_at_import() -> None:
-    if _status["state"] is None and os.environ.get("PACKEDRNN_FORCE_JIT") != "1":
+    """The ahead-of-time module, tried once per process (a refused one warns once)."""
+    if _status["state"] is None and not _status.get("aot_tried") and os.environ.get("PACKEDRNN_FORCE_JIT") != "1":
+        _status["aot_tried"] = True
         if _load_aot():
             _status.update(state=True, reason="")
 
