@@ -76,3 +76,14 @@ def test_convert_keeps_dtype_and_leaves_other_modules():
     packedrnn.convert(model)
     assert isinstance(model[1], packedrnn.PackedGRU) and model[1].weight_ih_l0.dtype == torch.float64
     assert type(model[0]) is nn.Linear and type(model[2]) is nn.LSTMCell
+
+
+def test_convert_after_dynamic_quantization_keeps_the_quantized_layers():
+    """The README's recipe for int8 recurrent layers: quantize first, then convert the rest."""
+    import warnings
+    model = nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        model = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM})
+    packedrnn.convert(model)
+    assert "quantized" in type(model[0]).__module__ and isinstance(model[1], packedrnn.PackedGRU)
