@@ -125,3 +125,19 @@ def test_torch_jit_is_refused_clearly():
         torch.jit.trace(Wrapped(module), (x, lengths))
     with pytest.raises(PackedRNNError, match="torch.export"):
         torch.jit.script(Wrapped(module))
+
+
+@needs_ops
+@pytest.mark.slow
+def test_aoti_package_runs_the_op(tmp_path):
+    """torch._inductor's ahead-of-time packaging takes the custom op (about 40 s to compile here)."""
+    module = packedrnn.PackedGRU(3, 4, batch_first=True).eval()
+    model = Wrapped(module)
+    x, lengths, _ = _inputs(module, 5, 7, False, [7, 3, 0, 5, 7], seed=0)
+    program = torch.export.export(model, (x, lengths), dynamic_shapes=_dynamic(module, ()))
+    path = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "gru.pt2"))
+    runner = torch._inductor.aoti_load_package(path)
+    x, lengths, _ = _inputs(module, 3, 9, False, [2, 9, 0], seed=3)
+    with torch.no_grad():
+        for got, want in zip(runner(x, lengths), model(x, lengths)):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
