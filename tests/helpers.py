@@ -130,3 +130,13 @@ def compare(ours, theirs, x, hx, lengths, dtype, record=None):
     for k, v in errs.items():
         assert v <= tol[k], f"{k} differs by {v:.3g} > {tol[k]:.1g}"
     return o1, s1, i1, w1
+
+
+def assert_same_results_and_grads(got, want, leaves_got, leaves_want, atol):
+    """Outputs equal, and the gradients of their sum with respect to each side's leaves."""
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=atol)
+    g1 = torch.autograd.grad(sum(t.sum() for t in got), list(leaves_got))
+    g2 = torch.autograd.grad(sum(t.sum() for t in want), list(leaves_want))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=0, atol=atol)

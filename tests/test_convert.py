@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import packedrnn
+from helpers import assert_same_results_and_grads
 
 
 class Tagger(nn.Module):
@@ -46,13 +47,8 @@ def test_convert_nested_model_same_results_and_weights():
 
     x = torch.randn(4, 7, 3, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([7, 2, 5, 7])
-    got, want = model(x, lengths), reference(x, lengths)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
-    ga = torch.autograd.grad(sum(t.sum() for t in got), [x] + list(model.parameters()))
-    gb = torch.autograd.grad(sum(t.sum() for t in want), [x] + list(reference.parameters()))
-    for a, b in zip(ga, gb):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert_same_results_and_grads(model(x, lengths), reference(x, lengths), [x, *model.parameters()],
+                                  [x, *reference.parameters()], atol=1e-10)
 
 
 def test_convert_a_module_itself_and_its_call_forms():

@@ -13,7 +13,7 @@ import packedrnn
 from packedrnn import ops
 from packedrnn.bench import DTYPES, Case
 from packedrnn.cells import BY_CODE, CELLS
-from helpers import OP_DEVICES, make_pair, random_inputs
+from helpers import OP_DEVICES, assert_same_results_and_grads, make_pair, random_inputs
 
 pytestmark = pytest.mark.skipif(not ops.available("cpu"), reason="compiled CPU ops not built")
 LSTM, GRU, RNN_RELU = (CELLS[n].code for n in ("LSTM", "GRU", "RNN_RELU"))
@@ -190,14 +190,8 @@ def test_torch_compile_fullgraph_dynamic_no_recompile(tune, device, host_lengths
                 torch._dynamo.config.error_on_recompile = True
             x = torch.randn(B, T, 3, dtype=torch.float64, device=device, requires_grad=True)
             lens = torch.tensor(lengths, device="cpu" if host_lengths is not False else device)
-            got = compiled(x, lens)
-            want = step(x, lens)
-            for a, b in zip(got, want):
-                torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-            g1 = torch.autograd.grad(sum(t.sum() for t in got), [x] + list(ours.parameters()))
-            g2 = torch.autograd.grad(sum(t.sum() for t in want), [x] + list(ours.parameters()))
-            for a, b in zip(g1, g2):
-                torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+            leaves = [x, *ours.parameters()]
+            assert_same_results_and_grads(compiled(x, lens), step(x, lens), leaves, leaves, atol=1e-12)
         torch._dynamo.config.error_on_recompile = False
 
 
