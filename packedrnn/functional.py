@@ -24,6 +24,18 @@ TORCHSCRIPT = ("packedrnn modules cannot be traced or scripted with torch.jit (a
                "ONNX LSTM/GRU/RNN nodes) instead.")
 
 
+HALF_TYPES = (torch.bfloat16, torch.float16)
+
+
+def _cast(t, dtype):
+    """t (a tensor, a tuple of them or None) in `dtype` where floating; as it is for dtype None."""
+    if dtype is None or t is None:
+        return t
+    if isinstance(t, (tuple, list)):
+        return type(t)(_cast(u, dtype) for u in t)
+    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+
 def _layer_weights(weights: Sequence[Tensor], layer: int, per_dir: int, D: int, bias: bool,
                    proj: bool) -> List[Tuple[Tensor, ...]]:
     """[(w_ih, w_hh, b_ih, b_hh, w_hr) for each direction], None where absent."""
@@ -55,17 +67,26 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
     if torch.jit.is_tracing():
         fail(TORCHSCRIPT)
     spec = cells.get(cell)
-    if (isinstance(input, Tensor) and input.device.type in ("cpu", "cuda")
-            and torch.is_autocast_enabled(input.device.type)):
-        # As nn.LSTM under autocast: run in the autocast dtype, return that dtype.
-        dtype = torch.get_autocast_dtype(input.device.type)
-        cast = (lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t)
-        hx = tuple(cast(h) for h in hx) if isinstance(hx, (tuple, list)) else cast(hx)
+    kwargs = dict(lengths=lengths, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                  batch_first=batch_first, dropout=dropout, training=training, bidirectional=bidirectional,
+                  proj_size=proj_size, weight_names=weight_names)
+    if isinstance(input, Tensor) and input.device.type in ("cpu", "cuda") and \
+            torch.is_autocast_enabled(input.device.type):
+        # As nn + packing under autocast: on CUDA the autocast dtype in and out; on the CPU fp32
+        # (nn.LSTM/GRU on a PackedSequence are not autocast there).
+        dtype = torch.get_autocast_dtype(input.device.type) if input.device.type == "cuda" else None
         with torch.autocast(input.device.type, enabled=False):
-            return rnn(spec.name, cast(input), hx, [cast(w) for w in weights], lengths=lengths,
-                       hidden_size=hidden_size, num_layers=num_layers, bias=bias,
-                       batch_first=batch_first, dropout=dropout, training=training,
-                       bidirectional=bidirectional, proj_size=proj_size, weight_names=weight_names)
+            return rnn(spec.name, _cast(input, dtype), _cast(hx, dtype), [_cast(w, dtype) for w in weights],
+                       **kwargs)
+    tensors = [input, *weights, *(hx if isinstance(hx, (tuple, list)) else [hx])]
+    if (isinstance(input, Tensor) and input.device.type == "cpu" and input.dtype in HALF_TYPES
+            and all(t is None or (isinstance(t, Tensor) and t.dtype == input.dtype) for t in tensors)
+            and plan.backend(input.device, input.dtype) == "cpu"):
+        # The CPU op takes half types through fp32 (as the CUDA op accumulates them in fp32):
+        # the casts are differentiable, results and gradients come back in the caller's dtype.
+        out, h, c = rnn(spec.name, _cast(input, torch.float32), _cast(hx, torch.float32),
+                        [_cast(w, torch.float32) for w in weights], **kwargs)
+        return out.to(input.dtype), h.to(input.dtype), None if c is None else c.to(input.dtype)
     D = 2 if bidirectional else 1
     P = proj_size if proj_size > 0 else hidden_size
     if proj_size > 0 and not spec.projection:

@@ -204,8 +204,9 @@ def available(device_type: str) -> bool:
 def unavailable_reason(device_type: str, dtype: Optional[torch.dtype] = None) -> str:
     if not _build.load():
         return _build.unavailable_reason()
-    if device_type == "cpu" and available("cpu") and dtype not in (None, torch.float32, torch.float64):
-        return f"the CPU op takes float32 and float64, not {dtype}"
+    if device_type == "cpu" and available("cpu") and dtype not in (None, torch.float32, torch.float64, torch.bfloat16,
+                                                                    torch.float16):
+        return f"the CPU op takes float32, float64, bfloat16 and float16 (through float32), not {dtype}"
     return f"the extension was built without {device_type} kernels"
 
 
