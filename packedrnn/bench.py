@@ -177,6 +177,44 @@ def _compute(model, x, lengths, kind: str, train: bool, backend: Optional[str] =
     return out, states, grads
 
 
+def _onnxruntime_runner(ours, x, lengths) -> Dict[str, Callable]:
+    """{"onnxruntime": run} where onnxruntime and onnxscript are installed: the model exported with
+    packedrnn's translation (a native ONNX LSTM/GRU/RNN node with sequence_lens per layer), run by
+    ONNX Runtime with torch's thread count; checked against nn + packing like every column."""
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        return {}
+
+    class Call(nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x, lengths):
+            out, state = self.rnn(x, lengths=lengths)
+            return (out,) + (tuple(state) if isinstance(state, tuple) else (state,))
+
+    import io
+    import warnings
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        buffer = io.BytesIO()
+        program = torch.onnx.export(Call(ours).eval(), (x.detach(), lengths), dynamo=True, verbose=False)
+        program.save(buffer)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options)
+    names = [i.name for i in session.get_inputs()]
+    feed = dict(zip(names, (x.detach().numpy(), lengths.numpy())))
+
+    def run():
+        out, *states = (torch.from_numpy(a) for a in session.run(None, feed))
+        return out, states, None
+    return {"onnxruntime": run}
+
+
 class _TF32:
     """cuDNN's TF32 switch set to `allow` (a user's default: on); the matmul switch off, as a user's
     default is, so the cuBLAS products inside packedrnn's ops stay fp32 when they are timed. (Until
@@ -277,7 +315,10 @@ def _time(fn: Callable[[], object], device, warmup: int, repeat: int, budget_s: 
             times.append((time.perf_counter() - t0) * 1e3)
         if i >= 2 and time.perf_counter() - start_all > budget_s:
             break
-    result = {"ms": statistics.median(times), "runs": len(times)}
+    median = statistics.median(times)
+    # The spread of the repeats (interquartile range over the median): a shared machine's noise.
+    q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), 0, max(times)]
+    result = {"ms": median, "runs": len(times), "spread": (q[2] - q[0]) / median if median else 0.0}
     if cuda:
         result["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return result
@@ -317,12 +358,10 @@ def floor_ms(case: Case, lengths: torch.Tensor, rate: float, device) -> float:
 
 
 def our_backends(device) -> List[str]:
-    names = []
-    for name in ("cuda", "cpu"):
-        if name == device.type and packedrnn.ops.available(name):
-            names.append(name)
-    names.append("reference")
-    return names
+    """The compiled backend of `device`; the pure-PyTorch reference only where there is none (it is
+    slow by design: `--backends cpu,reference` times it too)."""
+    names = [name for name in ("cuda", "cpu") if name == device.type and packedrnn.ops.available(name)]
+    return names or ["reference"]
 
 
 def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
@@ -337,6 +376,8 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
     cuda = device.type == "cuda"
 
     runners = {f"packedrnn:{b}": (lambda b=b: _compute(ours, x, lengths, "ours", case.train, b)) for b in backends}
+    if baselines and not case.train and not cuda:
+        runners.update(_onnxruntime_runner(ours, x, lengths))
     for name, make in (extra_runners or {}).items():  # tests inject deliberately wrong backends
         runners[name] = make(ours, x, lengths, case)
     ref = expected(case, theirs, x, lengths, dtype)
@@ -353,12 +394,18 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
         suffix = "" if allow in (None, True) else " tf32-off"
         for kind in ("packed", "padded"):
             fn = lambda kind=kind: _compute(theirs, x, lengths, kind, case.train)  # noqa: E731
+            # torch's paths are the slow ones on a CPU: fewer repeats and a shorter budget there
+            # keep the cpu suite at about two minutes.
+            few = (max(3, repeat // 2), budget_s / 4) if not cuda else (repeat, budget_s)
             if allow is None:
-                row["results"][kind] = _time(fn, device, warmup, repeat, budget_s)
+                row["results"][kind] = _time(fn, device, warmup, *few)
             else:
                 with _TF32(allow):
-                    row["results"][kind + suffix] = _time(fn, device, warmup, repeat, budget_s)
+                    row["results"][kind + suffix] = _time(fn, device, warmup, *few)
 
+    if "ms" in row["results"].get("onnxruntime", {}) and "ms" in row["results"].get(f"packedrnn:{default_backend(device, dtype)}", {}):
+        row["speedup_vs_onnxruntime"] = (row["results"]["onnxruntime"]["ms"]
+                                         / row["results"][f"packedrnn:{default_backend(device, dtype)}"]["ms"])
     best = default_backend(device, dtype)
     mine = row["results"].get(f"packedrnn:{best}", {})
     row["primary"] = f"packedrnn:{best}"
@@ -400,8 +447,8 @@ def table(rows: List[Dict[str, object]]) -> str:
         for k in r["results"]:
             if k not in names:
                 names.append(k)
-    head = ["case", "fill"] + [f"{n} ms" for n in names] + ["x packed", "x padded", "us/step", "max rel err",
-                                                             "vs floor"]
+    head = ["case", "fill"] + [f"{n} ms" for n in names] + ["x packed", "x padded", "x ort", "us/step",
+                                                             "max rel err", "vs floor", "spread"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"], f"{r['fill']:.2f}"]
@@ -410,14 +457,37 @@ def table(rows: List[Dict[str, object]]) -> str:
             cells.append("WRONG" if res and res.get("wrong") else (f"{res['ms']:.2f}" if res else ""))
         cells.append(f"{r['speedup_vs_packed']:.2f}" if "speedup_vs_packed" in r else "")
         cells.append(f"{r['speedup_vs_padded']:.2f}" if "speedup_vs_padded" in r else "")
+        cells.append(f"{r['speedup_vs_onnxruntime']:.2f}" if "speedup_vs_onnxruntime" in r else "")
         mine = r["results"].get(r.get("primary"), {})
         cells.append(f"{mine['ms'] * 1e3 / max(1, r['steps']):.2f}" if "ms" in mine else "")
         primary = r["checks"].get(r.get("primary"), {})
         errs = primary.get("errors", {})
         cells.append(f"{max(errs.values()):.1e}" if errs else "")
         cells.append(f"{r['vs_floor']:.1f}" if "vs_floor" in r else "")
+        cells.append(f"{spread(r):.0%}" + (" NOISY" if spread(r) > NOISY else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+NOISY = 0.25  # a row whose repeats spread more than this (IQR / median) is flagged
+
+
+def spread(row) -> float:
+    """The largest spread of a row's timings (see _time)."""
+    return max((res.get("spread", 0.0) for res in row["results"].values() if "ms" in res), default=0.0)
+
+COLUMNS = """Columns: fill = real steps / (B x T), the share of the padded batch that is work. <name> ms =
+median milliseconds of a forward (fwd) or a forward and backward of out.sum() (train);
+packed = nn + pack_padded_sequence, padded = nn on the padded batch (does all the padded work, and
+its states are wrong for short rows: a speed reference only), onnxruntime = the model exported to
+ONNX (native LSTM/GRU/RNN nodes with sequence_lens) run by ONNX Runtime, fwd rows on a CPU.
+x packed / x padded / x ort = how many times faster packedrnn is than that column (> 1: faster).
+us/step = packedrnn's time / max(lengths), per layer and direction together. max rel err =
+packedrnn's largest difference from nn + packing, relative to scale (checked before timing).
+vs floor = packedrnn's time / the floor: max(useful FLOPs / this machine's measured matrix-product
+rate, on a GPU one grid barrier per step) - 1.0 would be the product work alone. spread = the
+largest interquartile range / median of the row's timings; over 25% is flagged NOISY (a shared or
+busy machine): rerun before trusting that row."""
 
 
 def chart(rows: List[Dict[str, object]], path: str, title: str) -> Optional[str]:
@@ -433,9 +503,17 @@ def chart(rows: List[Dict[str, object]], path: str, title: str) -> Optional[str]
         return None
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.8))
     ys = range(len(rows))
-    ax.barh([y + 0.2 for y in ys], [r["speedup_vs_packed"] for r in rows], 0.4, label="vs nn + pack_padded_sequence")
-    ax.barh([y - 0.2 for y in ys], [r["speedup_vs_padded"] for r in rows], 0.4, label="vs nn on the padded batch")
+    for offset, key, label in ((0.2, "speedup_vs_packed", "vs nn + pack_padded_sequence"),
+                               (-0.2, "speedup_vs_padded", "vs nn on the padded batch")):
+        values = [r[key] for r in rows]
+        # Each bar runs from 1x to its value (leftwards when slower), on a log axis: 0.38x is small.
+        bars = ax.barh([y + offset for y in ys], [v - 1 for v in values], 0.4, left=1, label=label)
+        for bar, v in zip(bars, values):
+            ax.text(v * (1.03 if v >= 1 else 0.97), bar.get_y() + bar.get_height() / 2, f"{v:.2f}x",
+                    va="center", ha="left" if v >= 1 else "right", fontsize=7)
     ax.axvline(1.0, color="black", linewidth=0.8)
+    every = [r[k] for r in rows for k in ("speedup_vs_packed", "speedup_vs_padded")] + [1.0]
+    ax.set_xlim(min(every) / 1.6, max(every) * 1.6)  # room for the labels on both sides
     ax.set_yticks(list(ys))
     ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
     ax.invert_yaxis()
@@ -457,16 +535,30 @@ def _progress(items, desc):
         return items
 
 
+EPILOG = """suites: smoke (seconds, a check that it runs), cpu (the default without a GPU; about two
+minutes on a 2-core machine), gpu (the default with CUDA), steps (per-step latency at B=8).
+
+examples:
+  python -m packedrnn.bench
+  python -m packedrnn.bench --suite smoke
+  python -m packedrnn.bench --case cell=GRU,B=32,T=300,H=256,layers=2,bidir=1,train=1
+  python -m packedrnn.bench --suite cpu --backends cpu,reference     # the pure-PyTorch reference too
+  python -m packedrnn.bench --repeat 15 --warmup 3 --out my_run        # steadier medians
+
+Every packedrnn result is first checked against nn + pack_padded_sequence (WRONG rows are not
+timed). The columns are explained under the table."""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m packedrnn.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--suite", choices=sorted(SUITES), help="default: gpu with CUDA, else cpu")
     p.add_argument("--case", action="append", default=[], help="a custom case (repeatable), e.g. "
                    "cell=GRU,B=32,T=300,H=256,I=128,layers=2,bidir=1,dtype=fp32,train=1,lo=0.25")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--backends", help="comma-separated packedrnn backends (default: all available)")
     p.add_argument("--repeat", type=int, help="timed runs per backend (median; default 15 GPU, 7 CPU)")
-    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3 GPU, 1 CPU)")
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timed runs per backend at most")
     p.add_argument("--out", default="bench_out", help="folder for results.json and speedup.png")
     p.add_argument("--ours-only", action="store_true", help="time packedrnn only (still checked against nn + "
@@ -490,22 +582,36 @@ def main(argv=None) -> int:
             rates[dtype] = _matmul_rate(device, dtype)
         rows.append(run_case(case, device, warmup=warmup, repeat=repeat, budget_s=args.budget,
                              backends=backends, rate=rates[dtype], baselines=not args.ours_only))
+    # The matrix-product rate again at the end: a machine that got busy during the run shows here.
+    drift = {str(k): _matmul_rate(device, k) / v for k, v in rates.items()}
 
     os.makedirs(args.out, exist_ok=True)
-    title = f"packedrnn {suite_name} suite on {info.get('device')}{' / ' + info['cpu'] if 'cpu' in info else ''}, torch {info['torch']}"
-    print(f"\n{title}, {time.strftime('%Y-%m-%d')}, median ms\n")
+    title = (f"packedrnn {suite_name} suite on {info.get('device')}{' / ' + info['cpu'] if 'cpu' in info else ''}, "
+             f"torch {info['torch']}, {info['threads']} threads, {time.strftime('%Y-%m-%d')}")
+    print(f"\n{title}, median ms\n")
     print(table(rows))
+    print("\n" + COLUMNS)
     speedups = [r["speedup_vs_packed"] for r in rows if "speedup_vs_packed" in r]
+    gm = None
     if speedups:
         gm = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
         print(f"\ngeometric-mean speedup vs packed: {gm:.2f}x over {len(speedups)} rows")
+    noisy = [r["label"] for r in rows if spread(r) > NOISY]
+    slower = {k: v for k, v in drift.items() if v < 0.7 or v > 1 / 0.7}
+    if noisy or slower:
+        print(f"\nNOISY RUN: {len(noisy)} row(s) spread over {NOISY:.0%}" +
+              (f"; the matrix-product rate moved by {', '.join(f'{v:.2f}x ({k})' for k, v in slower.items())} "
+               "between the start and the end" if slower else "") +
+              ". Another process is probably using the machine: rerun before trusting these figures.")
     wrong = [r["label"] for r in rows if any(not c["ok"] for c in r["checks"].values())]
     for label in wrong:
         print(f"WRONG: {label} (a backend disagrees with nn + pack_padded_sequence; see results.json)")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"suite": suite_name, "date": time.strftime("%Y-%m-%d"), "machine": info,
-                   "matmul_flops": {str(k): v for k, v in rates.items()}, "rows": rows}, f, indent=1)
-    png = chart(rows, os.path.join(args.out, "speedup.png"), title)
+                   "matmul_flops": {str(k): v for k, v in rates.items()}, "matmul_drift": drift, "rows": rows},
+                  f, indent=1)
+    png = chart(rows, os.path.join(args.out, "speedup.png"),
+                title + (f"\ngeometric mean vs nn + packing {gm:.2f}x" if gm else ""))
     print(f"\nwrote {os.path.join(args.out, 'results.json')}" + (f" and {png}" if png else ""))
     return 1 if wrong else 0
 

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from packedrnn import bench, plan
@@ -102,3 +103,28 @@ def test_switch_sweep_checks_and_times_every_configuration(tmp_path, capsys, mon
         assert row["results"]["default"]["ms"] > 0 and row["results"]["default"]["errors"]["out"] < 1e-5
         assert row["results"]["tokens=1"]["wrong"]
     assert plan.setting("tokens") is None and plan.setting("backend") is None
+
+
+def test_onnxruntime_column_is_checked_then_timed():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    row = bench.run_case(bench.Case("GRU", 4, 6, 8, layers=2, bidir=True, train=False), torch.device("cpu"),
+                         warmup=0, repeat=2, budget_s=1.0)
+    assert row["checks"]["onnxruntime"]["ok"], row["checks"]["onnxruntime"]
+    assert row["results"]["onnxruntime"]["ms"] > 0 and row["speedup_vs_onnxruntime"] > 0
+    assert "x ort" in bench.table([row])
+
+
+def test_noisy_rows_are_flagged_and_columns_explained(tmp_path, capsys):
+    row = {"label": "r", "fill": 0.5, "steps": 4, "results": {"packed": {"ms": 2.0, "spread": 0.6}}, "checks": {}}
+    assert bench.spread(row) == 0.6 and "NOISY" in bench.table([row])
+    bench.main(["--suite", "smoke", "--repeat", "2", "--warmup", "0", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "Columns: fill" in out and "vs floor =" in out
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--suite smoke" in out and "steps" in out
