@@ -7,6 +7,10 @@ Shapes are in csrc/ops.cpp. The fake kernels derive every shape from input shape
 from the values in `lengths`, so torch.compile traces one graph for any lengths. The one size
 that only values give, the number of valid positions N = sum(lengths), is token_index's output
 size (an unbacked size under torch.compile); rnn_layer takes it from its `tokens` input.
+
+Autograd: rnn_layer's Autograd kernel (_autograd_kernel) decides when a call runs whether it keeps
+`saved` for a backward; the backward is the compiled backward op, or, where the backward is itself
+differentiated (create_graph=True, torch.func), a recompute through the reference.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -109,7 +113,7 @@ def _recompute_grads(cell: int, inputs, grad_out: Tensor, grad_hn: Tensor, grad_
     return grads
 
 
-def setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output):
     """rnn_layer's autograd: what its backward keeps (the op's own outputs, the call's index)."""
     cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train, path = inputs
     ctx.cell, ctx.path = cell, path
@@ -117,7 +121,8 @@ def setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[3])
     ctx.save_for_backward(x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output[3])
 
-def backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
+
+def _backward(ctx, grad_out, grad_hn, grad_cn, _grad_saved):
     """The compiled backward op; the reference recomputed where autograd records the backward."""
     x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True or torch.func: gradients that differentiate
@@ -143,15 +148,14 @@ class _Layer(torch.autograd.Function):
     def forward(*args):
         return torch.ops.packedrnn.rnn_layer(*args)  # autograd is off here: _autograd_kernel passes it on
 
-    setup_context = staticmethod(setup_context)
-    backward = staticmethod(backward)
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
 
     @staticmethod
     def vmap(info, in_dims, cell, *args):
         """A loop over the mapped dimension, one op call per slice (the op has no batching rule)."""
-        names = ("x", "lengths", "tokens", "host_lengths")
-        for name, dim in zip(names, in_dims[1:5]):
-            if dim is not None and name != "x":
+        for name, dim in zip(("lengths", "tokens", "host_lengths"), in_dims[2:5]):
+            if dim is not None:
                 fail(f"vmap over {name} is not supported: map over the input and parameters, with one "
                      "lengths for every slice")
         slices = []
@@ -174,7 +178,7 @@ def _autograd_kernel(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_hh,
                                              b_hh, w_hr, train, path)
 
 
-_library = None
+_library = None  # holds the Autograd kernel's registration for the life of the process
 
 
 def _register() -> None:
