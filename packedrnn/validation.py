@@ -112,14 +112,10 @@ def _integers(lengths) -> list:
         item = v.item() if isinstance(v, Tensor) and v.dim() == 0 else v
         if hasattr(item, "ndim") and getattr(item, "ndim") == 0 and hasattr(item, "item"):
             item = item.item()  # a numpy scalar or 0-d array
-        if isinstance(item, bool) or (isinstance(v, Tensor) and v.dtype == torch.bool):
+        whole = isinstance(item, numbers.Integral) or (isinstance(item, numbers.Real) and float(item).is_integer())
+        if isinstance(item, bool) or not whole:
             fail(f"lengths[{i}] = {v!r} is not an integer")
-        if isinstance(item, numbers.Integral):
-            values.append(int(item))
-        elif isinstance(item, numbers.Real) and float(item).is_integer():
-            values.append(int(item))
-        else:
-            fail(f"lengths[{i}] = {v!r} is not an integer")
+        values.append(int(item))
     return values
 
 
