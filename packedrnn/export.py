@@ -67,9 +67,7 @@ def _rnn_layer(cell: int, x, lengths, tokens=None, host_lengths=None, h0=None, c
 
     # [T, D, B, H] -> [T, B, D*H], zero past each length
     out = op.Reshape(op.Transpose(Y, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
-    T = op.Shape(x, start=0, end=1)
-    steps = op.Range(op.Constant(value_int=0), op.Squeeze(T), op.Constant(value_int=1))
-    valid = op.Less(op.Unsqueeze(steps, op.Constant(value_ints=[1])), op.Unsqueeze(lengths, op.Constant(value_ints=[0])))
+    valid = _valid(op, op.Squeeze(op.Shape(x, start=0, end=1)), lengths)
     zero = op.CastLike(op.Constant(value_float=0.0), x)
     out = op.Where(op.Unsqueeze(valid, op.Constant(value_ints=[2])), out, zero)
     keep = op.Unsqueeze(empty, op.Constant(value_ints=[0, 2]))  # [1, B, 1]
@@ -80,13 +78,19 @@ def _rnn_layer(cell: int, x, lengths, tokens=None, host_lengths=None, h0=None, c
     return out, h_n, c_n, saved
 
 
+def _valid(op, T, lengths):
+    """[T, B] bool: t < lengths[b], for a scalar int64 T."""
+    steps = op.Range(op.Constant(value_int=0), T, op.Constant(value_int=1))
+    return op.Less(op.Unsqueeze(steps, op.Constant(value_ints=[1])), op.Unsqueeze(lengths, op.Constant(value_ints=[0])))
+
+
 def _token_index(lengths, T: int):
     """packedrnn::token_index in ONNX: the flat positions t*B + b with t < lengths[b], time-major."""
     from onnxscript import opset18 as op
 
-    steps = op.Range(op.Constant(value_int=0), op.Squeeze(op.Cast(T, to=7)) if not isinstance(T, int)
-                     else op.Constant(value_int=T), op.Constant(value_int=1))
-    valid = op.Less(op.Unsqueeze(steps, op.Constant(value_ints=[1])), op.Unsqueeze(lengths, op.Constant(value_ints=[0])))
+    # T: an int where the exported graph has a static T, else the graph's value of the symbol
+    end = op.Constant(value_int=T) if isinstance(T, int) else op.Squeeze(op.Cast(T, to=7))  # int64
+    valid = _valid(op, end, lengths)
     return op.Reshape(op.NonZero(op.Reshape(valid, op.Constant(value_ints=[-1]))), op.Constant(value_ints=[-1]))
 
 
