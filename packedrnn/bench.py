@@ -379,13 +379,17 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
     for name, make in (extra_runners or {}).items():  # tests inject deliberately wrong backends
         runners[name] = make(ours, x, lengths, case)
     ref = expected(case, theirs, x, lengths, dtype)
-    for name, fn in runners.items():
+
+    def check_then_time(name, fn):
         row["checks"][name] = verdict(case, fn, ref)
         if not row["checks"][name]["ok"]:
             row["results"][name] = {"wrong": True}
-            continue
+            return
         with _TF32(True):  # the user's default: cuDNN may use TF32; our fp32 stays fp32
             row["results"][name] = _time(fn, device, warmup, repeat, budget_s)
+
+    for name, fn in runners.items():
+        check_then_time(name, fn)
 
     tf32_modes = ((True, False) if cuda else (None,)) if baselines else ()
     for allow in tf32_modes:
@@ -404,9 +408,7 @@ def run_case(case: Case, device, *, warmup: int, repeat: int, budget_s: float,
     if baselines and not case.train and not cuda:
         # Last, after torch's paths: ONNX Runtime's threads keep spinning a while after each run.
         for name, fn in _onnxruntime_runner(ours, x, lengths).items():
-            row["checks"][name] = verdict(case, fn, ref)
-            row["results"][name] = (_time(fn, device, warmup, repeat, budget_s) if row["checks"][name]["ok"]
-                                    else {"wrong": True})
+            check_then_time(name, fn)
 
     best = default_backend(device, dtype)
     mine = row["results"].get(f"packedrnn:{best}", {})

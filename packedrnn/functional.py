@@ -78,9 +78,9 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         with torch.autocast(input.device.type, enabled=False):
             return rnn(spec.name, _cast(input, dtype), _cast(hx, dtype), [_cast(w, dtype) for w in weights],
                        **kwargs)
-    tensors = [input, *weights, *(hx if isinstance(hx, (tuple, list)) else [hx])]
     if (isinstance(input, Tensor) and input.device.type == "cpu" and input.dtype in HALF_TYPES
-            and all(t is None or (isinstance(t, Tensor) and t.dtype == input.dtype) for t in tensors)
+            and all(t is None or (isinstance(t, Tensor) and t.dtype == input.dtype)
+                    for t in [*weights, *(hx if isinstance(hx, (tuple, list)) else [hx])])
             and plan.backend(input.device, input.dtype) == "cpu"):
         # The CPU op takes half types through fp32 (as the CUDA op accumulates them in fp32):
         # the casts are differentiable, results and gradients come back in the caller's dtype.

@@ -23,6 +23,9 @@ from .cells import BY_CODE, CELLS, Cell
 from .validation import fail
 
 _registered = False
+# What the CPU backend serves: the op's float32 and float64, and half types through float32
+# (packedrnn.functional casts them).
+CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def fake_token_index(lengths, T):
@@ -208,8 +211,7 @@ def available(device_type: str) -> bool:
 def unavailable_reason(device_type: str, dtype: Optional[torch.dtype] = None) -> str:
     if not _build.load():
         return _build.unavailable_reason()
-    if device_type == "cpu" and available("cpu") and dtype not in (None, torch.float32, torch.float64, torch.bfloat16,
-                                                                    torch.float16):
+    if device_type == "cpu" and available("cpu") and dtype is not None and dtype not in CPU_DTYPES:
         return f"the CPU op takes float32, float64, bfloat16 and float16 (through float32), not {dtype}"
     return f"the extension was built without {device_type} kernels"
 

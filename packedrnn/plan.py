@@ -117,8 +117,8 @@ def _op_backend(device_type: str, dtype: torch.dtype) -> Optional[str]:
     from . import ops
     if not ops.available(device_type):
         return None
-    if device_type == "cpu" and dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-        return None  # (half types: through fp32, packedrnn.functional)
+    if device_type == "cpu" and dtype not in ops.CPU_DTYPES:
+        return None
     return device_type
 
 

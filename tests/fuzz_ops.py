@@ -40,7 +40,11 @@ class Call:
     changed: List[str] = field(default_factory=list)
 
     def spoil(self, what: str, expect: type = Exception):
-        self.valid, self.expect = False, expect if self.valid or self.expect is expect else Exception
+        """The call is now invalid and must raise `expect`; two spoilings expecting different
+        classes leave only Exception (either check may fire first)."""
+        if not self.valid and self.expect is not expect:
+            expect = Exception
+        self.valid, self.expect = False, expect
         self.changed.append(what)
 
 
@@ -78,10 +82,6 @@ def draw_call(data) -> Call:
                 b_hh=rand(D, G) if bias else None, w_hr=rand(D, P, H) if P != H else None,
                 train=data.draw(st.booleans(), label="train"), path=0)
     return Call(args)
-
-
-def _other(t: torch.Tensor, device_or_dtype):
-    return t.to(device_or_dtype)
 
 
 def mutations(call: Call) -> List[Callable]:
