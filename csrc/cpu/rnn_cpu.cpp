@@ -1,67 +1,40 @@
 // CPU implementation of packedrnn::rnn_layer and packedrnn::rnn_layer_backward (schemas and the
 // shape legend: ops.cpp and cells.h).
 //
-// Algorithm, per direction:
+// Algorithm, per layer call:
 //   1. The valid (t, b) positions are gathered into N = sum(lengths) token rows (time-major), and
 //      gx = x W_ih^T + b is one GEMM over them (layer_gemms.h): no work on padding.
 //   2. Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
-//      caller's order is untouched), so at step s the active rows are the first n(s) of that order
-//      and the recurrent product is one contiguous GEMM over them: gh[n, G] = h[n, P] W_hh^T.
-//      The cell update (its trait, cells/*.h) then runs per active row, in parallel; t = s forward, or
-//      lengths[b]-1-s in reverse. Padded x is never read; finished rows are never touched.
-//   3. Backward walks the steps in reverse with the same active sets, producing dgx/dgh per token
-//      row; the weight and input gradients are then large GEMMs over the N rows (layer_gemms.h).
-// The per-step GEMMs call the BLAS that torch itself links (sgemm_/dgemm_, resolved weakly at
-// load time) to avoid an ATen dispatch per step; where torch has none, ATen's addmm is used.
+//      caller's order is untouched), so at step s the active rows are the first n(s) of that order.
+//   3. The recurrence runs in one parallel region (cpu/stages.h): first W_hh (and W_hr) are packed
+//      for the step products (cpu/step_product.h), then every step is one stage (two with a
+//      projection) cut into chunks of (direction, block of U hidden units, block of rows): a chunk
+//      computes its units' gates of h_{t-1} W_hh^T for its rows and runs the cell update (its trait,
+//      cells/*.h) on them; t = s forward, or lengths[b]-1-s in reverse. Both directions run in the
+//      same stages. Padded x is never read; finished rows are never touched.
+//   4. Backward walks the steps in reverse with the same active sets and chunks (cell backward per
+//      unit block, then dL/dh_{t-1} = dgh W_hh per block of state columns), producing dgx/dgh per
+//      token row; the weight and input gradients are then large GEMMs over the N rows (layer_gemms.h).
+// Nothing is allocated per step: a call's buffers come from one workspace (Arena).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "cells.h"
+#include "cpu/stages.h"
+#include "cpu/step_product.h"
 #include "layer_args.h"
 #include "layer_gemms.h"
-
-extern "C" {
-void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
-void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
-            const int*, const double*, const int*, const double*, double*, const int*)
-    __attribute__((weak));
-}
 
 namespace packedrnn {
 namespace {
 
-// Row-major C[m, n] = A[m, k] op(B) + beta C, where op(B) = B^T for B stored [n, k] (trans_b) or
-// B for B stored [k, n]. Expressed to column-major BLAS as C^T = op(B)^T A^T.
-template <typename S>
-void gemm(int64_t m, int64_t n, int64_t k, const S* A, int64_t lda, const S* B, int64_t ldb,
-          bool trans_b, S beta, S* C, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  const bool blas = std::is_same<S, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
-  if (blas) {
-    const char ta = trans_b ? 'T' : 'N', tb = 'N';
-    const int M = n, N = m, K = k, LA = ldb, LB = lda, LC = ldc;
-    const S one = 1;
-    if constexpr (std::is_same<S, float>::value) {
-      sgemm_(&ta, &tb, &M, &N, &K, &one, B, &LA, A, &LB, &beta, C, &LC);
-    } else {
-      dgemm_(&ta, &tb, &M, &N, &K, &one, B, &LA, A, &LB, &beta, C, &LC);
-    }
-    return;
-  }
-  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value);
-  at::Tensor a = at::from_blob(const_cast<S*>(A), {m, k}, {lda, 1}, opt);
-  at::Tensor b = trans_b ? at::from_blob(const_cast<S*>(B), {n, k}, {ldb, 1}, opt).t()
-                         : at::from_blob(const_cast<S*>(B), {k, n}, {ldb, 1}, opt);
-  at::Tensor c = at::from_blob(C, {m, n}, {ldc, 1}, opt);
-  if (beta == S(0)) c.zero_();
-  c.addmm_(a, b, beta, 1);
-}
+using cpu::Product;
+using cpu::Source;
 
 // Row indices sorted by decreasing length (stable, so ties keep the caller's order).
 std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
@@ -71,62 +44,64 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
   return order;
 }
 
-// The cell updates of one row, as plain loops over its units so that the compiler vectorizes them
-// (the exp of cells.h is branch-free arithmetic here), built for AVX-512, AVX2 and the x86-64
-// baseline and picked when the library loads (GCC target_clones; elsewhere one build). Pointers
-// are __restrict__: every array is a distinct buffer or a disjoint part of one saved row.
+// The cell loops over units, as plain loops so that the compiler vectorizes them (the exp of
+// cells.h is branch-free arithmetic here), built for AVX-512, AVX2 and the x86-64 baseline and
+// picked when the library loads (GCC target_clones; elsewhere one build). Pointers are
+// __restrict__: every array is a distinct buffer or a disjoint part of one saved row.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)  // ifunc
 #define PRNN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PRNN_CPU_CLONES
 #endif
 
-// The cell's forward over the units of one row (cells/*.h): gx, gh the row's projections (gh with
-// b_hh where the cell keeps it apart), h in h_{t-1} and out the cell's output (the new h, or m
-// before a projection), c in c_{t-1} and out c_t (cells with a cell state). With `act` (the saved
-// row), also the cell's activations at act[k*H + u] and c_{t-1} at c_prev[u]. Two loops, each
-// without a branch inside: a conditional store keeps GCC from vectorizing it.
+// The cell's forward over n units of one row (cells/*.h): gx (gate stride H) and gh (gate stride
+// sg) the row's projections (gh with b_hh where the cell keeps it apart), h_prev = h_{t-1}, out the
+// cell's output (the new h, or m before a projection), c in c_{t-1} and out c_t (cells with a cell
+// state). With `act` (the saved row), also the cell's activations at act[k*H + u] and c_{t-1} at
+// c_prev[u]. Two loops, each without a branch inside: a conditional store keeps GCC from
+// vectorizing it.
 template <typename Cell, bool Save, typename S>
-inline __attribute__((always_inline)) void cells_forward_loop(int64_t H, const S* __restrict__ gx,
-                                                              const S* __restrict__ gh, S* __restrict__ h,
+inline __attribute__((always_inline)) void cells_forward_loop(int64_t n, int64_t H, const S* __restrict__ gx,
+                                                              const S* __restrict__ gh, int64_t sg,
+                                                              const S* __restrict__ h_prev, S* __restrict__ out,
                                                               S* __restrict__ c, S* __restrict__ act,
                                                               S* __restrict__ c_prev) {
   constexpr int NG = Cell::kGates;
-  for (int64_t u = 0; u < H; ++u) {
+  for (int64_t u = 0; u < n; ++u) {
     S x[NG], y[NG];
-    for (int g = 0; g < NG; ++g) x[g] = gx[g * H + u], y[g] = gh[g * H + u];
+    for (int g = 0; g < NG; ++g) x[g] = gx[g * H + u], y[g] = gh[g * sg + u];
     const S cp = Cell::kCellState ? c[u] : S(0);
-    const auto r = Cell::forward(x, y, h[u], cp);
+    const auto r = Cell::forward(x, y, h_prev[u], cp);
     if (Save) {
       for (int k = 0; k < Cell::kAct; ++k) act[k * H + u] = r.act[k];
       if (Cell::kCellState) c_prev[u] = cp;
     }
     if (Cell::kCellState) c[u] = r.c;
-    h[u] = r.out;
+    out[u] = r.out;
   }
 }
 template <typename Cell, typename S>
-PRNN_CPU_CLONES void cells_forward(int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
-                                   S* __restrict__ h, S* __restrict__ c, S* __restrict__ act,
-                                   S* __restrict__ c_prev) {
+PRNN_CPU_CLONES void cells_forward(int64_t n, int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
+                                   int64_t sg, const S* __restrict__ h_prev, S* __restrict__ out,
+                                   S* __restrict__ c, S* __restrict__ act, S* __restrict__ c_prev) {
   if (act == nullptr) {
-    cells_forward_loop<Cell, false>(H, gx, gh, h, c, act, c_prev);
+    cells_forward_loop<Cell, false>(n, H, gx, gh, sg, h_prev, out, c, act, c_prev);
   } else {
-    cells_forward_loop<Cell, true>(H, gx, gh, h, c, act, c_prev);
+    cells_forward_loop<Cell, true>(n, H, gx, gh, sg, h_prev, out, c, act, c_prev);
   }
 }
 
-// The cell's backward over the units of one row: from the saved activations and `prev` (c_prev or
-// h_prev, SavedLayout::prev) and dout = dL/d(the cell's output), the gate gradients of the h
-// projection into dh, those of the x projection into dx where they differ (null otherwise: the
-// caller copies dh), dc (in from t+1, out to t-1; cells with a cell state) and the direct part of
-// dL/dh_{t-1} into direct (cells with one).
+// The cell's backward over n units of one row (every gate array with gate stride H): from the
+// saved activations and `prev` (c_prev or h_prev, SavedLayout::prev) and dout = dL/d(the cell's
+// output), the gate gradients of the h projection into dh, those of the x projection into dx
+// where they differ (not written otherwise: the caller copies dh), dc (in from t+1, out to t-1;
+// cells with a cell state) and the direct part of dL/dh_{t-1} into direct (cells with one).
 template <typename Cell, typename S>
-PRNN_CPU_CLONES void cells_backward(int64_t H, const S* __restrict__ act, const S* __restrict__ prev,
+PRNN_CPU_CLONES void cells_backward(int64_t n, int64_t H, const S* __restrict__ act, const S* __restrict__ prev,
                                     const S* __restrict__ dout, S* __restrict__ dc, S* __restrict__ dx,
                                     S* __restrict__ dh, S* __restrict__ direct) {
   constexpr int NG = Cell::kGates;
-  for (int64_t u = 0; u < H; ++u) {
+  for (int64_t u = 0; u < n; ++u) {
     S a[Cell::kAct];
     for (int k = 0; k < Cell::kAct; ++k) a[k] = act[k * H + u];
     const auto g = Cell::backward(a, prev[u], dout[u], Cell::kCellState ? dc[u] : S(0));
@@ -164,129 +139,281 @@ struct Tokens {
   }
 };
 
-// Rows per parallel chunk: about 8192 cell updates (1-2 ns each vectorized; measured on 2 cores,
-// 2048 per chunk spent more on task hand-off than it saved), enough to amortise a task.
-int64_t grain(int64_t units_per_row) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(1, units_per_row)); }
+
+// A call's buffers, carved from one allocation: add() the parts, then allocate() once.
+template <typename S>
+class Arena {
+ public:
+  void add(S*& p, int64_t n) { parts_.emplace_back(&p, (n + 15) / 16 * 16); }  // 64-byte aligned parts
+  at::Tensor allocate(const at::TensorOptions& opt) {
+    int64_t total = 0;
+    for (const auto& p : parts_) total += p.second;
+    at::Tensor buf = at::empty({total}, opt);
+    S* next = buf.data_ptr<S>();
+    for (const auto& p : parts_) *p.first = next, next += p.second;
+    return buf;
+  }
+
+ private:
+  std::vector<std::pair<S**, int64_t>> parts_;
+};
+
+// How a layer call's recurrence is cut up, and on how many threads: every rule that picks the CPU
+// recurrence's shape, in one place.
+struct Geometry {
+  int64_t D, U, steps, rows, workers;
+  std::vector<int64_t> active;  // active[s]: rows with length > s, the first of the by-length order
+
+  // `macs`: multiply-adds per row and step of the widest product, `unit_macs` those per unit block.
+  Geometry(const LayerArgs& a, const int64_t* len, const std::vector<int64_t>& order, int64_t U_, int64_t unit_macs,
+           int64_t macs)
+      : D(a.D), U(U_) {
+    steps = a.B ? len[order[0]] : 0;
+    active.resize(steps);
+    for (int64_t s = 0, n = a.B; s < steps; ++s) {
+      while (n > 0 && len[order[n - 1]] <= s) --n;
+      active[s] = n;
+    }
+    // Rows per chunk: about 2^18 multiply-adds (some microseconds), so that claiming a chunk costs
+    // little beside it, yet a descheduled worker holds little.
+    rows = std::max<int64_t>(8, (int64_t(1) << 18) / std::max<int64_t>(1, unit_macs));
+    // A worker per 2^15 multiply-adds of the first step (about 2 us): below that, a stage's
+    // hand-over between cores (some 100 ns) costs more than the second core saves.
+    const int64_t work = D * a.B * macs;
+    workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), work >> 15));
+  }
+  int64_t row_blocks(int64_t s) const { return (active[s] + rows - 1) / rows; }
+  int64_t units(int64_t width) const { return (width + U - 1) / U; }  // blocks of U over `width`
+
+  // Chunk c of a step stage with `blocks` column blocks per direction.
+  struct Chunk {
+    int64_t d, block, r0, r1;
+  };
+  Chunk chunk(int64_t c, int64_t blocks, int64_t s) const {
+    const int64_t nrb = row_blocks(s), per_dir = blocks * nrb, rest = c % per_dir;
+    const int64_t r0 = (rest % nrb) * rows;
+    return {c / per_dir, rest / nrb, r0, std::min(active[s], r0 + rows)};
+  }
+  int64_t chunks(int64_t blocks, int64_t s) const { return D * blocks * row_blocks(s); }
+};
 
 // Pointers of one direction, all contiguous. Shapes as in ops.cpp, with d fixed.
 template <typename S>
 struct Dir {
-  int64_t d;
   bool reverse;
   const S* w_hh;  // [G, P]
   const S* b_hh;  // [G], cells that keep it apart (GRU; the others fold it into gx); may be null
   const S* w_hr;  // [P, H] or null
 };
 
+// The forward of one layer, both directions. Per direction d: gx [N, G] at gx + d*N*G, h0 [B, P],
+// c0 [B, H] (or null), out [T, B, D*P] (zero at padding on entry), h_n [B, P], c_n [B, H] (or
+// null), saved [N, K] (or null: inference keeps nothing).
 template <typename Cell, typename S>
-void forward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
-                       const std::vector<int64_t>& order, const int64_t* row, const S* gx /*[N, G]*/,
-                       const S* h0 /*[B, P]*/, const S* c0 /*[B, H] or null*/, S* out /*[T, B, D*P]*/,
-                       S* h_n /*[B, P]*/, S* c_n /*[B, H] or null*/, S* saved /*[N, K] or null*/) {
-  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
-  const SavedLayout& L = a.layout;
+void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const int64_t* len,
+                   const std::vector<int64_t>& order, const int64_t* row, int64_t N, const S* gx, const S* h0,
+                   const S* c0, S* out, S* h_n, S* c_n, S* saved) {
+  constexpr int NG = Cell::kGates;
   constexpr bool with_c = Cell::kCellState;
-  std::vector<S> h(B * P), c(with_c ? B * H : 0), gh(B * G), m(a.proj ? B * H : 0), hp(a.proj ? B * P : 0);
-  for (int64_t j = 0; j < B; ++j) {
-    std::copy_n(h0 + order[j] * P, P, &h[j * P]);
-    if (with_c) std::copy_n(c0 + order[j] * H, H, &c[j * H]);
-  }
-  auto time = [&](int64_t b, int64_t s) { return dir.reverse ? len[b] - 1 - s : s; };
-  int64_t n = B;
-  for (int64_t s = 0;; ++s) {
-    while (n > 0 && len[order[n - 1]] <= s) --n;
-    if (n == 0) break;
-    gemm<S>(n, G, P, h.data(), P, dir.w_hh, P, true, S(0), gh.data(), G);
-    at::parallel_for(0, n, grain(H), [&](int64_t begin, int64_t end) {
-      for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = order[j], t = time(b, s), r = row[t * B + b];
-        S* hj = &h[j * P];
-        S* sv = saved ? saved + r * L.K : nullptr;
-        if (sv) std::copy_n(hj, P, sv + L.h_prev);
-        S* ghr = &gh[j * G];  // add b_hh in place where the cell keeps it apart (GRU saves W_hn h + b_hn)
-        if (Cell::kBiasApart && dir.b_hh) for (int64_t k = 0; k < G; ++k) ghr[k] += dir.b_hh[k];
-        S* mj = a.proj ? &m[j * H] : hj;  // with a projection, h = m W_hr^T after the loop (a
-                                          // projecting cell, LSTM, takes no h_{t-1} in its math)
-        cells_forward<Cell, S>(H, gx + r * G, ghr, mj, with_c ? &c[j * H] : nullptr, sv ? sv + L.act : nullptr,
-                               sv && with_c ? sv + L.c_prev : nullptr);
-        if (a.proj) {
-          if (sv) std::copy_n(mj, H, sv + L.m);
-        } else {
-          std::copy_n(hj, H, out + (t * B + b) * DP + dir.d * P);
-        }
-      }
-    });
-    if (a.proj) {  // h = m W_hr^T, a second product per step
-      gemm<S>(n, P, H, m.data(), H, dir.w_hr, H, true, S(0), hp.data(), P);
-      for (int64_t j = 0; j < n; ++j) {
-        const int64_t b = order[j], t = time(b, s);
-        std::copy_n(&hp[j * P], P, &h[j * P]);
-        std::copy_n(&hp[j * P], P, out + (t * B + b) * DP + dir.d * P);
-      }
+  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, D = a.D, DP = D * P;
+  const SavedLayout& L = a.layout;
+  const Product<S, NG> gates;  // h_{t-1} W_hh^T, per unit block
+  const Product<S, 1> single;  // m W_hr^T, per block of state columns
+  const int64_t U = gates.U;
+  const Geometry geo(a, len, order, U, P * NG * U, P * G + (a.proj ? H * P : 0));
+  const int64_t ub = geo.units(H), pb = a.proj ? geo.units(P) : 0;
+
+  S *w_hh, *w_hr = nullptr, *h, *c = nullptr, *m = nullptr, *scratch;
+  Arena<S> arena;
+  arena.add(w_hh, D * ub * P * NG * U);  // [D][ub][P][NG][U]
+  if (a.proj) arena.add(w_hr, D * pb * H * U), arena.add(m, D * B * H);  // [D][pb][H][U]; m [D, B, H]
+  arena.add(h, 2 * D * B * P);  // [2][D, B, P]: h_{t-1} and h_t, by parity of the step
+  if (with_c) arena.add(c, D * B * H);
+  arena.add(scratch, geo.workers * geo.rows * NG * U);
+  const at::Tensor keep = arena.allocate(at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t j = 0; j < B; ++j) {
+      std::copy_n(h0 + (d * B + order[j]) * P, P, h + (d * B + j) * P);
+      if (with_c) std::copy_n(c0 + (d * B + order[j]) * H, H, c + (d * B + j) * H);
     }
   }
-  for (int64_t j = 0; j < B; ++j) {
-    std::copy_n(&h[j * P], P, h_n + order[j] * P);
-    if (with_c) std::copy_n(&c[j * H], H, c_n + order[j] * H);
+  auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].reverse ? len[b] - 1 - s : s; };
+  const int64_t phases = a.proj ? 2 : 1;
+
+  auto count = [&](int64_t k) {
+    if (k == 0) return D * (ub + pb);
+    const int64_t s = (k - 1) / phases;
+    return geo.chunks((k - 1) % phases ? pb : ub, s);
+  };
+  auto work = [&](int64_t k, int64_t ci, int64_t w) {
+    if (k == 0) {  // pack one block of one direction
+      const int64_t d = ci / (ub + pb), b = ci % (ub + pb);
+      if (b < ub) {
+        cpu::pack_block<S>({dirs[d].w_hh, P, 1}, NG, H, P, U, b, w_hh + (d * ub + b) * P * NG * U);
+      } else {
+        cpu::pack_block<S>({dirs[d].w_hr, H, 1}, 1, P, H, U, b - ub, w_hr + (d * pb + b - ub) * H * U);
+      }
+      return;
+    }
+    const int64_t s = (k - 1) / phases;
+    const bool project = (k - 1) % phases == 1;
+    const auto ch = geo.chunk(ci, project ? pb : ub, s);
+    const int64_t d = ch.d, n = ch.r1 - ch.r0, u0 = ch.block * U, nu = std::min(U, (project ? P : H) - u0);
+    const S* hc = h + ((s % 2) * D + d) * B * P;  // h_{t-1}
+    S* hn = h + (((s + 1) % 2) * D + d) * B * P;  // h_t
+    S* tile = scratch + w * geo.rows * NG * U;
+    if (project) {  // h_t = m W_hr^T for this block of state columns
+      single(n, H, m + (d * B + ch.r0) * H, H, w_hr + (d * pb + ch.block) * H * U, tile);
+      for (int64_t j = ch.r0; j < ch.r1; ++j) {
+        const int64_t b = order[j], t = time(d, b, s);
+        const S* y = tile + (j - ch.r0) * U;
+        if (saved) std::copy_n(hc + j * P + u0, nu, saved + (d * N + row[t * B + b]) * L.K + L.h_prev + u0);
+        std::copy_n(y, nu, hn + j * P + u0);
+        std::copy_n(y, nu, out + (t * B + b) * DP + d * P + u0);
+      }
+      return;
+    }
+    gates(n, P, hc + ch.r0 * P, P, w_hh + (d * ub + ch.block) * P * NG * U, tile);
+    for (int64_t j = ch.r0; j < ch.r1; ++j) {
+      const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
+      S* y = tile + (j - ch.r0) * NG * U;
+      if (Cell::kBiasApart && dirs[d].b_hh) {  // GRU keeps W_hn h + b_hn apart for r * (.)
+        for (int g = 0; g < NG; ++g)
+          for (int64_t u = 0; u < nu; ++u) y[g * U + u] += dirs[d].b_hh[g * H + u0 + u];
+      }
+      S* sv = saved ? saved + (d * N + r) * L.K : nullptr;
+      if (sv && !a.proj) std::copy_n(hc + j * P + u0, nu, sv + L.h_prev + u0);
+      // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
+      S* o = a.proj ? m + (d * B + j) * H + u0 : hn + j * P + u0;
+      cells_forward<Cell, S>(nu, H, gx + (d * N + r) * G + u0, y, U, hc + j * P + u0, o,
+                             with_c ? c + (d * B + j) * H + u0 : nullptr, sv ? sv + L.act + u0 : nullptr,
+                             sv && with_c ? sv + L.c_prev + u0 : nullptr);
+      if (a.proj) {
+        if (sv) std::copy_n(o, nu, sv + L.m + u0);
+      } else {
+        std::copy_n(o, nu, out + (t * B + b) * DP + d * P + u0);
+      }
+    }
+  };
+  cpu::run_stages(geo.workers, 1 + geo.steps * phases, count, work);
+
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t j = 0; j < B; ++j) {  // a row's last h is in the buffer of its length's parity
+      const int64_t b = order[j];
+      std::copy_n(h + ((len[b] % 2) * D + d) * B * P + j * P, P, h_n + (d * B + b) * P);
+      if (with_c) std::copy_n(c + (d * B + j) * H, H, c_n + (d * B + b) * H);
+    }
   }
 }
 
+// The backward of one layer, both directions. Per direction d: saved [N, K], grad_out [T, B, D*P],
+// grad_hn [B, P], grad_cn [B, H] (or null); out: dgx [N, G], dgh [N, G] (== dgx unless the cell
+// keeps b_hh apart), dH [N, P] (with a projection, else null), dh0 [B, P], dc0 [B, H] (or null).
 template <typename Cell, typename S>
-void backward_direction(const LayerArgs& a, const Dir<S>& dir, const int64_t* len,
-                        const std::vector<int64_t>& order, const int64_t* row, const S* saved /*[N, K]*/,
-                        const S* grad_out /*[T, B, D*P]*/, const S* grad_hn /*[B, P]*/,
-                        const S* grad_cn /*[B, H] or null*/, S* dgx /*[N, G]*/,
-                        S* dgh /*[N, G]; == dgx unless the cell keeps b_hh apart*/, S* dH /*[N, P] or null*/,
-                        S* dh0 /*[B, P]*/, S* dc0 /*[B, H] or null*/) {
-  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, DP = a.D * a.P;
-  const SavedLayout& L = a.layout;
+void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const int64_t* len,
+                    const std::vector<int64_t>& order, const int64_t* row, int64_t N, const S* saved,
+                    const S* grad_out, const S* grad_hn, const S* grad_cn, S* dgx, S* dgh, S* dH, S* dh0, S* dc0) {
   constexpr bool with_c = Cell::kCellState;
-  // dh, dc: gradient flowing into the state from later steps; dht: total dL/dh_t at this step;
-  // dm: dL/dm with a projection; dgc: this step's dgh rows packed for the GEMM.
-  std::vector<S> dh(B * P), dc(with_c ? B * H : 0), dht(B * P), dm(a.proj ? B * H : 0), dgc(B * G);
-  for (int64_t j = 0; j < B; ++j) {
-    std::copy_n(grad_hn + order[j] * P, P, &dh[j * P]);
-    if (with_c) std::copy_n(grad_cn + order[j] * H, H, &dc[j * H]);
+  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, D = a.D, DP = D * P;
+  const SavedLayout& L = a.layout;
+  const Product<S, 1> single;  // dgh W_hh and dht W_hr, per block of output columns
+  const int64_t U = single.U;
+  const Geometry geo(a, len, order, U, G * U, G * P + (a.proj ? H * P : 0));
+  const int64_t ub = geo.units(H), pb = geo.units(P);
+
+  // dh: dL/dh from later steps (in phase B also the cell's direct term); dc: dL/dc; dgc: this
+  // step's dgh rows; dht: dL/dh_t with a projection (its product needs whole rows).
+  S *w_hh, *w_hr = nullptr, *dh, *dc = nullptr, *dgc, *dht = nullptr, *scratch;
+  Arena<S> arena;
+  arena.add(w_hh, D * pb * G * U);  // W_hh as [D][pb][G][U]: dh = dgh W_hh per block of P
+  if (a.proj) arena.add(w_hr, D * ub * P * U), arena.add(dht, D * B * P);  // W_hr as [D][ub][P][U]
+  arena.add(dh, D * B * P);
+  if (with_c) arena.add(dc, D * B * H);
+  arena.add(dgc, D * B * G);
+  arena.add(scratch, geo.workers * geo.rows * U);
+  const at::Tensor keep = arena.allocate(at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t j = 0; j < B; ++j) {
+      std::copy_n(grad_hn + (d * B + order[j]) * P, P, dh + (d * B + j) * P);
+      if (with_c) std::copy_n(grad_cn + (d * B + order[j]) * H, H, dc + (d * B + j) * H);
+    }
   }
-  auto time = [&](int64_t b, int64_t s) { return dir.reverse ? len[b] - 1 - s : s; };
-  const int64_t steps = B ? len[order[0]] : 0;
-  int64_t n = 0;
-  for (int64_t s = steps - 1; s >= 0; --s) {
-    while (n < B && len[order[n]] > s) ++n;
-    at::parallel_for(0, n, grain(P), [&](int64_t begin, int64_t end) {
-      for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = order[j], t = time(b, s);
-        const S* go = grad_out + (t * B + b) * DP + dir.d * P;
-        for (int64_t p = 0; p < P; ++p) dht[j * P + p] = go[p] + dh[j * P + p];
-        if (dH) std::copy_n(&dht[j * P], P, dH + row[t * B + b] * P);
+  auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].reverse ? len[b] - 1 - s : s; };
+  // Phases per step: [dL/dh_t with a projection, per block of P], the cell's backward per unit
+  // block, dL/dh_{t-1} = dgh W_hh (+ the direct term) per block of P.
+  const int64_t phases = a.proj ? 3 : 2, first = a.proj ? 0 : 1;
+  auto count = [&](int64_t k) {
+    if (k == 0) return D * (pb + (a.proj ? ub : 0));
+    const int64_t s = geo.steps - 1 - (k - 1) / phases, phase = first + (k - 1) % phases;
+    return geo.chunks(phase == 1 ? ub : pb, s);
+  };
+  auto work = [&](int64_t k, int64_t ci, int64_t w) {
+    if (k == 0) {
+      const int64_t per = pb + (a.proj ? ub : 0), d = ci / per, b = ci % per;
+      if (b < pb) {
+        cpu::pack_block<S>({dirs[d].w_hh, 1, P}, 1, P, G, U, b, w_hh + (d * pb + b) * G * U);
+      } else {
+        cpu::pack_block<S>({dirs[d].w_hr, 1, H}, 1, H, P, U, b - pb, w_hr + (d * ub + b - pb) * P * U);
       }
-    });
-    if (a.proj) gemm<S>(n, H, P, dht.data(), P, dir.w_hr, H, false, S(0), dm.data(), H);
-    at::parallel_for(0, n, grain(H), [&](int64_t begin, int64_t end) {
-      for (int64_t j = begin; j < end; ++j) {
-        const int64_t b = order[j], t = time(b, s), r = row[t * B + b];
-        const S* sv = saved + r * L.K;
-        S* dgr = &dgc[j * G];
-        cells_backward<Cell, S>(H, sv + L.act, sv + L.prev, a.proj ? &dm[j * H] : &dht[j * P],
-                                with_c ? &dc[j * H] : nullptr, dgx + r * G, dgr, &dh[j * P]);
-        std::copy_n(dgr, G, dgh + r * G);  // dgh is dgx unless the cell keeps b_hh apart
+      return;
+    }
+    const int64_t s = geo.steps - 1 - (k - 1) / phases, phase = first + (k - 1) % phases;
+    const auto ch = geo.chunk(ci, phase == 1 ? ub : pb, s);
+    const int64_t d = ch.d, n = ch.r1 - ch.r0, u0 = ch.block * U, nu = std::min(U, (phase == 1 ? H : P) - u0);
+    S* dhd = dh + d * B * P;
+    S* tile = scratch + w * geo.rows * U;
+    if (phase == 0) {  // dL/dh_t of the projection's output
+      for (int64_t j = ch.r0; j < ch.r1; ++j) {
+        const int64_t b = order[j], t = time(d, b, s);
+        const S* go = grad_out + (t * B + b) * DP + d * P + u0;
+        S* y = dht + (d * B + j) * P + u0;
+        for (int64_t p = 0; p < nu; ++p) y[p] = go[p] + dhd[j * P + u0 + p];
+        std::copy_n(y, nu, dH + (d * N + row[t * B + b]) * P + u0);
       }
-    });
-    // dL/dh_{t-1} = dgh W_hh (+ the direct term that the cell left in dh)
-    gemm<S>(n, P, G, dgc.data(), G, dir.w_hh, P, false, Cell::kDirect ? S(1) : S(0), dh.data(), P);
-  }
-  for (int64_t j = 0; j < B; ++j) {
-    std::copy_n(&dh[j * P], P, dh0 + order[j] * P);
-    if (with_c) std::copy_n(&dc[j * H], H, dc0 + order[j] * H);
+    } else if (phase == 1) {  // the cell's backward for this unit block
+      if (a.proj) single(n, P, dht + (d * B + ch.r0) * P, P, w_hr + (d * ub + ch.block) * P * U, tile);
+      for (int64_t j = ch.r0; j < ch.r1; ++j) {
+        const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
+        S* dout = tile + (j - ch.r0) * U;  // dL/dm (projection) or dL/dh_t
+        if (!a.proj) {
+          const S* go = grad_out + (t * B + b) * DP + d * P + u0;
+          for (int64_t u = 0; u < nu; ++u) dout[u] = go[u] + dhd[j * P + u0 + u];
+        }
+        const S* sv = saved + (d * N + r) * L.K;
+        S* dg = dgc + (d * B + j) * G + u0;
+        cells_backward<Cell, S>(nu, H, sv + L.act + u0, sv + L.prev + u0, dout,
+                                with_c ? dc + (d * B + j) * H + u0 : nullptr, dgx + (d * N + r) * G + u0, dg,
+                                dhd + j * P + u0);
+        for (int g = 0; g < Cell::kGates; ++g) std::copy_n(dg + g * H, nu, dgh + (d * N + r) * G + g * H + u0);
+      }
+    } else {  // dL/dh_{t-1} = dgh W_hh, plus the direct term the cell left in dh
+      single(n, G, dgc + (d * B + ch.r0) * G, G, w_hh + (d * pb + ch.block) * G * U, tile);
+      for (int64_t j = ch.r0; j < ch.r1; ++j) {
+        const S* y = tile + (j - ch.r0) * U;
+        S* o = dhd + j * P + u0;
+        for (int64_t p = 0; p < nu; ++p) o[p] = Cell::kDirect ? y[p] + o[p] : y[p];
+      }
+    }
+  };
+  cpu::run_stages(geo.workers, 1 + geo.steps * phases, count, work);
+
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t j = 0; j < B; ++j) {
+      std::copy_n(dh + (d * B + j) * P, P, dh0 + (d * B + order[j]) * P);
+      if (with_c) std::copy_n(dc + (d * B + j) * H, H, dc0 + (d * B + order[j]) * H);
+    }
   }
 }
 
 template <typename S>
-Dir<S> direction(const LayerArgs& a, int64_t d, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
-                 const std::optional<at::Tensor>& w_hr) {
-  return {d, d == 1, w_hh[d].data_ptr<S>(),
-          (a.bias_apart && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
-          a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr};
+std::vector<Dir<S>> directions(const LayerArgs& a, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+                               const std::optional<at::Tensor>& w_hr) {
+  std::vector<Dir<S>> dirs;
+  for (int64_t d = 0; d < a.D; ++d) {
+    dirs.push_back({d == 1, w_hh[d].data_ptr<S>(), (a.bias_apart && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
+                    a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr});
+  }
+  return dirs;
 }
 
 void check_cpu_dtype(const at::Tensor& x) {
@@ -323,13 +450,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   at::Tensor saved = train ? at::empty({a.D, tk.N, a.layout.K}, opt) : at::empty({0}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
     with_cell(a.cell, [&](auto cell) {
-      for (int64_t d = 0; d < a.D; ++d) {
-        forward_direction<decltype(cell), scalar_t>(
-            a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(), gx[d].data_ptr<scalar_t>(),
-            h0[d].data_ptr<scalar_t>(), c0 ? (*c0)[d].data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
-            h_n[d].data_ptr<scalar_t>(), a.cell_state ? c_n[d].data_ptr<scalar_t>() : nullptr,
-            train ? saved[d].data_ptr<scalar_t>() : nullptr);
-      }
+      forward_layer<decltype(cell), scalar_t>(
+          a, directions<scalar_t>(a, w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N, gx.data_ptr<scalar_t>(),
+          h0.data_ptr<scalar_t>(), c0 ? c0->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+          h_n.data_ptr<scalar_t>(), a.cell_state ? c_n.data_ptr<scalar_t>() : nullptr,
+          train ? saved.data_ptr<scalar_t>() : nullptr);
     });
   });
   return {out, h_n, c_n, saved};
@@ -365,14 +490,12 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   at::Tensor dc0 = a.cell_state ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_backward_cpu", [&] {
     with_cell(a.cell, [&](auto cell) {
-      for (int64_t d = 0; d < a.D; ++d) {
-        backward_direction<decltype(cell), scalar_t>(
-            a, direction<scalar_t>(a, d, w_hh, b_hh, w_hr), lp, order, tk.row.data(), saved[d].data_ptr<scalar_t>(),
-            grad_out.data_ptr<scalar_t>(), grad_hn[d].data_ptr<scalar_t>(),
-            a.cell_state ? grad_cn[d].data_ptr<scalar_t>() : nullptr, dgx[d].data_ptr<scalar_t>(),
-            dgh[d].data_ptr<scalar_t>(), a.proj ? dH[d].data_ptr<scalar_t>() : nullptr, dh0[d].data_ptr<scalar_t>(),
-            a.cell_state ? dc0[d].data_ptr<scalar_t>() : nullptr);
-      }
+      backward_layer<decltype(cell), scalar_t>(
+          a, directions<scalar_t>(a, w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N, saved.data_ptr<scalar_t>(),
+          grad_out.data_ptr<scalar_t>(), grad_hn.data_ptr<scalar_t>(),
+          a.cell_state ? grad_cn.data_ptr<scalar_t>() : nullptr, dgx.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(),
+          a.proj ? dH.data_ptr<scalar_t>() : nullptr, dh0.data_ptr<scalar_t>(),
+          a.cell_state ? dc0.data_ptr<scalar_t>() : nullptr);
     });
   });
   const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
