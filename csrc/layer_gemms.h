@@ -18,17 +18,25 @@ inline at::Tensor valid_positions(const at::Tensor& lengths, int64_t T, int64_t 
   return (at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0)).view({T * B}).nonzero().squeeze(1);
 }
 
-// gx [D, N, G] = x_rows [N, I] W_ih^T + b_ih (+ b_hh where both biases simply add; a cell whose
-// b_hh stays apart, GRU's, adds it to the recurrent product instead: cells/*.h kBiasApart).
+// The bias added to x W_ih^T, [D, G] (undefined without biases): b_ih, plus b_hh where both biases
+// simply add (a cell whose b_hh stays apart, GRU's, adds it to the recurrent product instead:
+// cells/*.h kBiasApart).
+inline at::Tensor input_bias(const LayerArgs& a, const std::optional<at::Tensor>& b_ih,
+                             const std::optional<at::Tensor>& b_hh) {
+  if (!a.bias) return at::Tensor();
+  return (a.bias_apart ? *b_ih : *b_ih + *b_hh).contiguous();
+}
+
+// gx [D, N, G] = x_rows [N, I] W_ih^T + input_bias.
 inline at::Tensor input_projection(const LayerArgs& a, const at::Tensor& x2, const at::Tensor& w_ih,
                                    const std::optional<at::Tensor>& b_ih,
                                    const std::optional<at::Tensor>& b_hh) {
   at::Tensor gx = at::empty({a.D, x2.size(0), a.G}, x2.options());
+  const at::Tensor bias = input_bias(a, b_ih, b_hh);
   for (int64_t d = 0; d < a.D; ++d) {
     at::Tensor out = gx[d];
-    if (a.bias) {
-      at::Tensor b = a.bias_apart ? (*b_ih)[d] : (*b_ih)[d] + (*b_hh)[d];
-      at::addmm_out(out, b, x2, w_ih[d].t());
+    if (bias.defined()) {
+      at::addmm_out(out, bias[d], x2, w_ih[d].t());
     } else {
       at::mm_out(out, x2, w_ih[d].t());
     }

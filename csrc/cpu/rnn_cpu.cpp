@@ -54,8 +54,8 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
 #define PRNN_CPU_CLONES
 #endif
 
-// The cell's forward over n units of one row (cells/*.h): gx (gate stride H) and gh (gate stride
-// sg) the row's projections (gh with b_hh where the cell keeps it apart), h_prev = h_{t-1}, out the
+// The cell's forward over n units of one row (cells/*.h): gx and gh (gate stride sg) the row's
+// projections (gh with b_hh where the cell keeps it apart), h_prev = h_{t-1}, out the
 // cell's output (the new h, or m before a projection), c in c_{t-1} and out c_t (cells with a cell
 // state). With `act` (the saved row), also the cell's activations at act[k*H + u] and c_{t-1} at
 // c_prev[u]. Two loops, each without a branch inside: a conditional store keeps GCC from
@@ -69,7 +69,7 @@ inline __attribute__((always_inline)) void cells_forward_loop(int64_t n, int64_t
   constexpr int NG = Cell::kGates;
   for (int64_t u = 0; u < n; ++u) {
     S x[NG], y[NG];
-    for (int g = 0; g < NG; ++g) x[g] = gx[g * H + u], y[g] = gh[g * sg + u];
+    for (int g = 0; g < NG; ++g) x[g] = gx[g * sg + u], y[g] = gh[g * sg + u];
     const S cp = Cell::kCellState ? c[u] : S(0);
     const auto r = Cell::forward(x, y, h_prev[u], cp);
     if (Save) {
@@ -174,13 +174,16 @@ struct Geometry {
       while (n > 0 && len[order[n - 1]] <= s) --n;
       active[s] = n;
     }
-    // Rows per chunk: about 2^18 multiply-adds (some microseconds), so that claiming a chunk costs
-    // little beside it, yet a descheduled worker holds little.
-    rows = std::max<int64_t>(8, (int64_t(1) << 18) / std::max<int64_t>(1, unit_macs));
+    rows = rows_for(unit_macs);
     // A worker per 2^15 multiply-adds of the first step (about 2 us): below that, a stage's
     // hand-over between cores (some 100 ns) costs more than the second core saves.
     const int64_t work = D * a.B * macs;
     workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), work >> 15));
+  }
+  // Rows per chunk: about 2^18 multiply-adds (some microseconds), so that claiming a chunk costs
+  // little beside it, yet a descheduled worker holds little.
+  static int64_t rows_for(int64_t unit_macs) {
+    return std::max<int64_t>(8, (int64_t(1) << 18) / std::max<int64_t>(1, unit_macs));
   }
   int64_t row_blocks(int64_t s) const { return (active[s] + rows - 1) / rows; }
   int64_t units(int64_t width) const { return (width + U - 1) / U; }  // blocks of U over `width`
@@ -201,32 +204,39 @@ struct Geometry {
 template <typename S>
 struct Dir {
   bool reverse;
+  const S* w_ih;  // [G, I]
+  const S* b_x;   // [G], the bias added to x W_ih^T (b_ih, plus b_hh where it folds in); may be null
   const S* w_hh;  // [G, P]
   const S* b_hh;  // [G], cells that keep it apart (GRU; the others fold it into gx); may be null
   const S* w_hr;  // [P, H] or null
 };
 
-// The forward of one layer, both directions. Per direction d: gx [N, G] at gx + d*N*G, h0 [B, P],
-// c0 [B, H] (or null), out [T, B, D*P] (zero at padding on entry), h_n [B, P], c_n [B, H] (or
-// null), saved [N, K] (or null: inference keeps nothing).
+// The forward of one layer, both directions: x_rows [N, I] the token rows' inputs; per direction d:
+// h0 [B, P], c0 [B, H] (or null), out [T, B, D*P] (zero at padding on entry), h_n [B, P], c_n
+// [B, H] (or null), saved [N, K] (or null: inference keeps nothing).
 template <typename Cell, typename S>
 void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const int64_t* len,
-                   const std::vector<int64_t>& order, const int64_t* row, int64_t N, const S* gx, const S* h0,
+                   const std::vector<int64_t>& order, const int64_t* row, int64_t N, const S* x_rows, const S* h0,
                    const S* c0, S* out, S* h_n, S* c_n, S* saved) {
   constexpr int NG = Cell::kGates;
   constexpr bool with_c = Cell::kCellState;
-  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, D = a.D, DP = D * P;
+  const int64_t B = a.B, H = a.H, P = a.P, G = a.G, D = a.D, I = a.I, DP = D * P;
   const SavedLayout& L = a.layout;
-  const Product<S, NG> gates;  // h_{t-1} W_hh^T, per unit block
+  const Product<S, NG> gates;  // x W_ih^T and h_{t-1} W_hh^T, per unit block
   const Product<S, 1> single;  // m W_hr^T, per block of state columns
   const int64_t U = gates.U;
   const Geometry geo(a, len, order, U, P * NG * U, P * G + (a.proj ? H * P : 0));
   const int64_t ub = geo.units(H), pb = a.proj ? geo.units(P) : 0;
+  const int64_t xrows = Geometry::rows_for(I * NG * U), xblocks = (N + xrows - 1) / xrows;
 
-  S *w_hh, *w_hr = nullptr, *h, *c = nullptr, *m = nullptr, *scratch;
+  // gx: x W_ih^T + b per unit block, [D][ub][N][NG][U]: a chunk of the input projection writes
+  // its tile in place, and a step's chunk reads its rows' gates from one place.
+  S *w_ih, *w_hh, *w_hr = nullptr, *gx, *h, *c = nullptr, *m = nullptr, *scratch;
   Arena<S> arena;
+  arena.add(w_ih, D * ub * I * NG * U);  // [D][ub][I][NG][U]
   arena.add(w_hh, D * ub * P * NG * U);  // [D][ub][P][NG][U]
   if (a.proj) arena.add(w_hr, D * pb * H * U), arena.add(m, D * B * H);  // [D][pb][H][U]; m [D, B, H]
+  arena.add(gx, D * ub * N * NG * U);
   arena.add(h, 2 * D * B * P);  // [2][D, B, P]: h_{t-1} and h_t, by parity of the step
   if (with_c) arena.add(c, D * B * H);
   arena.add(scratch, geo.workers * geo.rows * NG * U);
@@ -240,23 +250,39 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].reverse ? len[b] - 1 - s : s; };
   const int64_t phases = a.proj ? 2 : 1;
 
+  // Stages: 0 packs the weights, 1 is the input projection, then each step (2 + s*phases + phase).
   auto count = [&](int64_t k) {
-    if (k == 0) return D * (ub + pb);
-    const int64_t s = (k - 1) / phases;
-    return geo.chunks((k - 1) % phases ? pb : ub, s);
+    if (k == 0) return D * (2 * ub + pb);
+    if (k == 1) return D * ub * xblocks;
+    const int64_t s = (k - 2) / phases;
+    return geo.chunks((k - 2) % phases ? pb : ub, s);
   };
   auto work = [&](int64_t k, int64_t ci, int64_t w) {
-    if (k == 0) {  // pack one block of one direction
-      const int64_t d = ci / (ub + pb), b = ci % (ub + pb);
+    if (k == 0) {  // pack one block of one direction's weights
+      const int64_t d = ci / (2 * ub + pb), b = ci % (2 * ub + pb);
       if (b < ub) {
-        cpu::pack_block<S>({dirs[d].w_hh, P, 1}, NG, H, P, U, b, w_hh + (d * ub + b) * P * NG * U);
+        cpu::pack_block<S>({dirs[d].w_ih, I, 1}, NG, H, I, U, b, w_ih + (d * ub + b) * I * NG * U);
+      } else if (b < 2 * ub) {
+        cpu::pack_block<S>({dirs[d].w_hh, P, 1}, NG, H, P, U, b - ub, w_hh + (d * ub + b - ub) * P * NG * U);
       } else {
-        cpu::pack_block<S>({dirs[d].w_hr, H, 1}, 1, P, H, U, b - ub, w_hr + (d * pb + b - ub) * H * U);
+        cpu::pack_block<S>({dirs[d].w_hr, H, 1}, 1, P, H, U, b - 2 * ub, w_hr + (d * pb + b - 2 * ub) * H * U);
       }
       return;
     }
-    const int64_t s = (k - 1) / phases;
-    const bool project = (k - 1) % phases == 1;
+    if (k == 1) {  // gx for one block of token rows and units, with the biases that fold in
+      const int64_t d = ci / (ub * xblocks), blk = ci % (ub * xblocks) / xblocks, r0 = ci % xblocks * xrows;
+      const int64_t n = std::min(N, r0 + xrows) - r0, u0 = blk * U, nu = std::min(U, H - u0);
+      S* y = gx + ((d * ub + blk) * N + r0) * NG * U;
+      gates(n, I, x_rows + r0 * I, I, w_ih + (d * ub + blk) * I * NG * U, y);
+      if (const S* bias = dirs[d].b_x) {
+        for (int64_t r = 0; r < n; ++r)
+          for (int g = 0; g < NG; ++g)
+            for (int64_t u = 0; u < nu; ++u) y[(r * NG + g) * U + u] += bias[g * H + u0 + u];
+      }
+      return;
+    }
+    const int64_t s = (k - 2) / phases;
+    const bool project = (k - 2) % phases == 1;
     const auto ch = geo.chunk(ci, project ? pb : ub, s);
     const int64_t d = ch.d, n = ch.r1 - ch.r0, u0 = ch.block * U, nu = std::min(U, (project ? P : H) - u0);
     const S* hc = h + ((s % 2) * D + d) * B * P;  // h_{t-1}
@@ -285,7 +311,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       if (sv && !a.proj) std::copy_n(hc + j * P + u0, nu, sv + L.h_prev + u0);
       // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
       S* o = a.proj ? m + (d * B + j) * H + u0 : hn + j * P + u0;
-      cells_forward<Cell, S>(nu, H, gx + (d * N + r) * G + u0, y, U, hc + j * P + u0, o,
+      cells_forward<Cell, S>(nu, H, gx + ((d * ub + ch.block) * N + r) * NG * U, y, U, hc + j * P + u0, o,
                              with_c ? c + (d * B + j) * H + u0 : nullptr, sv ? sv + L.act + u0 : nullptr,
                              sv && with_c ? sv + L.c_prev + u0 : nullptr);
       if (a.proj) {
@@ -295,7 +321,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       }
     }
   };
-  cpu::run_stages(geo.workers, 1 + geo.steps * phases, count, work);
+  cpu::run_stages(geo.workers, 2 + geo.steps * phases, count, work);
 
   for (int64_t d = 0; d < D; ++d) {
     for (int64_t j = 0; j < B; ++j) {  // a row's last h is in the buffer of its length's parity
@@ -405,12 +431,15 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
   }
 }
 
+// bias_x: [D, G] or undefined (no bias), the bias of x W_ih^T (layer_gemms.h's rule).
 template <typename S>
-std::vector<Dir<S>> directions(const LayerArgs& a, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+std::vector<Dir<S>> directions(const LayerArgs& a, const at::Tensor& w_ih, const at::Tensor& bias_x,
+                               const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
                                const std::optional<at::Tensor>& w_hr) {
   std::vector<Dir<S>> dirs;
   for (int64_t d = 0; d < a.D; ++d) {
-    dirs.push_back({d == 1, w_hh[d].data_ptr<S>(), (a.bias_apart && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
+    dirs.push_back({d == 1, w_ih[d].data_ptr<S>(), bias_x.defined() ? bias_x[d].data_ptr<S>() : nullptr,
+                    w_hh[d].data_ptr<S>(), (a.bias_apart && a.bias) ? (*b_hh)[d].data_ptr<S>() : nullptr,
                     a.proj ? (*w_hr)[d].data_ptr<S>() : nullptr});
   }
   return dirs;
@@ -430,18 +459,19 @@ at::Tensor token_index_cpu(const at::Tensor& lengths, int64_t T) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
     int64_t cell, const at::Tensor& x_, const at::Tensor& lengths, const std::optional<at::Tensor>& tokens,
     const std::optional<at::Tensor>& host_lengths, const at::Tensor& h0_, const std::optional<at::Tensor>& c0_,
-    const at::Tensor& w_ih, const at::Tensor& w_hh_, const std::optional<at::Tensor>& b_ih,
+    const at::Tensor& w_ih_, const at::Tensor& w_hh_, const std::optional<at::Tensor>& b_ih,
     const std::optional<at::Tensor>& b_hh_, const std::optional<at::Tensor>& w_hr_, bool train, int64_t path) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls record no graph
-  const LayerArgs a(cell, x_, lengths, tokens, host_lengths, h0_, c0_, w_ih, w_hh_, b_ih, b_hh_, w_hr_, path);
+  const LayerArgs a(cell, x_, lengths, tokens, host_lengths, h0_, c0_, w_ih_, w_hh_, b_ih, b_hh_, w_hr_, path);
   check_cpu_dtype(x_);
-  const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_hh = w_hh_.contiguous();
+  const at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const auto c0 = contig(c0_), b_hh = contig(b_hh_), w_hr = contig(w_hr_);
   const at::Tensor len = lengths.contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
   const Tokens tk(tokens, lp, a.T, a.B);
-  const at::Tensor gx = input_projection(a, x.view({a.T * a.B, a.I}).index_select(0, tk.index), w_ih, b_ih, b_hh_);
+  const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
+  const at::Tensor bias_x = input_bias(a, b_ih, b_hh_);
   const auto opt = x.options();
   at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
@@ -451,7 +481,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
     with_cell(a.cell, [&](auto cell) {
       forward_layer<decltype(cell), scalar_t>(
-          a, directions<scalar_t>(a, w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N, gx.data_ptr<scalar_t>(),
+          a, directions<scalar_t>(a, w_ih, bias_x, w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N,
+          x_rows.data_ptr<scalar_t>(),
           h0.data_ptr<scalar_t>(), c0 ? c0->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
           h_n.data_ptr<scalar_t>(), a.cell_state ? c_n.data_ptr<scalar_t>() : nullptr,
           train ? saved.data_ptr<scalar_t>() : nullptr);
@@ -491,7 +522,8 @@ rnn_layer_backward_cpu(int64_t cell, const at::Tensor& x_, const at::Tensor& len
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_backward_cpu", [&] {
     with_cell(a.cell, [&](auto cell) {
       backward_layer<decltype(cell), scalar_t>(
-          a, directions<scalar_t>(a, w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N, saved.data_ptr<scalar_t>(),
+          a, directions<scalar_t>(a, w_ih, at::Tensor(), w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N,
+          saved.data_ptr<scalar_t>(),
           grad_out.data_ptr<scalar_t>(), grad_hn.data_ptr<scalar_t>(),
           a.cell_state ? grad_cn.data_ptr<scalar_t>() : nullptr, dgx.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(),
           a.proj ? dH.data_ptr<scalar_t>() : nullptr, dh0.data_ptr<scalar_t>(),
