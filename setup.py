@@ -63,7 +63,7 @@ def extension():
     listed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(listed)  # csrc/sources.py: the one list of sources
     sources = [os.path.relpath(p, ROOT) for p in listed.extension(cuda)]
-    args = {"cxx": ["-O3"]}  # the C++ standard is left to torch (2.14 needs C++20)
+    args = {"cxx": listed.cxx_flags()}  # the C++ standard is left to torch (2.14 needs C++20)
     make = cpp_extension.CppExtension
     if cuda:
         default_cuda_archs(os.environ, torch.cuda.is_available())

@@ -28,6 +28,20 @@ def cuda_glue():
     return _glob("cuda/*_launch.cpp")
 
 
+def cxx_flags():
+    """The C++ compiler's flags for every build. -fopenmp where torch runs on OpenMP (its Linux
+    wheels): ATen's at::parallel_for is inline, and without _OPENMP in our translation units it
+    runs serially. Nothing more is linked: the OpenMP symbols resolve to the runtime torch loads."""
+    import sys
+
+    import torch
+
+    flags = ["-O3"]
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        flags.append("-fopenmp")
+    return flags
+
+
 def extension(with_cuda):
     """Every source of packedrnn._C."""
     return cpu() + (cuda_kernels() + cuda_glue() if with_cuda else [])

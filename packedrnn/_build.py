@@ -79,7 +79,7 @@ def _jit_build() -> bool:
               f"(first use only; a minute or more), cached in {where}", file=sys.stderr, flush=True)
     try:
         cpp_extension.load(name=name, sources=listed.extension(cuda), extra_include_paths=listed.INCLUDE_DIRS,
-                           extra_cflags=["-O3"], extra_cuda_cflags=["-O3"], is_python_module=False,
+                           extra_cflags=listed.cxx_flags(), extra_cuda_cflags=["-O3"], is_python_module=False,
                            verbose=False)
     except Exception as e:  # no compiler, or a failed build: fall back, loudly once
         _status["reason"] = f"the just-in-time build failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
