@@ -139,6 +139,69 @@ def test_repeatable_and_thread_count_independent(cell, tune):
         torch.set_num_threads(threads)
 
 
+def _layer_results(cell, dtype, lengths, proj=0, T=40):
+    """One 2-layer bidirectional module's out and h_n (forward) and every gradient (backward)."""
+    kw = {"proj_size": proj} if proj else {}
+    ours, _ = make_pair(cell, 24, 48, dtype=dtype, num_layers=2, bidirectional=True, **kw)
+    g = torch.Generator().manual_seed(0)  # not the global one: test_concurrent_callers runs this on threads
+    ours.load_state_dict({k: torch.randn(v.shape, generator=g, dtype=v.dtype) * 0.2
+                          for k, v in ours.state_dict().items()})
+    x, hx = random_inputs(ours, lengths, T, with_hx=True)
+    out, state = ours(x, hx, lengths=lengths)
+    h_n = state[0] if isinstance(state, tuple) else state
+    grads = torch.autograd.grad(out.sum(), [x] + list(ours.parameters()))
+    return [out.detach(), h_n.detach()], list(grads)
+
+
+@pytest.mark.parametrize("cell,proj", [("LSTM", 0), ("LSTM", 16), ("GRU", 0), ("RNN_TANH", 0)])
+def test_more_threads_than_cores(cell, proj, tune):
+    """The CPU recurrence with more workers than cores (descheduled workers, stolen chunks, a worker
+    taking the call alone) gives the 1-thread results: the forward bitwise in fp32 (all of it runs
+    on packedrnn's own products, whose sums do not depend on the split), the backward within 1e-6
+    of each tensor's scale (its weight gradients are BLAS's, which round by thread count)."""
+    tune(backend="cpu")
+    lengths = [40, 17, 0, 40, 5, 33, 9, 40, 1, 28, 40, 12, 3, 40, 22, 31]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = _layer_results(cell, torch.float32, lengths, proj)
+        torch.set_num_threads(3 * (os.cpu_count() or 1))
+        for _ in range(3):
+            got = _layer_results(cell, torch.float32, lengths, proj)
+            for a, b in zip(got[0], want[0]):
+                assert torch.equal(a, b)
+            for a, b in zip(got[1], want[1]):  # 1e-6 of the tensor's scale, as across thread counts
+                assert (a - b).abs().max().item() <= 1e-6 * max(1.0, b.abs().max().item())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_concurrent_callers(tune):
+    """Calls from several Python threads at once (each its own parallel region) do not mix."""
+    import threading
+
+    tune(backend="cpu")
+    cases = [("LSTM", [40, 3, 0, 40, 17, 22, 9, 31]), ("GRU", [12, 40, 40, 1, 0, 5, 38, 20])]
+    want = {cell: _layer_results(cell, torch.float64, lengths) for cell, lengths in cases}
+    errors = []
+
+    def run(cell, lengths):
+        try:
+            for _ in range(3):
+                got = _layer_results(cell, torch.float64, lengths)
+                for a, b in zip(got[0] + got[1], want[cell][0] + want[cell][1]):
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        except Exception as e:  # noqa: BLE001 - reported below, on the test's thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=case) for case in cases * 2]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors[0]
+
+
 @pytest.mark.parametrize("tokens", ["", "0", "1"])
 def test_which_cuda_layers_gather(tokens, tune):
     """Host lengths reach the CUDA op (which then gathers the valid rows) where the forward
