@@ -38,12 +38,16 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--suite", default="cpu")
+    p.add_argument("--rows", default="", help="comma-separated row numbers of the suite (default: all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{bench.machine(torch.device('cpu'))}, {args.threads} threads, medians of {args.repeat}")
     print("| case | packedrnn quiet ms | busy ms | ratio | nn + packing quiet ms | busy ms | ratio |")
     print("|---|---|---|---|---|---|---|")
-    for case in bench.SUITES[args.suite]:
+    rows = [int(r) for r in args.rows.split(",")] if args.rows else None
+    for i, case in enumerate(bench.SUITES[args.suite]):
+        if rows is not None and i not in rows:
+            continue
         quiet = measure(case, args.repeat)
         stop = mp.Event()
         busy = mp.Process(target=spin, args=(stop,))

@@ -211,12 +211,14 @@ struct Dir {
   const S* w_hr;  // [P, H] or null
 };
 
-// The forward of one layer, both directions: x_rows [N, I] the token rows' inputs; per direction d:
-// h0 [B, P], c0 [B, H] (or null), out [T, B, D*P] (zero at padding on entry), h_n [B, P], c_n
-// [B, H] (or null), saved [N, K] (or null: inference keeps nothing).
+// The forward of one layer, both directions: x [T, B, I] (read at the token rows' positions,
+// `index`); per direction d: h0 [B, P], c0 [B, H] (or null), out [T, B, D*P] (uninitialised on
+// entry: zeroed at padding here), h_n [B, P], c_n [B, H] (or null), saved [N, K] (or null:
+// inference keeps nothing).
 template <typename Cell, typename S>
 void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const int64_t* len,
-                   const std::vector<int64_t>& order, const int64_t* row, int64_t N, const S* x_rows, const S* h0,
+                   const std::vector<int64_t>& order, const int64_t* row, const int64_t* index, int64_t N,
+                   const S* x, const S* h0,
                    const S* c0, S* out, S* h_n, S* c_n, S* saved) {
   constexpr int NG = Cell::kGates;
   constexpr bool with_c = Cell::kCellState;
@@ -239,7 +241,8 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   arena.add(gx, D * ub * N * NG * U);
   arena.add(h, 2 * D * B * P);  // [2][D, B, P]: h_{t-1} and h_t, by parity of the step
   if (with_c) arena.add(c, D * B * H);
-  arena.add(scratch, geo.workers * geo.rows * NG * U);
+  const int64_t tile_size = std::max(geo.rows * NG * U, xrows * I);  // a step's gates, or gathered x rows
+  arena.add(scratch, geo.workers * tile_size);
   const at::Tensor keep = arena.allocate(at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
   for (int64_t d = 0; d < D; ++d) {
     for (int64_t j = 0; j < B; ++j) {
@@ -253,7 +256,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   // Stages: 0 packs the weights, 1 is the input projection, then each step (2 + s*phases + phase).
   auto count = [&](int64_t k) {
     if (k == 0) return D * (2 * ub + pb);
-    if (k == 1) return D * ub * xblocks;
+    if (k == 1) return D * ub * xblocks + B;  // and one chunk per batch row: out's padding
     const int64_t s = (k - 2) / phases;
     return geo.chunks((k - 2) % phases ? pb : ub, s);
   };
@@ -270,10 +273,17 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       return;
     }
     if (k == 1) {  // gx for one block of token rows and units, with the biases that fold in
+      if (ci >= D * ub * xblocks) {  // zero out[t, b] past b's length (nothing else writes there)
+        const int64_t b = ci - D * ub * xblocks;
+        for (int64_t t = len[b]; t < a.T; ++t) std::fill_n(out + (t * B + b) * DP, DP, S(0));
+        return;
+      }
       const int64_t d = ci / (ub * xblocks), blk = ci % (ub * xblocks) / xblocks, r0 = ci % xblocks * xrows;
       const int64_t n = std::min(N, r0 + xrows) - r0, u0 = blk * U, nu = std::min(U, H - u0);
+      S* rows = scratch + w * tile_size;  // the chunk's x rows, gathered (1/(NG*U) of its products)
+      for (int64_t r = 0; r < n; ++r) std::copy_n(x + index[r0 + r] * I, I, rows + r * I);
       S* y = gx + ((d * ub + blk) * N + r0) * NG * U;
-      gates(n, I, x_rows + r0 * I, I, w_ih + (d * ub + blk) * I * NG * U, y);
+      gates(n, I, rows, I, w_ih + (d * ub + blk) * I * NG * U, y);
       if (const S* bias = dirs[d].b_x) {
         for (int64_t r = 0; r < n; ++r)
           for (int g = 0; g < NG; ++g)
@@ -287,7 +297,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
     const int64_t d = ch.d, n = ch.r1 - ch.r0, u0 = ch.block * U, nu = std::min(U, (project ? P : H) - u0);
     const S* hc = h + ((s % 2) * D + d) * B * P;  // h_{t-1}
     S* hn = h + (((s + 1) % 2) * D + d) * B * P;  // h_t
-    S* tile = scratch + w * geo.rows * NG * U;
+    S* tile = scratch + w * tile_size;
     if (project) {  // h_t = m W_hr^T for this block of state columns
       single(n, H, m + (d * B + ch.r0) * H, H, w_hr + (d * pb + ch.block) * H * U, tile);
       for (int64_t j = ch.r0; j < ch.r1; ++j) {
@@ -470,10 +480,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   const int64_t* lp = len.data_ptr<int64_t>();
   const std::vector<int64_t> order = by_length(lp, a.B);
   const Tokens tk(tokens, lp, a.T, a.B);
-  const at::Tensor x_rows = x.view({a.T * a.B, a.I}).index_select(0, tk.index);
   const at::Tensor bias_x = input_bias(a, b_ih, b_hh_);
   const auto opt = x.options();
-  at::Tensor out = at::zeros({a.T, a.B, a.D * a.P}, opt);
+  at::Tensor out = at::empty({a.T, a.B, a.D * a.P}, opt);
   at::Tensor h_n = at::empty({a.D, a.B, a.P}, opt);
   at::Tensor c_n = a.cell_state ? at::empty({a.D, a.B, a.H}, opt) : at::empty({0}, opt);
   // The token rows only, each written by the recurrence (csrc/ops.cpp: [D, N, K]).
@@ -481,8 +490,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_layer_cpu(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "packedrnn_rnn_layer_cpu", [&] {
     with_cell(a.cell, [&](auto cell) {
       forward_layer<decltype(cell), scalar_t>(
-          a, directions<scalar_t>(a, w_ih, bias_x, w_hh, b_hh, w_hr), lp, order, tk.row.data(), tk.N,
-          x_rows.data_ptr<scalar_t>(),
+          a, directions<scalar_t>(a, w_ih, bias_x, w_hh, b_hh, w_hr), lp, order, tk.row.data(),
+          tk.index.data_ptr<int64_t>(), tk.N, x.data_ptr<scalar_t>(),
           h0.data_ptr<scalar_t>(), c0 ? c0->data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
           h_n.data_ptr<scalar_t>(), a.cell_state ? c_n.data_ptr<scalar_t>() : nullptr,
           train ? saved.data_ptr<scalar_t>() : nullptr);

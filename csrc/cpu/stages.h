@@ -30,7 +30,7 @@ namespace packedrnn {
 namespace cpu {
 
 constexpr int kSpinsBeforeYield = 2000;
-constexpr std::chrono::microseconds kSoloAfter{1000};
+constexpr std::chrono::microseconds kSoloAfter{200};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(_M_X64)
