@@ -1,18 +1,17 @@
 // CPU implementation of packedrnn::rnn_layer and packedrnn::rnn_layer_backward (schemas and the
 // shape legend: ops.cpp and cells.h).
 //
-// Algorithm, per layer call:
-//   1. The valid (t, b) positions are gathered into N = sum(lengths) token rows (time-major), and
-//      gx = x W_ih^T + b is one GEMM over them (layer_gemms.h): no work on padding.
-//   2. Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
+// Algorithm, per layer call, in one parallel region (cpu/stages.h; docs/ARCHITECTURE.md, 4b):
+//   1. The valid (t, b) positions are N = sum(lengths) token rows (time-major): no work on padding.
+//      Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
 //      caller's order is untouched), so at step s the active rows are the first n(s) of that order.
-//   3. The recurrence runs in one parallel region (cpu/stages.h): first W_hh (and W_hr) are packed
-//      for the step products (cpu/step_product.h), then every step is one stage (two with a
-//      projection) cut into chunks of (direction, block of U hidden units, block of rows): a chunk
-//      computes its units' gates of h_{t-1} W_hh^T for its rows and runs the cell update (its trait,
-//      cells/*.h) on them; t = s forward, or lengths[b]-1-s in reverse. Both directions run in the
-//      same stages. Padded x is never read; finished rows are never touched.
-//   4. Backward walks the steps in reverse with the same active sets and chunks (cell backward per
+//   2. Stage 0 packs W_ih, W_hh (and W_hr) for the products (cpu/step_product.h); stage 1 is
+//      gx = x W_ih^T + b over the token rows (and zeroes out's padding); then every step is one
+//      stage (two with a projection) cut into chunks of (direction, block of U hidden units, block
+//      of rows): a chunk computes its units' gates of h_{t-1} W_hh^T for its rows and runs the cell
+//      update (its trait, cells/*.h) on them; t = s forward, or lengths[b]-1-s in reverse. Both
+//      directions run in the same stages. Padded x is never read; finished rows are never touched.
+//   3. Backward walks the steps in reverse with the same active sets and chunks (cell backward per
 //      unit block, then dL/dh_{t-1} = dgh W_hh per block of state columns), producing dgx/dgh per
 //      token row; the weight and input gradients are then large GEMMs over the N rows (layer_gemms.h).
 // Nothing is allocated per step: a call's buffers come from one workspace (Arena).
