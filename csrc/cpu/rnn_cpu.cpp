@@ -144,10 +144,10 @@ template <typename S>
 class Arena {
  public:
   void add(S*& p, int64_t n) { parts_.emplace_back(&p, (n + 15) / 16 * 16); }  // 64-byte aligned parts
-  at::Tensor allocate(const at::TensorOptions& opt) {
+  at::Tensor allocate() {
     int64_t total = 0;
     for (const auto& p : parts_) total += p.second;
-    at::Tensor buf = at::empty({total}, opt);
+    at::Tensor buf = at::empty({total}, at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
     S* next = buf.data_ptr<S>();
     for (const auto& p : parts_) *p.first = next, next += p.second;
     return buf;
@@ -156,6 +156,19 @@ class Arena {
  private:
   std::vector<std::pair<S**, int64_t>> parts_;
 };
+
+// Rows between the caller's order and the by-length one: for each direction, dst[j] = src[order[j]]
+// (to_sorted) or dst[order[j]] = src[j], `width` values per row.
+template <typename S>
+void reorder(const S* src, S* dst, const std::vector<int64_t>& order, int64_t D, int64_t width, bool to_sorted) {
+  const int64_t B = order.size();
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t j = 0; j < B; ++j) {
+      const int64_t from = to_sorted ? order[j] : j, to = to_sorted ? j : order[j];
+      std::copy_n(src + (d * B + from) * width, width, dst + (d * B + to) * width);
+    }
+  }
+}
 
 // How a layer call's recurrence is cut up, and on how many threads: every rule that picks the CPU
 // recurrence's shape, in one place.
@@ -208,6 +221,8 @@ struct Dir {
   const S* w_hh;  // [G, P]
   const S* b_hh;  // [G], cells that keep it apart (GRU; the others fold it into gx); may be null
   const S* w_hr;  // [P, H] or null
+  // The time of row b's step s (steps count from each row's own first step in this direction).
+  int64_t time(const int64_t* len, int64_t b, int64_t s) const { return reverse ? len[b] - 1 - s : s; }
 };
 
 // The forward of one layer, both directions: x [T, B, I] (read at the token rows' positions,
@@ -242,14 +257,10 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   if (with_c) arena.add(c, D * B * H);
   const int64_t tile_size = std::max(geo.rows * NG * U, xrows * I);  // a step's gates, or gathered x rows
   arena.add(scratch, geo.workers * tile_size);
-  const at::Tensor keep = arena.allocate(at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
-  for (int64_t d = 0; d < D; ++d) {
-    for (int64_t j = 0; j < B; ++j) {
-      std::copy_n(h0 + (d * B + order[j]) * P, P, h + (d * B + j) * P);
-      if (with_c) std::copy_n(c0 + (d * B + order[j]) * H, H, c + (d * B + j) * H);
-    }
-  }
-  auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].reverse ? len[b] - 1 - s : s; };
+  const at::Tensor keep = arena.allocate();
+  reorder(h0, h, order, D, P, true);
+  if (with_c) reorder(c0, c, order, D, H, true);
+  auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].time(len, b, s); };
   const int64_t phases = a.proj ? 2 : 1;
 
   // Stages: 0 packs the weights, 1 is the input projection, then each step (2 + s*phases + phase).
@@ -336,9 +347,9 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
     for (int64_t j = 0; j < B; ++j) {  // a row's last h is in the buffer of its length's parity
       const int64_t b = order[j];
       std::copy_n(h + ((len[b] % 2) * D + d) * B * P + j * P, P, h_n + (d * B + b) * P);
-      if (with_c) std::copy_n(c + (d * B + j) * H, H, c_n + (d * B + b) * H);
     }
   }
+  if (with_c) reorder<S>(c, c_n, order, D, H, false);
 }
 
 // The backward of one layer, both directions. Per direction d: saved [N, K], grad_out [T, B, D*P],
@@ -366,14 +377,10 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
   if (with_c) arena.add(dc, D * B * H);
   arena.add(dgc, D * B * G);
   arena.add(scratch, geo.workers * geo.rows * U);
-  const at::Tensor keep = arena.allocate(at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
-  for (int64_t d = 0; d < D; ++d) {
-    for (int64_t j = 0; j < B; ++j) {
-      std::copy_n(grad_hn + (d * B + order[j]) * P, P, dh + (d * B + j) * P);
-      if (with_c) std::copy_n(grad_cn + (d * B + order[j]) * H, H, dc + (d * B + j) * H);
-    }
-  }
-  auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].reverse ? len[b] - 1 - s : s; };
+  const at::Tensor keep = arena.allocate();
+  reorder(grad_hn, dh, order, D, P, true);
+  if (with_c) reorder(grad_cn, dc, order, D, H, true);
+  auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].time(len, b, s); };
   // Phases per step: [dL/dh_t with a projection, per block of P], the cell's backward per unit
   // block, dL/dh_{t-1} = dgh W_hh (+ the direct term) per block of P.
   const int64_t phases = a.proj ? 3 : 2, first = a.proj ? 0 : 1;
@@ -432,12 +439,8 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
   };
   cpu::run_stages(geo.workers, 1 + geo.steps * phases, count, work);
 
-  for (int64_t d = 0; d < D; ++d) {
-    for (int64_t j = 0; j < B; ++j) {
-      std::copy_n(dh + (d * B + j) * P, P, dh0 + (d * B + order[j]) * P);
-      if (with_c) std::copy_n(dc + (d * B + j) * H, H, dc0 + (d * B + order[j]) * H);
-    }
-  }
+  reorder<S>(dh, dh0, order, D, P, false);
+  if (with_c) reorder<S>(dc, dc0, order, D, H, false);
 }
 
 // bias_x: [D, G] or undefined (no bias), the bias of x W_ih^T (layer_gemms.h's rule).
