@@ -9,16 +9,19 @@
 // region may get fewer threads than asked, or run them one after the other), and a worker that
 // the OS deschedules, on a machine shared with other processes, delays at most the chunk it
 // holds. A worker that waits longer than kSoloAfter for one takes the rest of the call alone:
-// the others stop claiming, so a core that keeps being taken away no longer holds every step.
+// the others stop claiming and sleep until it is through, so a core that keeps being taken away
+// no longer holds every step.
 //
-// The wait spins (with the CPU's pause) and yields the core after kSpinsBeforeYield rounds; it
-// never sleeps.
+// The wait between stages spins (with the CPU's pause) and yields the core after
+// kSpinsBeforeYield rounds; it never sleeps.
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -50,6 +53,15 @@ void run_stages(int64_t workers, int64_t K, const Count& count, const Work& work
   // the counts of stages 0..k.
   std::vector<Counter> claims(workers), done(workers);
   std::atomic<int64_t> solo{-1};
+  // The others block until the solo worker is through: returned to the thread pool, they would
+  // spin in its barrier, on the very core the solo worker may share with them.
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool through = false;
+  auto await_solo = [&] {
+    std::unique_lock<std::mutex> lock(mutex);
+    cv.wait(lock, [&] { return through; });
+  };
 
   auto worker = [&](int64_t me) {
     std::vector<int64_t> base(workers, 0);  // claims[i] at the start of this stage
@@ -62,7 +74,10 @@ void run_stages(int64_t workers, int64_t K, const Count& count, const Work& work
         const int64_t lo = share(i), size = share(i + 1) - lo;
         for (;;) {
           const int64_t s = solo.load(std::memory_order_relaxed);
-          if (s >= 0 && s != me) return;
+          if (s >= 0 && s != me) {
+            await_solo();
+            return;
+          }
           int64_t v = claims[i].v.load(std::memory_order_relaxed);
           bool got = false;
           while (v < base[i] + size && !(got = claims[i].v.compare_exchange_weak(v, v + 1, std::memory_order_acquire,
@@ -93,6 +108,11 @@ void run_stages(int64_t workers, int64_t K, const Count& count, const Work& work
           solo.compare_exchange_strong(none, me);
         }
       }
+    }
+    if (solo.load(std::memory_order_relaxed) == me) {
+      std::lock_guard<std::mutex> lock(mutex);
+      through = true;
+      cv.notify_all();
     }
   };
   if (workers == 1) {
