@@ -109,9 +109,11 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
     T, B = x.shape[0], x.shape[1]
     given = None if lengths is None else lengths_to_tensor(lengths, B, T)
     lens = plan.CallLengths(given, x.device, B, T)
-    if given is not None:
+    which = plan.backend(x.device, x.dtype)
+    if given is not None and not lens.by_token(which, x, G, D):
         valid = torch.arange(T, device=x.device)[:, None] < lens.device[None, :]
-        # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN.
+        # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN
+        # where the layer reads every position (an op that runs by token never reads padding).
         x = torch.where(valid[:, :, None], x, x.new_zeros(()))
 
     has_c = spec.cell_state
@@ -128,7 +130,6 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
         h0, c0 = hx, None
         check_hidden("hx (h0)", "hidden", h0, (num_layers * D, B, hidden_size), x)
 
-    which = plan.backend(x.device, x.dtype)
     path = plan.path()
     h_n, c_n = [], []
     for layer in range(num_layers):

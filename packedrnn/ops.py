@@ -69,17 +69,20 @@ def fake_layer_backward(cell, x, lengths, tokens, host_lengths, h0, c0, w_ih, w_
     _same_device(x, lengths=lengths, tokens=tokens, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
                  w_hr=w_hr, saved=saved, grad_out=grad_out, grad_hn=grad_hn, grad_cn=grad_cn)
     def like(t):
-        return torch.empty_like(t) if t is not None else x.new_empty(0)
-    return (torch.empty_like(x), torch.empty_like(h0), like(c0), torch.empty_like(w_ih),
-            torch.empty_like(w_hh), like(b_ih), like(b_hh), like(w_hr))
+        return x.new_empty(t.shape) if t is not None else x.new_empty(0)
+    # Contiguous, as the kernels return them (x may be a view: batch_first's transpose).
+    return tuple(like(t) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
 
 
 def reference_layer(cell: int, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optional[Tensor], w_ih: Tensor,
                     w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor]):
     """What one rnn_layer call computes, through packedrnn.reference (differentiable, any device):
-    (out, h_n) and c_n for cells with a cell state, in the op's shapes (csrc/ops.cpp)."""
+    (out, h_n) and c_n for cells with a cell state, in the op's shapes (csrc/ops.cpp). Like the op
+    it never reads x's padding (which may hold NaN: an op that runs by token gets x as given)."""
     from . import reference
     spec = BY_CODE[cell]
+    valid = torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]
+    x = torch.where(valid[:, :, None], x, x.new_zeros(()))
     outs, hs, cs = [], [], []
     for d in range(w_ih.shape[0]):
         def pick(t):

@@ -187,6 +187,10 @@ class CallLengths:
             self._tokens = lengths_on(torch.ops.packedrnn.token_index(self.host, self.T), self.device.device)
         return self._tokens
 
+    def by_token(self, backend: str, x: Tensor, G: int, D: int) -> bool:
+        """Whether a layer of this call reads only the valid positions of x (never its padding)."""
+        return backend != "reference" and self.for_op(backend, x, G, D)[0] is not None
+
     def for_op(self, backend: str, x: Tensor, G: int, D: int):
         """(tokens, host_lengths) for a layer's op (csrc/ops.cpp): the CPU op always runs by token;
         CUDA where the lengths are on the host and gathers() says the skipped work pays."""

@@ -106,3 +106,28 @@ def test_vmap_equals_a_loop(device):
     mapped = vmap(lambda x: ours(x, lengths=lengths)[0])(xs)
     looped = torch.stack([ours(x, lengths=lengths)[0] for x in xs])
     torch.testing.assert_close(mapped, looped, rtol=0, atol=1e-6)
+
+
+def test_second_derivatives_ignore_nan_padding(device):
+    """x's padding holds NaN: second derivatives through x and a weight stay finite and match those
+    of the same call with zero padding (the op runs by token and never zeroes x for its backward)."""
+    torch.manual_seed(0)
+    ours, _ = make_pair("LSTM", 2, 3, device=device, dtype=torch.float64)
+    lengths = torch.tensor([3, 0, 2, 1])
+    clean = torch.randn(3, 4, 2, dtype=torch.float64, device=device)
+    padded = clean.clone()
+    for b, n in enumerate(lengths.tolist()):
+        padded[n:, b] = float("nan")
+
+    def grad_norm(x):
+        x = x.clone().requires_grad_()
+        out, _ = ours(x, lengths=lengths)
+        gx, gw = torch.autograd.grad(out.pow(2).sum(), (x, ours.weight_hh_l0), create_graph=True)
+        (second,) = torch.autograd.grad(gw.pow(2).sum() + gx.nan_to_num().pow(2).sum(), ours.weight_hh_l0)
+        return gw, second
+
+    gw, second = grad_norm(padded)
+    gw_clean, second_clean = grad_norm(clean)
+    assert torch.isfinite(gw).all() and torch.isfinite(second).all()
+    torch.testing.assert_close(gw, gw_clean)
+    torch.testing.assert_close(second, second_clean)

@@ -113,6 +113,15 @@ PRNN_CPU_CLONES void cells_backward(int64_t n, int64_t H, const S* __restrict__ 
   }
 }
 
+// Asks for the n values at p (their cache lines) into the L2 ahead of their use: a step's rows lie
+// scattered over buffers written long before (gx, saved), out of the hardware prefetcher's sight,
+// and a product runs meanwhile.
+template <typename S>
+inline void prefetch(const S* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t o = 0; o < n * int64_t(sizeof(S)); o += 64) __builtin_prefetch(c + o, 0, 2);
+}
+
 // The token rows (ops.cpp, `tokens`): row[t*B + b] is the row of (t, b), -1 for padding; index the
 // flat positions of rows 0..N-1. The caller's tokens must be exactly the valid positions of the
 // lengths (in any order), else a clear error: a position out of range, twice, missing or padded
@@ -319,6 +328,8 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       }
       return;
     }
+    const S* gxb = gx + (d * ub + ch.block) * N * NG * U;  // this block's gx, by token row
+    for (int64_t j = ch.r0; j < ch.r1; ++j) prefetch(gxb + row[time(d, order[j], s) * B + order[j]] * NG * U, NG * U);
     gates(n, P, hc + ch.r0 * P, P, w_hh + (d * ub + ch.block) * P * NG * U, tile);
     for (int64_t j = ch.r0; j < ch.r1; ++j) {
       const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
@@ -331,7 +342,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       if (sv && !a.proj) std::copy_n(hc + j * P + u0, nu, sv + L.h_prev + u0);
       // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
       S* o = a.proj ? m + (d * B + j) * H + u0 : hn + j * P + u0;
-      cells_forward<Cell, S>(nu, H, gx + ((d * ub + ch.block) * N + r) * NG * U, y, U, hc + j * P + u0, o,
+      cells_forward<Cell, S>(nu, H, gxb + r * NG * U, y, U, hc + j * P + u0, o,
                              with_c ? c + (d * B + j) * H + u0 : nullptr, sv ? sv + L.act + u0 : nullptr,
                              sv && with_c ? sv + L.c_prev + u0 : nullptr);
       if (a.proj) {
@@ -429,6 +440,15 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
         for (int g = 0; g < Cell::kGates; ++g) std::copy_n(dg + g * H, nu, dgh + (d * N + r) * G + g * H + u0);
       }
     } else {  // dL/dh_{t-1} = dgh W_hh, plus the direct term the cell left in dh
+      if (s > 0 && ch.block < ub) {  // prefetch what unit block `block` reads at the step before
+        for (int64_t j = ch.r0; j < ch.r1; ++j) {
+          const int64_t b = order[j], t = time(d, b, s - 1);
+          const S* sv = saved + (d * N + row[t * B + b]) * L.K;
+          for (int k = 0; k < Cell::kAct; ++k) prefetch(sv + L.act + k * H + u0, U);
+          prefetch(sv + L.prev + u0, U);
+          prefetch(grad_out + (t * B + b) * DP + d * P + u0, U);
+        }
+      }
       single(n, G, dgc + (d * B + ch.r0) * G, G, w_hh + (d * pb + ch.block) * G * U, tile);
       for (int64_t j = ch.r0; j < ch.r1; ++j) {
         const S* y = tile + (j - ch.r0) * U;
