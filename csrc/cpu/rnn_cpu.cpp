@@ -5,8 +5,8 @@
 //   1. The valid (t, b) positions are N = sum(lengths) token rows (time-major): no work on padding.
 //      Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
 //      caller's order is untouched), so at step s the active rows are the first n(s) of that order.
-//   2. Stage 0 packs W_ih, W_hh (and W_hr) for the products (cpu/step_product.h); stage 1 is
-//      gx = x W_ih^T + b over the token rows (and zeroes out's padding); then every step is one
+//   2. Stage 0 packs W_ih, W_hh (and W_hr) for the products (cpu/step_product.h) and gathers x's
+//      token rows; stage 1 is gx = x W_ih^T + b over them (and zeroes out's padding); then every step is one
 //      stage (two with a projection) cut into chunks of (direction, block of U hidden units, block
 //      of rows): a chunk computes its units' gates of h_{t-1} W_hh^T for its rows and runs the cell
 //      update (its trait, cells/*.h) on them; t = s forward, or lengths[b]-1-s in reverse. Both
@@ -256,15 +256,16 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
 
   // gx: x W_ih^T + b per unit block, [D][ub][N][NG][U]: a chunk of the input projection writes
   // its tile in place, and a step's chunk reads its rows' gates from one place.
-  S *w_ih, *w_hh, *w_hr = nullptr, *gx, *h, *c = nullptr, *m = nullptr, *scratch;
+  S *w_ih, *w_hh, *w_hr = nullptr, *xr, *gx, *h, *c = nullptr, *m = nullptr, *scratch;
   Arena<S> arena;
   arena.add(w_ih, D * ub * I * NG * U);  // [D][ub][I][NG][U]
+  arena.add(xr, N * I);                  // x's token rows, gathered once for every unit block
   arena.add(w_hh, D * ub * P * NG * U);  // [D][ub][P][NG][U]
   if (a.proj) arena.add(w_hr, D * pb * H * U), arena.add(m, D * B * H);  // [D][pb][H][U]; m [D, B, H]
   arena.add(gx, D * ub * N * NG * U);
   arena.add(h, 2 * D * B * P);  // [2][D, B, P]: h_{t-1} and h_t, by parity of the step
   if (with_c) arena.add(c, D * B * H);
-  const int64_t tile_size = std::max(geo.rows * NG * U, xrows * I);  // a step's gates, or gathered x rows
+  const int64_t tile_size = geo.rows * NG * U;  // a step's gates
   arena.add(scratch, geo.workers * tile_size);
   const at::Tensor keep = arena.allocate();
   reorder(h0, h, order, D, P, true);
@@ -272,14 +273,21 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].time(len, b, s); };
   const int64_t phases = a.proj ? 2 : 1;
 
-  // Stages: 0 packs the weights, 1 is the input projection, then each step (2 + s*phases + phase).
+  // Stages: 0 packs the weights and gathers x's rows, 1 is the input projection, then each step
+  // (2 + s*phases + phase).
+  const int64_t packs = D * (2 * ub + pb);
   auto count = [&](int64_t k) {
-    if (k == 0) return D * (2 * ub + pb);
+    if (k == 0) return packs + xblocks;
     if (k == 1) return D * ub * xblocks + B;  // and one chunk per batch row: out's padding
     const int64_t s = (k - 2) / phases;
     return geo.chunks((k - 2) % phases ? pb : ub, s);
   };
   auto work = [&](int64_t k, int64_t ci, int64_t w) {
+    if (k == 0 && ci >= packs) {  // gather one block of token rows
+      const int64_t r0 = (ci - packs) * xrows;
+      for (int64_t r = r0; r < std::min(N, r0 + xrows); ++r) std::copy_n(x + index[r] * I, I, xr + r * I);
+      return;
+    }
     if (k == 0) {  // pack one block of one direction's weights
       const int64_t d = ci / (2 * ub + pb), b = ci % (2 * ub + pb);
       if (b < ub) {
@@ -299,10 +307,8 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       }
       const int64_t d = ci / (ub * xblocks), blk = ci % (ub * xblocks) / xblocks, r0 = ci % xblocks * xrows;
       const int64_t n = std::min(N, r0 + xrows) - r0, u0 = blk * U, nu = std::min(U, H - u0);
-      S* rows = scratch + w * tile_size;  // the chunk's x rows, gathered (1/(NG*U) of its products)
-      for (int64_t r = 0; r < n; ++r) std::copy_n(x + index[r0 + r] * I, I, rows + r * I);
       S* y = gx + ((d * ub + blk) * N + r0) * NG * U;
-      gates(n, I, rows, I, w_ih + (d * ub + blk) * I * NG * U, y);
+      gates(n, I, xr + r0 * I, I, w_ih + (d * ub + blk) * I * NG * U, y);
       if (const S* bias = dirs[d].b_x) {
         for (int64_t r = 0; r < n; ++r)
           for (int g = 0; g < NG; ++g)
