@@ -6,11 +6,12 @@
 //      Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
 //      caller's order is untouched), so at step s the active rows are the first n(s) of that order.
 //   2. Stage 0 packs W_ih, W_hh (and W_hr) for the products (cpu/step_product.h) and gathers x's
-//      token rows; stage 1 is gx = x W_ih^T + b over them (and zeroes out's padding); then every step is one
-//      stage (two with a projection) cut into chunks of (direction, block of U hidden units, block
-//      of rows): a chunk computes its units' gates of h_{t-1} W_hh^T for its rows and runs the cell
-//      update (its trait, cells/*.h) on them; t = s forward, or lengths[b]-1-s in reverse. Both
-//      directions run in the same stages. Padded x is never read; finished rows are never touched.
+//      token rows; stage 1 is gx = x W_ih^T + b over them (and zeroes out's padding); then every
+//      step is one stage (two with a projection) cut into chunks of (direction, block of U hidden
+//      units, block of rows): a chunk computes its units' gates of h_{t-1} W_hh^T for its rows and
+//      runs the cell update (its trait, cells/*.h) on them; t = s forward, or lengths[b]-1-s in
+//      reverse. Both directions run in the same stages. Padded x is never read; finished rows are
+//      never touched.
 //   3. Backward walks the steps in reverse with the same active sets and chunks (cell backward per
 //      unit block, then dL/dh_{t-1} = dgh W_hh per block of state columns), producing dgx/dgh per
 //      token row; the weight and input gradients are then large GEMMs over the N rows (layer_gemms.h).
@@ -335,7 +336,9 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       return;
     }
     const S* gxb = gx + (d * ub + ch.block) * N * NG * U;  // this block's gx, by token row
-    for (int64_t j = ch.r0; j < ch.r1; ++j) prefetch(gxb + row[time(d, order[j], s) * B + order[j]] * NG * U, NG * U);
+    for (int64_t j = ch.r0; j < ch.r1; ++j) {
+      prefetch(gxb + row[time(d, order[j], s) * B + order[j]] * NG * U, NG * U);
+    }
     gates(n, P, hc + ch.r0 * P, P, w_hh + (d * ub + ch.block) * P * NG * U, tile);
     for (int64_t j = ch.r0; j < ch.r1; ++j) {
       const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
