@@ -186,9 +186,10 @@ struct Geometry {
   int64_t D, U, steps, rows, workers;
   std::vector<int64_t> active;  // active[s]: rows with length > s, the first of the by-length order
 
-  // `macs`: multiply-adds per row and step of the widest product, `unit_macs` those per unit block.
-  Geometry(const LayerArgs& a, const int64_t* len, const std::vector<int64_t>& order, int64_t U_, int64_t unit_macs,
-           int64_t macs)
+  // `macs`: multiply-adds per row and step of the widest product, `unit_macs` those per unit block;
+  // U and R: its unit block and rows per tile.
+  Geometry(const LayerArgs& a, const int64_t* len, const std::vector<int64_t>& order, int64_t U_, int64_t R,
+           int64_t unit_macs, int64_t macs)
       : D(a.D), U(U_) {
     steps = a.B ? len[order[0]] : 0;
     active.resize(steps);
@@ -196,16 +197,17 @@ struct Geometry {
       while (n > 0 && len[order[n - 1]] <= s) --n;
       active[s] = n;
     }
-    rows = rows_for(unit_macs);
+    rows = rows_for(unit_macs, R);
     // A worker per 2^15 multiply-adds of the first step (about 2 us): below that, a stage's
     // hand-over between cores (some 100 ns) costs more than the second core saves.
     const int64_t work = D * a.B * macs;
     workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), work >> 15));
   }
   // Rows per chunk: about 2^18 multiply-adds (some microseconds), so that claiming a chunk costs
-  // little beside it, yet a descheduled worker holds little.
-  static int64_t rows_for(int64_t unit_macs) {
-    return std::max<int64_t>(8, (int64_t(1) << 18) / std::max<int64_t>(1, unit_macs));
+  // little beside it, yet a descheduled worker holds little; a multiple of the tile's R rows.
+  static int64_t rows_for(int64_t unit_macs, int64_t R) {
+    const int64_t rows = std::max<int64_t>(8, (int64_t(1) << 18) / std::max<int64_t>(1, unit_macs));
+    return (rows + R - 1) / R * R;
   }
   int64_t row_blocks(int64_t s) const { return (active[s] + rows - 1) / rows; }
   int64_t units(int64_t width) const { return (width + U - 1) / U; }  // blocks of U over `width`
@@ -251,9 +253,9 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   const Product<S, NG> gates;  // x W_ih^T and h_{t-1} W_hh^T, per unit block
   const Product<S, 1> single;  // m W_hr^T, per block of state columns
   const int64_t U = gates.U;
-  const Geometry geo(a, len, order, U, P * NG * U, P * G + (a.proj ? H * P : 0));
+  const Geometry geo(a, len, order, U, gates.R, P * NG * U, P * G + (a.proj ? H * P : 0));
   const int64_t ub = geo.units(H), pb = a.proj ? geo.units(P) : 0;
-  const int64_t xrows = Geometry::rows_for(I * NG * U), xblocks = (N + xrows - 1) / xrows;
+  const int64_t xrows = Geometry::rows_for(I * NG * U, gates.R), xblocks = (N + xrows - 1) / xrows;
 
   // gx: x W_ih^T + b per unit block, [D][ub][N][NG][U]: a chunk of the input projection writes
   // its tile in place, and a step's chunk reads its rows' gates from one place.
@@ -384,7 +386,7 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
   const SavedLayout& L = a.layout;
   const Product<S, 1> single;  // dgh W_hh and dht W_hr, per block of output columns
   const int64_t U = single.U;
-  const Geometry geo(a, len, order, U, G * U, G * P + (a.proj ? H * P : 0));
+  const Geometry geo(a, len, order, U, single.R, G * U, G * P + (a.proj ? H * P : 0));
   const int64_t ub = geo.units(H), pb = geo.units(P);
 
   // dh: dL/dh from later steps (in phase B also the cell's direct term); dc: dL/dc; dgc: this

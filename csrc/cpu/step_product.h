@@ -124,18 +124,19 @@ inline Isa isa() {
 #endif
 }
 
-// The product for NG gates on this CPU and its block width U.
+// The product for NG gates on this CPU, its block width U and its rows per tile R (a block of
+// rows that is a multiple of R leaves no smaller, slower tile behind).
 template <typename S, int NG>
 struct Product {
   ProductFn<S> fn;
-  int64_t U;
+  int64_t U, R;
   Product() {
     switch (isa()) {
 #if defined(__GNUC__) && defined(__x86_64__)
-      case Isa::kAvx512: fn = &product_avx512<S, NG>, U = 64 / sizeof(S); return;
-      case Isa::kAvx2: fn = &product_avx2<S, NG>, U = 32 / sizeof(S); return;
+      case Isa::kAvx512: fn = &product_avx512<S, NG>, U = 64 / sizeof(S), R = rows_for(24, NG); return;
+      case Isa::kAvx2: fn = &product_avx2<S, NG>, U = 32 / sizeof(S), R = rows_for(12, NG); return;
 #endif
-      default: fn = &product_base<S, NG>, U = 16 / sizeof(S); return;
+      default: fn = &product_base<S, NG>, U = 16 / sizeof(S), R = rows_for(12, NG); return;
     }
   }
   void operator()(int64_t n, int64_t K, const S* A, int64_t lda, const S* Wp, S* C) const { fn(n, K, A, lda, Wp, C); }
