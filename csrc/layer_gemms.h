@@ -1,9 +1,9 @@
 // The large matrix products around the recurrence, through ATen (MKL/oneDNN on the CPU, cuBLAS on
 // CUDA): CUDA's input projection and both backends' weight and input gradients (the CPU forward
 // projects inside its recurrence, cpu/rnn_cpu.cpp, with input_bias below). They run over N "token
-// rows": the CPU gathers the valid (t, b) positions first (N = sum(lengths), no work on padding); so
-// does CUDA when the caller passed the lengths on the CPU (packedrnn.functional does where that skips enough work, GATHER_FLOPS); with
-// lengths on the device, which CUDA must not read on the host, it uses all N = T*B positions, with
+// rows": the CPU gathers the valid (t, b) positions first (N = sum(lengths), no work on padding);
+// so does CUDA when the caller passed the lengths on the CPU (packedrnn.functional does where that
+// skips enough work, GATHER_FLOPS); with lengths on the device, which CUDA must not read on the host, it uses all N = T*B positions, with
 // dgx/dgh zero at padded ones and padded x finite, so those contribute exactly nothing.
 #pragma once
 

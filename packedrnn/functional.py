@@ -111,10 +111,9 @@ def rnn(cell: str, input: Tensor, hx, weights: Sequence[Tensor], *, lengths=None
     lens = plan.CallLengths(given, x.device, B, T)
     which = plan.backend(x.device, x.dtype)
     if given is not None and not lens.by_token(which, x, G, D):
-        valid = torch.arange(T, device=x.device)[:, None] < lens.device[None, :]
-        # Padding never reaches a result; zeroing it here also keeps dW_ih = dG^T x free of 0 * NaN
-        # where the layer reads every position (an op that runs by token never reads padding).
-        x = torch.where(valid[:, :, None], x, x.new_zeros(()))
+        # Padding never reaches a result, but a layer that reads every position needs it finite
+        # (an op that runs by token never reads it: x goes as given).
+        x = reference.zero_padding(x, lens.device)
 
     has_c = spec.cell_state
     if hx is None:

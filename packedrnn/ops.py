@@ -81,8 +81,7 @@ def reference_layer(cell: int, x: Tensor, lengths: Tensor, h0: Tensor, c0: Optio
     it never reads x's padding (which may hold NaN: an op that runs by token gets x as given)."""
     from . import reference
     spec = BY_CODE[cell]
-    valid = torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]
-    x = torch.where(valid[:, :, None], x, x.new_zeros(()))
+    x = reference.zero_padding(x, lengths)
     outs, hs, cs = [], [], []
     for d in range(w_ih.shape[0]):
         def pick(t):

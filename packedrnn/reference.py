@@ -35,6 +35,13 @@ def reverse_index(lengths: Tensor, T: int) -> Tensor:
     return torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
+def zero_padding(x: Tensor, lengths: Tensor) -> Tensor:
+    """x [T, B, ...] with every position past its row's length set to zero (layer() wants finite
+    padding; zero also keeps dW_ih = dG^T x free of 0 * NaN)."""
+    valid = torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]
+    return torch.where(valid.view(valid.shape + (1,) * (x.dim() - 2)), x, x.new_zeros(()))
+
+
 def _gather_time(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(0, index[:, :, None].expand_as(x))
 
