@@ -54,63 +54,130 @@ std::vector<int64_t> by_length(const int64_t* len, int64_t B) {
 #define PRNN_CPU_CLONES
 #endif
 
-// The cell's forward over n units of one row (cells/*.h): gx and gh (gate stride sg) the row's
-// projections (gh with b_hh where the cell keeps it apart), h_prev = h_{t-1}, out the
-// cell's output (the new h, or m before a projection), c in c_{t-1} and out c_t (cells with a cell
-// state). With `act` (the saved row), also the cell's activations at act[k*H + u] and c_{t-1} at
-// c_prev[u]. Two loops, each without a branch inside: a conditional store keeps GCC from
-// vectorizing it.
-template <typename Cell, bool Save, typename S>
-inline __attribute__((always_inline)) void cells_forward_loop(int64_t n, int64_t H, const S* __restrict__ gx,
-                                                              const S* __restrict__ gh, int64_t sg,
-                                                              const S* __restrict__ h_prev, S* __restrict__ out,
-                                                              S* __restrict__ c, S* __restrict__ act,
-                                                              S* __restrict__ c_prev) {
+// Where one row of a chunk lives besides the chunk's own dense rows: its places in the buffers
+// indexed by token row (gx, saved, the gate gradients) and in out/grad_out, all at the chunk's
+// first unit.
+template <typename S>
+struct ForwardRow {
+  const S* gx;  // the row's x projection, [NG][U]
+  S* saved;     // its row of saved (null: inference)
+  S* copy;      // a second home of the cell's output: out's row, or the saved m (null: none)
+};
+template <typename S>
+struct BackwardRow {
+  const S* saved;
+  const S* go;  // grad_out's row (read without a projection)
+  S* dgx;       // dL/d(x projection), gate stride H (written where it differs from dgh, kBiasApart)
+  S* dgh;       // dL/d(h projection)
+};
+
+// The cell's forward over a chunk: `rows` rows of a block of n units (cells/*.h). Per row j: io[j],
+// and with fixed strides gh + j*NG*U (the chunk's product h_{t-1} W_hh^T, gate stride U; b_hh added
+// where the cell keeps it apart, null bias = none), h_prev + j*sh, out + j*so (the new h, or m
+// before a projection), c + j*H (cells with a cell state: c_{t-1} in, c_t out). Save: write the
+// activations and c_{t-1} (and with SaveH h_{t-1}) into the saved row; Copy: the output into copy.
+// One call per chunk, so that the constants of the cell's math are set up once; the unit loops
+// have no branch inside (a conditional store keeps GCC from vectorizing).
+template <typename Cell, bool Save, bool SaveH, bool Copy, typename S>
+inline __attribute__((always_inline)) void cell_forward_row(int64_t n, int64_t H, int64_t U, const S* __restrict__ gx,
+                                                            const S* __restrict__ gh, const S* __restrict__ bias,
+                                                            const S* __restrict__ h_prev, S* __restrict__ out,
+                                                            S* __restrict__ c, S* __restrict__ act,
+                                                            S* __restrict__ c_prev, S* __restrict__ h_save,
+                                                            S* __restrict__ copy) {
   constexpr int NG = Cell::kGates;
   for (int64_t u = 0; u < n; ++u) {
     S x[NG], y[NG];
-    for (int g = 0; g < NG; ++g) x[g] = gx[g * sg + u], y[g] = gh[g * sg + u];
+    for (int g = 0; g < NG; ++g) x[g] = gx[g * U + u], y[g] = gh[g * U + u] + (Cell::kBiasApart ? bias[g * H + u] : S(0));
     const S cp = Cell::kCellState ? c[u] : S(0);
     const auto r = Cell::forward(x, y, h_prev[u], cp);
     if (Save) {
       for (int k = 0; k < Cell::kAct; ++k) act[k * H + u] = r.act[k];
       if (Cell::kCellState) c_prev[u] = cp;
+      if (SaveH) h_save[u] = h_prev[u];
     }
     if (Cell::kCellState) c[u] = r.c;
     out[u] = r.out;
+    if (Copy) copy[u] = r.out;
+  }
+}
+template <typename Cell, bool Save, bool SaveH, bool Copy, typename S>
+inline __attribute__((always_inline)) void cells_forward_rows(int64_t rows, int64_t n, int64_t H, int64_t U,
+                                                              const SavedLayout& L, const ForwardRow<S>* io,
+                                                              const S* gh, const S* bias, const S* h_prev,
+                                                              int64_t sh, S* out, int64_t so, S* c) {
+  for (int64_t j = 0; j < rows; ++j) {
+    S* sv = io[j].saved;
+    cell_forward_row<Cell, Save, SaveH, Copy>(
+        n, H, U, io[j].gx, gh + j * Cell::kGates * U, bias, h_prev + j * sh, out + j * so,
+        Cell::kCellState ? c + j * H : nullptr, Save ? sv + L.act : nullptr,
+        Save && Cell::kCellState ? sv + L.c_prev : nullptr, SaveH ? sv + L.h_prev : nullptr, io[j].copy);
   }
 }
 template <typename Cell, typename S>
-PRNN_CPU_CLONES void cells_forward(int64_t n, int64_t H, const S* __restrict__ gx, const S* __restrict__ gh,
-                                   int64_t sg, const S* __restrict__ h_prev, S* __restrict__ out,
-                                   S* __restrict__ c, S* __restrict__ act, S* __restrict__ c_prev) {
-  if (act == nullptr) {
-    cells_forward_loop<Cell, false>(n, H, gx, gh, sg, h_prev, out, c, act, c_prev);
+PRNN_CPU_CLONES void cells_forward(bool save, bool proj, int64_t rows, int64_t n, int64_t H, int64_t U,
+                                   const SavedLayout& L, const ForwardRow<S>* io, const S* gh, const S* bias,
+                                   const S* h_prev, int64_t sh, S* out, int64_t so, S* c) {
+  // Saving: the activations, h_{t-1} unless the projection's phase saves it, and m (copy) with a
+  // projection. Without a projection the copy is out's row.
+  if (save && proj) {
+    cells_forward_rows<Cell, true, false, true>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
+  } else if (save) {
+    cells_forward_rows<Cell, true, true, true>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
+  } else if (proj) {
+    cells_forward_rows<Cell, false, false, false>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
   } else {
-    cells_forward_loop<Cell, true>(n, H, gx, gh, sg, h_prev, out, c, act, c_prev);
+    cells_forward_rows<Cell, false, false, true>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
   }
 }
 
-// The cell's backward over n units of one row (every gate array with gate stride H): from the
-// saved activations and `prev` (c_prev or h_prev, SavedLayout::prev) and dout = dL/d(the cell's
-// output), the gate gradients of the h projection into dh, those of the x projection into dx
-// where they differ (not written otherwise: the caller copies dh), dc (in from t+1, out to t-1;
-// cells with a cell state) and the direct part of dL/dh_{t-1} into direct (cells with one).
-template <typename Cell, typename S>
-PRNN_CPU_CLONES void cells_backward(int64_t n, int64_t H, const S* __restrict__ act, const S* __restrict__ prev,
-                                    const S* __restrict__ dout, S* __restrict__ dc, S* __restrict__ dx,
-                                    S* __restrict__ dh, S* __restrict__ direct) {
+// The cell's backward over a chunk: `rows` rows of a block of n units. Per row j: io[j] (the saved
+// row, and where the gate gradients of the x and h projections go: dgx, and dgh where they differ
+// (kBiasApart), gate stride H), and with fixed strides: dout = dL/d(the cell's output), from the
+// projection's product (Proj: tile + j*U) or grad_out's row plus dh, the gradient from later steps;
+// dc + j*H (in from t+1, out to t-1; cells with a cell state); dg + j*G, this step's dgh rows for
+// the dh product; dh + j*P, which receives the direct part of dL/dh_{t-1} (cells with one).
+template <typename Cell, bool Proj, typename S>
+inline __attribute__((always_inline)) void cell_backward_row(int64_t n, int64_t H, const S* __restrict__ act,
+                                                             const S* __restrict__ prev, const S* __restrict__ go,
+                                                             const S* __restrict__ tile, S* __restrict__ dc,
+                                                             S* __restrict__ dg, S* __restrict__ dh,
+                                                             S* __restrict__ dx, S* __restrict__ dy) {
   constexpr int NG = Cell::kGates;
   for (int64_t u = 0; u < n; ++u) {
     S a[Cell::kAct];
     for (int k = 0; k < Cell::kAct; ++k) a[k] = act[k * H + u];
-    const auto g = Cell::backward(a, prev[u], dout[u], Cell::kCellState ? dc[u] : S(0));
-    for (int k = 0; k < NG; ++k) dh[k * H + u] = g.dh[k];
+    const S dout = Proj ? tile[u] : go[u] + dh[u];
+    const auto g = Cell::backward(a, prev[u], dout, Cell::kCellState ? dc[u] : S(0));
+    for (int k = 0; k < NG; ++k) dg[k * H + u] = g.dh[k];
     if (Cell::kBiasApart) {
       for (int k = 0; k < NG; ++k) dx[k * H + u] = g.dx[k];
     }
     if (Cell::kCellState) dc[u] = g.dc_prev;
-    if (Cell::kDirect) direct[u] = g.direct;
+    if (Cell::kDirect) dh[u] = g.direct;
+  }
+  for (int k = 0; k < NG; ++k)
+    for (int64_t u = 0; u < n; ++u) dy[k * H + u] = dg[k * H + u];
+}
+template <typename Cell, bool Proj, typename S>
+inline __attribute__((always_inline)) void cells_backward_rows(int64_t rows, int64_t n, int64_t H, int64_t G,
+                                                               int64_t P, const SavedLayout& L,
+                                                               const BackwardRow<S>* io, const S* tile, int64_t U,
+                                                               S* dc, S* dg, S* dh) {
+  for (int64_t j = 0; j < rows; ++j) {
+    cell_backward_row<Cell, Proj>(n, H, io[j].saved + L.act, io[j].saved + L.prev, io[j].go, tile + j * U,
+                                  Cell::kCellState ? dc + j * H : nullptr, dg + j * G, dh + j * P, io[j].dgx,
+                                  io[j].dgh);
+  }
+}
+template <typename Cell, typename S>
+PRNN_CPU_CLONES void cells_backward(bool proj, int64_t rows, int64_t n, int64_t H, int64_t G, int64_t P,
+                                    const SavedLayout& L, const BackwardRow<S>* io, const S* tile, int64_t U, S* dc,
+                                    S* dg, S* dh) {
+  if (proj) {
+    cells_backward_rows<Cell, true>(rows, n, H, G, P, L, io, tile, U, dc, dg, dh);
+  } else {
+    cells_backward_rows<Cell, false>(rows, n, H, G, P, L, io, tile, U, dc, dg, dh);
   }
 }
 
@@ -259,7 +326,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
 
   // gx: x W_ih^T + b per unit block, [D][ub][N][NG][U]: a chunk of the input projection writes
   // its tile in place, and a step's chunk reads its rows' gates from one place.
-  S *w_ih, *w_hh, *w_hr = nullptr, *xr, *gx, *h, *c = nullptr, *m = nullptr, *scratch;
+  S *w_ih, *w_hh, *w_hr = nullptr, *xr, *gx, *h, *c = nullptr, *m = nullptr, *scratch, *zeros = nullptr;
   Arena<S> arena;
   arena.add(w_ih, D * ub * I * NG * U);  // [D][ub][I][NG][U]
   arena.add(xr, N * I);                  // x's token rows, gathered once for every unit block
@@ -270,7 +337,12 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   if (with_c) arena.add(c, D * B * H);
   const int64_t tile_size = geo.rows * NG * U;  // a step's gates
   arena.add(scratch, geo.workers * tile_size);
+  if (Cell::kBiasApart) arena.add(zeros, G);
   const at::Tensor keep = arena.allocate();
+  std::vector<ForwardRow<S>> ios(geo.workers * geo.rows);  // per worker: its chunk's rows
+  std::vector<const S*> b_hh(D);  // the bias the cell adds to h_{t-1} W_hh^T (zeros without one)
+  if (Cell::kBiasApart) std::fill_n(zeros, G, S(0));
+  for (int64_t d = 0; d < D; ++d) b_hh[d] = dirs[d].b_hh ? dirs[d].b_hh : zeros;
   reorder(h0, h, order, D, P, true);
   if (with_c) reorder(c0, c, order, D, H, true);
   auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].time(len, b, s); };
@@ -338,30 +410,20 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       return;
     }
     const S* gxb = gx + (d * ub + ch.block) * N * NG * U;  // this block's gx, by token row
-    for (int64_t j = ch.r0; j < ch.r1; ++j) {
-      prefetch(gxb + row[time(d, order[j], s) * B + order[j]] * NG * U, NG * U);
+    ForwardRow<S>* io = ios.data() + w * geo.rows;
+    for (int64_t j = ch.r0; j < ch.r1; ++j) {  // the rows' places, and their gx asked for early
+      const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
+      ForwardRow<S>& e = io[j - ch.r0];
+      e.gx = gxb + r * NG * U;
+      e.saved = saved ? saved + (d * N + r) * L.K + u0 : nullptr;
+      e.copy = a.proj ? (saved ? e.saved + L.m : nullptr) : out + (t * B + b) * DP + d * P + u0;
+      prefetch(e.gx, NG * U);
     }
     gates(n, P, hc + ch.r0 * P, P, w_hh + (d * ub + ch.block) * P * NG * U, tile);
-    for (int64_t j = ch.r0; j < ch.r1; ++j) {
-      const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
-      S* y = tile + (j - ch.r0) * NG * U;
-      if (Cell::kBiasApart && dirs[d].b_hh) {  // GRU keeps W_hn h + b_hn apart for r * (.)
-        for (int g = 0; g < NG; ++g)
-          for (int64_t u = 0; u < nu; ++u) y[g * U + u] += dirs[d].b_hh[g * H + u0 + u];
-      }
-      S* sv = saved ? saved + (d * N + r) * L.K : nullptr;
-      if (sv && !a.proj) std::copy_n(hc + j * P + u0, nu, sv + L.h_prev + u0);
-      // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
-      S* o = a.proj ? m + (d * B + j) * H + u0 : hn + j * P + u0;
-      cells_forward<Cell, S>(nu, H, gxb + r * NG * U, y, U, hc + j * P + u0, o,
-                             with_c ? c + (d * B + j) * H + u0 : nullptr, sv ? sv + L.act + u0 : nullptr,
-                             sv && with_c ? sv + L.c_prev + u0 : nullptr);
-      if (a.proj) {
-        if (sv) std::copy_n(o, nu, sv + L.m + u0);
-      } else {
-        std::copy_n(o, nu, out + (t * B + b) * DP + d * P + u0);
-      }
-    }
+    // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
+    cells_forward<Cell, S>(saved != nullptr, a.proj, n, nu, H, U, L, io, tile, Cell::kBiasApart ? b_hh[d] + u0 : nullptr, hc + ch.r0 * P + u0, P,
+                           a.proj ? m + (d * B + ch.r0) * H + u0 : hn + ch.r0 * P + u0, a.proj ? H : P,
+                           with_c ? c + (d * B + ch.r0) * H + u0 : nullptr);
   };
   cpu::run_stages(geo.workers, 2 + geo.steps * phases, count, work);
 
@@ -400,6 +462,7 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
   arena.add(dgc, D * B * G);
   arena.add(scratch, geo.workers * geo.rows * U);
   const at::Tensor keep = arena.allocate();
+  std::vector<BackwardRow<S>> ios(geo.workers * geo.rows);  // per worker: its chunk's rows
   reorder(grad_hn, dh, order, D, P, true);
   if (with_c) reorder(grad_cn, dc, order, D, H, true);
   auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].time(len, b, s); };
@@ -436,20 +499,17 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
       }
     } else if (phase == 1) {  // the cell's backward for this unit block
       if (a.proj) single(n, P, dht + (d * B + ch.r0) * P, P, w_hr + (d * ub + ch.block) * P * U, tile);
+      BackwardRow<S>* io = ios.data() + w * geo.rows;
       for (int64_t j = ch.r0; j < ch.r1; ++j) {
         const int64_t b = order[j], t = time(d, b, s), r = row[t * B + b];
-        S* dout = tile + (j - ch.r0) * U;  // dL/dm (projection) or dL/dh_t
-        if (!a.proj) {
-          const S* go = grad_out + (t * B + b) * DP + d * P + u0;
-          for (int64_t u = 0; u < nu; ++u) dout[u] = go[u] + dhd[j * P + u0 + u];
-        }
-        const S* sv = saved + (d * N + r) * L.K;
-        S* dg = dgc + (d * B + j) * G + u0;
-        cells_backward<Cell, S>(nu, H, sv + L.act + u0, sv + L.prev + u0, dout,
-                                with_c ? dc + (d * B + j) * H + u0 : nullptr, dgx + (d * N + r) * G + u0, dg,
-                                dhd + j * P + u0);
-        for (int g = 0; g < Cell::kGates; ++g) std::copy_n(dg + g * H, nu, dgh + (d * N + r) * G + g * H + u0);
+        BackwardRow<S>& e = io[j - ch.r0];
+        e.saved = saved + (d * N + r) * L.K + u0;
+        e.go = grad_out + (t * B + b) * DP + d * P + u0;
+        e.dgx = dgx + (d * N + r) * G + u0;
+        e.dgh = dgh + (d * N + r) * G + u0;
       }
+      cells_backward<Cell, S>(a.proj, n, nu, H, G, P, L, io, tile, U, with_c ? dc + (d * B + ch.r0) * H + u0 : nullptr,
+                              dgc + (d * B + ch.r0) * G + u0, dhd + ch.r0 * P + u0);
     } else {  // dL/dh_{t-1} = dgh W_hh, plus the direct term the cell left in dh
       if (s > 0 && ch.block < ub) {  // prefetch what unit block `block` reads at the step before
         for (int64_t j = ch.r0; j < ch.r1; ++j) {

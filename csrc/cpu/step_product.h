@@ -78,9 +78,10 @@ inline __attribute__((always_inline)) void rows(int64_t n, int64_t K, const S* A
   const S* a = A + r * lda;
   S* c = C + r * NG * VW;
   switch (n - r) {
-#define PRNN_TAIL(k) \
-  case k:            \
-    if constexpr (k < RMAX) tile<S, VW, NG, k>(K, a, lda, Wp, c); break;
+#define PRNN_TAIL(k)                                          \
+  case k:                                                     \
+    if constexpr (k < RMAX) tile<S, VW, NG, k>(K, a, lda, Wp, c); \
+    break;
     PRNN_TAIL(1) PRNN_TAIL(2) PRNN_TAIL(3) PRNN_TAIL(4) PRNN_TAIL(5) PRNN_TAIL(6) PRNN_TAIL(7)
 #undef PRNN_TAIL
     default: break;
