@@ -88,7 +88,10 @@ inline __attribute__((always_inline)) void cell_forward_row(int64_t n, int64_t H
   constexpr int NG = Cell::kGates;
   for (int64_t u = 0; u < n; ++u) {
     S x[NG], y[NG];
-    for (int g = 0; g < NG; ++g) x[g] = gx[g * U + u], y[g] = gh[g * U + u] + (Cell::kBiasApart ? bias[g * H + u] : S(0));
+    for (int g = 0; g < NG; ++g) {
+      x[g] = gx[g * U + u];
+      y[g] = gh[g * U + u] + (Cell::kBiasApart ? bias[g * H + u] : S(0));
+    }
     const S cp = Cell::kCellState ? c[u] : S(0);
     const auto r = Cell::forward(x, y, h_prev[u], cp);
     if (Save) {
@@ -156,6 +159,7 @@ inline __attribute__((always_inline)) void cell_backward_row(int64_t n, int64_t 
     if (Cell::kCellState) dc[u] = g.dc_prev;
     if (Cell::kDirect) dh[u] = g.direct;
   }
+  // A loop of its own: a third store per gate in the loop above keeps GCC from vectorizing it.
   for (int k = 0; k < NG; ++k)
     for (int64_t u = 0; u < n; ++u) dy[k * H + u] = dg[k * H + u];
 }
@@ -421,7 +425,8 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
     }
     gates(n, P, hc + ch.r0 * P, P, w_hh + (d * ub + ch.block) * P * NG * U, tile);
     // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
-    cells_forward<Cell, S>(saved != nullptr, a.proj, n, nu, H, U, L, io, tile, Cell::kBiasApart ? b_hh[d] + u0 : nullptr, hc + ch.r0 * P + u0, P,
+    cells_forward<Cell, S>(saved != nullptr, a.proj, n, nu, H, U, L, io, tile,
+                           Cell::kBiasApart ? b_hh[d] + u0 : nullptr, hc + ch.r0 * P + u0, P,
                            a.proj ? m + (d * B + ch.r0) * H + u0 : hn + ch.r0 * P + u0, a.proj ? H : P,
                            with_c ? c + (d * B + ch.r0) * H + u0 : nullptr);
   };
