@@ -20,6 +20,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <numeric>
 #include <utility>
 #include <vector>
@@ -220,22 +222,50 @@ struct Tokens {
 };
 
 
-// A call's buffers, carved from one allocation: add() the parts, then allocate() once.
+// The calling thread's block of at least `bytes`, kept from one call to the next. A fresh block
+// would be paged in on every call: glibc gives large freed blocks back to the OS, and each 4 KB
+// then costs a page fault and a zeroed page at first touch.
+inline void* thread_block(int64_t bytes) {
+  struct Block {
+    void* p = nullptr;
+    int64_t size = 0;
+    ~Block() { std::free(p); }
+  };
+  thread_local Block block;
+  if (block.size < bytes) {
+    std::free(block.p);
+    block.size = (bytes + 63) / 64 * 64;
+    block.p = std::aligned_alloc(64, block.size);
+    if (block.p == nullptr) block.size = 0, throw std::bad_alloc();
+  }
+  return block.p;
+}
+// Up to this size a call's workspace is the thread's kept block; a larger one is the call's own,
+// so that a large model does not hold its largest workspace between calls.
+constexpr int64_t kKeptBytes = int64_t(64) << 20;
+
+// A call's buffers, carved from one workspace: add() the parts, then allocate() once; the parts
+// live as long as the Arena.
 template <typename S>
 class Arena {
  public:
   void add(S*& p, int64_t n) { parts_.emplace_back(&p, (n + 15) / 16 * 16); }  // 64-byte aligned parts
-  at::Tensor allocate() {
+  void allocate() {
     int64_t total = 0;
     for (const auto& p : parts_) total += p.second;
-    at::Tensor buf = at::empty({total}, at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
-    S* next = buf.data_ptr<S>();
+    S* next;
+    if (total * int64_t(sizeof(S)) <= kKeptBytes) {
+      next = static_cast<S*>(thread_block(total * sizeof(S)));
+    } else {
+      own_ = at::empty({total}, at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
+      next = own_.data_ptr<S>();
+    }
     for (const auto& p : parts_) *p.first = next, next += p.second;
-    return buf;
   }
 
  private:
   std::vector<std::pair<S**, int64_t>> parts_;
+  at::Tensor own_;
 };
 
 // Rows between the caller's order and the by-length one: for each direction, dst[j] = src[order[j]]
@@ -342,7 +372,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   const int64_t tile_size = geo.rows * NG * U;  // a step's gates
   arena.add(scratch, geo.workers * tile_size);
   if (Cell::kBiasApart) arena.add(zeros, G);
-  const at::Tensor keep = arena.allocate();
+  arena.allocate();
   std::vector<ForwardRow<S>> ios(geo.workers * geo.rows);  // per worker: its chunk's rows
   std::vector<const S*> b_hh(D);  // the bias the cell adds to h_{t-1} W_hh^T (zeros without one)
   if (Cell::kBiasApart) std::fill_n(zeros, G, S(0));
@@ -466,7 +496,7 @@ void backward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const i
   if (with_c) arena.add(dc, D * B * H);
   arena.add(dgc, D * B * G);
   arena.add(scratch, geo.workers * geo.rows * U);
-  const at::Tensor keep = arena.allocate();
+  arena.allocate();
   std::vector<BackwardRow<S>> ios(geo.workers * geo.rows);  // per worker: its chunk's rows
   reorder(grad_hn, dh, order, D, P, true);
   if (with_c) reorder(grad_cn, dc, order, D, H, true);
