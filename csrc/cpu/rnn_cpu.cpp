@@ -222,23 +222,27 @@ struct Tokens {
 };
 
 
-// The calling thread's block of at least `bytes`, kept from one call to the next. A fresh block
-// would be paged in on every call: glibc gives large freed blocks back to the OS, and each 4 KB
-// then costs a page fault and a zeroed page at first touch.
-inline void* thread_block(int64_t bytes) {
-  struct Block {
-    void* p = nullptr;
-    int64_t size = 0;
-    ~Block() { std::free(p); }
-  };
-  thread_local Block block;
-  if (block.size < bytes) {
-    std::free(block.p);
-    block.size = (bytes + 63) / 64 * 64;
-    block.p = std::aligned_alloc(64, block.size);
-    if (block.p == nullptr) block.size = 0, throw std::bad_alloc();
+// The calling thread's kept block, reused from one call to the next. A fresh block would be paged
+// in on every call: glibc gives large freed blocks back to the OS, and each 4 KB then costs a page
+// fault and a zeroed page at first touch.
+struct ThreadBlock {
+  void* p = nullptr;
+  int64_t size = 0;
+  bool lent = false;  // an Arena of this thread holds it
+  ~ThreadBlock() { std::free(p); }
+  void* grow(int64_t bytes) {
+    if (size < bytes) {
+      std::free(p);
+      size = (bytes + 63) / 64 * 64;
+      p = std::aligned_alloc(64, size);
+      if (p == nullptr) size = 0, throw std::bad_alloc();
+    }
+    return p;
   }
-  return block.p;
+};
+inline ThreadBlock& thread_block() {
+  thread_local ThreadBlock block;
+  return block;
 }
 // Up to this size a call's workspace is the thread's kept block; a larger one is the call's own,
 // so that a large model does not hold its largest workspace between calls.
@@ -249,13 +253,21 @@ constexpr int64_t kKeptBytes = int64_t(64) << 20;
 template <typename S>
 class Arena {
  public:
+  Arena() = default;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  ~Arena() {
+    if (kept_) thread_block().lent = false;
+  }
   void add(S*& p, int64_t n) { parts_.emplace_back(&p, (n + 15) / 16 * 16); }  // 64-byte aligned parts
   void allocate() {
     int64_t total = 0;
     for (const auto& p : parts_) total += p.second;
+    ThreadBlock& block = thread_block();
     S* next;
-    if (total * int64_t(sizeof(S)) <= kKeptBytes) {
-      next = static_cast<S*>(thread_block(total * sizeof(S)));
+    if (total * int64_t(sizeof(S)) <= kKeptBytes && !block.lent) {
+      next = static_cast<S*>(block.grow(total * sizeof(S)));
+      block.lent = kept_ = true;
     } else {
       own_ = at::empty({total}, at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value));
       next = own_.data_ptr<S>();
@@ -265,6 +277,7 @@ class Arena {
 
  private:
   std::vector<std::pair<S**, int64_t>> parts_;
+  bool kept_ = false;
   at::Tensor own_;
 };
 
