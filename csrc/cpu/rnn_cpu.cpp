@@ -6,10 +6,10 @@
 //      Rows are visited in order of decreasing length (a CPU-side argsort of `lengths`; the
 //      caller's order is untouched), so at step s the active rows are the first n(s) of that order.
 //   2. Stage 0 packs W_ih, W_hh (and W_hr) for the products (cpu/step_product.h) and gathers x's
-//      token rows; stage 1 is gx = x W_ih^T + b over them (and zeroes out's padding); then every
-//      step is one stage (two with a projection) cut into chunks of (direction, block of U hidden
-//      units, block of rows): a chunk computes its units' gates of h_{t-1} W_hh^T for its rows and
-//      runs the cell update (its trait, cells/*.h) on them; t = s forward, or lengths[b]-1-s in
+//      token rows; stage 1 is gx = x W_ih^T over them (the cell adds the bias), and zeroes out's
+//      padding; then every step is one stage (two with a projection) cut into chunks of
+//      (direction, block of U hidden units, block of rows): a chunk computes its units' gates of
+//      h_{t-1} W_hh^T for its rows and runs the cell update (its trait, cells/*.h) on them; t = s forward, or lengths[b]-1-s in
 //      reverse. Both directions run in the same stages. Padded x is never read; finished rows are
 //      never touched.
 //   3. Backward walks the steps in reverse with the same active sets and chunks (cell backward per
@@ -73,16 +73,18 @@ struct BackwardRow {
   S* dgh;       // dL/d(h projection)
 };
 
-// The cell's forward over a chunk: `rows` rows of a block of n units (cells/*.h). Per row j: io[j],
-// and with fixed strides gh + j*NG*U (the chunk's product h_{t-1} W_hh^T, gate stride U; b_hh added
-// where the cell keeps it apart, null bias = none), h_prev + j*sh, out + j*so (the new h, or m
+// The cell's forward over a chunk: `rows` rows of a block of n units (cells/*.h). Per row j: io[j]
+// (its x W_ih^T, to which bx, the bias that folds into it, is added here), and with fixed strides
+// gh + j*NG*U (the chunk's product h_{t-1} W_hh^T, gate stride U; bh = b_hh added where the cell
+// keeps it apart; bias gate stride H), h_prev + j*sh, out + j*so (the new h, or m
 // before a projection), c + j*H (cells with a cell state: c_{t-1} in, c_t out). Save: write the
 // activations and c_{t-1} (and with SaveH h_{t-1}) into the saved row; Copy: the output into copy.
 // One call per chunk, so that the constants of the cell's math are set up once; the unit loops
 // have no branch inside (a conditional store keeps GCC from vectorizing).
 template <typename Cell, bool Save, bool SaveH, bool Copy, typename S>
 inline __attribute__((always_inline)) void cell_forward_row(int64_t n, int64_t H, int64_t U, const S* __restrict__ gx,
-                                                            const S* __restrict__ gh, const S* __restrict__ bias,
+                                                            const S* __restrict__ bx, const S* __restrict__ gh,
+                                                            const S* __restrict__ bh,
                                                             const S* __restrict__ h_prev, S* __restrict__ out,
                                                             S* __restrict__ c, S* __restrict__ act,
                                                             S* __restrict__ c_prev, S* __restrict__ h_save,
@@ -91,8 +93,8 @@ inline __attribute__((always_inline)) void cell_forward_row(int64_t n, int64_t H
   for (int64_t u = 0; u < n; ++u) {
     S x[NG], y[NG];
     for (int g = 0; g < NG; ++g) {
-      x[g] = gx[g * U + u];
-      y[g] = gh[g * U + u] + (Cell::kBiasApart ? bias[g * H + u] : S(0));
+      x[g] = gx[g * U + u] + bx[g * H + u];
+      y[g] = gh[g * U + u] + (Cell::kBiasApart ? bh[g * H + u] : S(0));
     }
     const S cp = Cell::kCellState ? c[u] : S(0);
     const auto r = Cell::forward(x, y, h_prev[u], cp);
@@ -109,30 +111,31 @@ inline __attribute__((always_inline)) void cell_forward_row(int64_t n, int64_t H
 template <typename Cell, bool Save, bool SaveH, bool Copy, typename S>
 inline __attribute__((always_inline)) void cells_forward_rows(int64_t rows, int64_t n, int64_t H, int64_t U,
                                                               const SavedLayout& L, const ForwardRow<S>* io,
-                                                              const S* gh, const S* bias, const S* h_prev,
-                                                              int64_t sh, S* out, int64_t so, S* c) {
+                                                              const S* bx, const S* gh, const S* bh,
+                                                              const S* h_prev, int64_t sh, S* out, int64_t so,
+                                                              S* c) {
   for (int64_t j = 0; j < rows; ++j) {
     S* sv = io[j].saved;
     cell_forward_row<Cell, Save, SaveH, Copy>(
-        n, H, U, io[j].gx, gh + j * Cell::kGates * U, bias, h_prev + j * sh, out + j * so,
+        n, H, U, io[j].gx, bx, gh + j * Cell::kGates * U, bh, h_prev + j * sh, out + j * so,
         Cell::kCellState ? c + j * H : nullptr, Save ? sv + L.act : nullptr,
         Save && Cell::kCellState ? sv + L.c_prev : nullptr, SaveH ? sv + L.h_prev : nullptr, io[j].copy);
   }
 }
 template <typename Cell, typename S>
 PRNN_CPU_CLONES void cells_forward(bool save, bool proj, int64_t rows, int64_t n, int64_t H, int64_t U,
-                                   const SavedLayout& L, const ForwardRow<S>* io, const S* gh, const S* bias,
-                                   const S* h_prev, int64_t sh, S* out, int64_t so, S* c) {
+                                   const SavedLayout& L, const ForwardRow<S>* io, const S* bx, const S* gh,
+                                   const S* bh, const S* h_prev, int64_t sh, S* out, int64_t so, S* c) {
   // Saving: the activations, h_{t-1} unless the projection's phase saves it, and m (copy) with a
   // projection. Without a projection the copy is out's row.
   if (save && proj) {
-    cells_forward_rows<Cell, true, false, true>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
+    cells_forward_rows<Cell, true, false, true>(rows, n, H, U, L, io, bx, gh, bh, h_prev, sh, out, so, c);
   } else if (save) {
-    cells_forward_rows<Cell, true, true, true>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
+    cells_forward_rows<Cell, true, true, true>(rows, n, H, U, L, io, bx, gh, bh, h_prev, sh, out, so, c);
   } else if (proj) {
-    cells_forward_rows<Cell, false, false, false>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
+    cells_forward_rows<Cell, false, false, false>(rows, n, H, U, L, io, bx, gh, bh, h_prev, sh, out, so, c);
   } else {
-    cells_forward_rows<Cell, false, false, true>(rows, n, H, U, L, io, gh, bias, h_prev, sh, out, so, c);
+    cells_forward_rows<Cell, false, false, true>(rows, n, H, U, L, io, bx, gh, bh, h_prev, sh, out, so, c);
   }
 }
 
@@ -371,8 +374,8 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   const int64_t ub = geo.units(H), pb = a.proj ? geo.units(P) : 0;
   const int64_t xrows = Geometry::rows_for(I * NG * U, gates.R), xblocks = (N + xrows - 1) / xrows;
 
-  // gx: x W_ih^T + b per unit block, [D][ub][N][NG][U]: a chunk of the input projection writes
-  // its tile in place, and a step's chunk reads its rows' gates from one place.
+  // gx: x W_ih^T per unit block, [D][ub][N][NG][U]: a chunk of the input projection writes its tile
+  // in place, and a step's chunk reads its rows' gates from one place (and adds the bias).
   S *w_ih, *w_hh, *w_hr = nullptr, *xr, *gx, *h, *c = nullptr, *m = nullptr, *scratch, *zeros = nullptr;
   Arena<S> arena;
   arena.add(w_ih, D * ub * I * NG * U);  // [D][ub][I][NG][U]
@@ -384,12 +387,16 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
   if (with_c) arena.add(c, D * B * H);
   const int64_t tile_size = geo.rows * NG * U;  // a step's gates
   arena.add(scratch, geo.workers * tile_size);
-  if (Cell::kBiasApart) arena.add(zeros, G);
+  arena.add(zeros, G);
   arena.allocate();
   std::vector<ForwardRow<S>> ios(geo.workers * geo.rows);  // per worker: its chunk's rows
-  std::vector<const S*> b_hh(D);  // the bias the cell adds to h_{t-1} W_hh^T (zeros without one)
-  if (Cell::kBiasApart) std::fill_n(zeros, G, S(0));
-  for (int64_t d = 0; d < D; ++d) b_hh[d] = dirs[d].b_hh ? dirs[d].b_hh : zeros;
+  // The biases the cell adds to x W_ih^T and (kBiasApart) h_{t-1} W_hh^T; zeros where there are none.
+  std::fill_n(zeros, G, S(0));
+  std::vector<const S*> b_x(D), b_hh(D);
+  for (int64_t d = 0; d < D; ++d) {
+    b_x[d] = dirs[d].b_x ? dirs[d].b_x : zeros;
+    b_hh[d] = dirs[d].b_hh ? dirs[d].b_hh : zeros;
+  }
   reorder(h0, h, order, D, P, true);
   if (with_c) reorder(c0, c, order, D, H, true);
   auto time = [&](int64_t d, int64_t b, int64_t s) { return dirs[d].time(len, b, s); };
@@ -428,14 +435,9 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
         return;
       }
       const int64_t d = ci / (ub * xblocks), blk = ci % (ub * xblocks) / xblocks, r0 = ci % xblocks * xrows;
-      const int64_t n = std::min(N, r0 + xrows) - r0, u0 = blk * U, nu = std::min(U, H - u0);
+      const int64_t n = std::min(N, r0 + xrows) - r0;
       S* y = gx + ((d * ub + blk) * N + r0) * NG * U;
       gates(n, I, xr + r0 * I, I, w_ih + (d * ub + blk) * I * NG * U, y);
-      if (const S* bias = dirs[d].b_x) {
-        for (int64_t r = 0; r < n; ++r)
-          for (int g = 0; g < NG; ++g)
-            for (int64_t u = 0; u < nu; ++u) y[(r * NG + g) * U + u] += bias[g * H + u0 + u];
-      }
       return;
     }
     const int64_t s = (k - 2) / phases;
@@ -468,8 +470,8 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
     }
     gates(n, P, hc + ch.r0 * P, P, w_hh + (d * ub + ch.block) * P * NG * U, tile);
     // With a projection the cell's output is m (a projecting cell, LSTM, reads no h_{t-1}).
-    cells_forward<Cell, S>(saved != nullptr, a.proj, n, nu, H, U, L, io, tile,
-                           Cell::kBiasApart ? b_hh[d] + u0 : nullptr, hc + ch.r0 * P + u0, P,
+    cells_forward<Cell, S>(saved != nullptr, a.proj, n, nu, H, U, L, io, b_x[d] + u0, tile, b_hh[d] + u0,
+                           hc + ch.r0 * P + u0, P,
                            a.proj ? m + (d * B + ch.r0) * H + u0 : hn + ch.r0 * P + u0, a.proj ? H : P,
                            with_c ? c + (d * B + ch.r0) * H + u0 : nullptr);
   };
