@@ -428,7 +428,7 @@ void forward_layer(const LayerArgs& a, const std::vector<Dir<S>>& dirs, const in
       }
       return;
     }
-    if (k == 1) {  // gx for one block of token rows and units, with the biases that fold in
+    if (k == 1) {  // gx for one block of token rows and units (the cell adds the bias)
       if (ci >= D * ub * xblocks) {  // zero out[t, b] past b's length (nothing else writes there)
         const int64_t b = ci - D * ub * xblocks;
         for (int64_t t = len[b]; t < a.T; ++t) std::fill_n(out + (t * B + b) * DP, DP, S(0));
